@@ -1,0 +1,45 @@
+// Runs every suite (typecheck, lint, vitest projects) and prints the closing line CI reads:
+// `N passed, N failed, N skipped`. vitest's own summary is not a format CI recognises.
+import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
+
+const report = '.vitest-report.json'
+let passed = 0
+let failed = 0
+let skipped = 0
+
+function step(name, cmd, args) {
+  console.log(`\n=== ${name}: ${cmd} ${args.join(' ')}`)
+  const r = spawnSync(cmd, args, { stdio: 'inherit' })
+  if (r.status === 0) passed++
+  else {
+    failed++
+    console.log(`=== ${name} FAILED (exit ${r.status})`)
+  }
+}
+
+step('typecheck', 'npx', ['tsc', '-p', 'tsconfig.json', '--noEmit'])
+step('lint', 'npx', ['biome', 'check', '.'])
+
+rmSync(report, { force: true })
+console.log('\n=== vitest')
+const extra = process.argv.slice(2)
+const r = spawnSync(
+  'npx',
+  ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...extra],
+  { stdio: 'inherit' },
+)
+if (existsSync(report)) {
+  const json = JSON.parse(readFileSync(report, 'utf8'))
+  passed += json.numPassedTests
+  failed += json.numFailedTests
+  skipped += json.numPendingTests + json.numTodoTests
+  // A suite that fails to load has no tests of its own: count it, or a crash would read as green.
+  failed += json.testResults.filter((f) => f.status === 'failed' && f.assertionResults.length === 0).length
+  if (json.numTotalTests === 0) failed++
+} else {
+  failed++
+}
+if (r.status !== 0 && failed === 0) failed++
+console.log(`\n${passed} passed, ${failed} failed, ${skipped} skipped`)
+process.exit(failed === 0 ? 0 : 1)
