@@ -42,6 +42,25 @@ export interface Policy<T extends FloatArray = FloatArray> {
   readonly shape: LatentShape
   /** Writes u = π(x_t, σ_t) into `out` (same layout as x) and returns it. σ_t has one value per sample. */
   velocity(out: T, xT: T, sigmaT: ArrayLike<number>): T
+  /**
+   * Optional fused Euler substep, in place: x ← x + π(x, σ_t)·(σ_next − σ_t), per sample. Policies that
+   * provide it save a pass over x per substep; `rollout` falls back to `velocity` + axpy otherwise.
+   */
+  step?(x: T, sigmaT: ArrayLike<number>, sigmaNext: ArrayLike<number>): T
+  /**
+   * Optional fast path for rollouts that start at the policy's own source state: returns a
+   * {@link PolicyRollout} when `x` equals x_src bit for bit, else null. The GM policy uses it to
+   * integrate in the (K+1)-dimensional span of x_src and the K means instead of in C dimensions.
+   */
+  startRollout?(x: T): PolicyRollout<T> | null
+}
+
+/** A rollout in progress from the policy's source state (see {@link Policy.startRollout}). */
+export interface PolicyRollout<T extends FloatArray = FloatArray> {
+  /** One Euler substep per sample from σ_t to σ_next (σ_next = σ_t leaves a sample unchanged). */
+  step(sigmaT: ArrayLike<number>, sigmaNext: ArrayLike<number>): void
+  /** Writes the current state (B,C,H,W) into `x`. */
+  write(x: T): T
 }
 
 export interface GmPolicyOptions {
@@ -102,6 +121,8 @@ export interface Schedule {
   shiftUsed: number
   totalSubsteps: number
   autoTemperature: number
+  /** Σ numSubsteps over the steps */
+  totalSubstepsUsed: number
   steps: ScheduleStep[]
 }
 
@@ -114,4 +135,37 @@ export interface StepInfo<T extends FloatArray = FloatArray> {
   numSubsteps: number
   /** the state after this segment (a view of the sampler's buffer: copy it to keep it) */
   x: T
+}
+
+/** DX policy parameters of a segment. */
+export interface DxSegmentOptions {
+  segmentSize: number
+  shift: number
+  mode: 'grid' | 'polynomial'
+}
+
+/** Everything an integrator needs besides the network output and the state. */
+export interface SegmentSpec {
+  shape: LatentShape
+  sigmaSrc: number
+  sigmaDst: number
+  shift: number
+  totalSubsteps: number
+  eps: number
+  /** GM temperature of this segment (1 = none); ignored by DX */
+  temperature: number
+  /** required for DX outputs */
+  dx?: DxSegmentOptions
+}
+
+/** "Build the policy from a network output at (x, σ_src) and roll it to σ_dst." */
+export interface SegmentIntegrator<T extends FloatArray = FloatArray> {
+  readonly name: 'cpu' | 'webgpu'
+  /** `x` holds x_src on entry and x_dst on return. */
+  integrate(
+    output: PolicyOutput<T>,
+    x: T,
+    segment: SegmentSpec,
+    signal?: AbortSignal,
+  ): Promise<{ numSubsteps: number }>
 }

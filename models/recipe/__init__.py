@@ -1,0 +1,1 @@
+"""piflow-emoji training recipe: data prep, teacher, pi-ID student, ONNX export."""

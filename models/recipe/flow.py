@@ -1,0 +1,237 @@
+"""pi-Flow math in PyTorch, exactly as /work/shared/golden/README.md specifies (checked against the
+golden vectors by models/recipe/tests/test_golden.py in float64).
+
+Conventions: x_s = (1 - s) x0 + s eps, u = eps - x0; raw time tau with sigma = warp(tau, shift).
+Per-sample tensors: sigma/raw (B,), latents (B,C,H,W), GM means (B,K,C,H,W), logweights (B,K,1,H,W),
+logstds (B,1,1,1,1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+def warp(tau, shift: float):
+    return shift * tau / (1 + (shift - 1) * tau)
+
+
+def unwarp(sigma, shift: float):
+    return sigma / (shift + (1 - shift) * sigma)
+
+
+def _b(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(B,) -> (B,1,...,1) with ndim dims."""
+    return v.reshape(v.shape[0], *([1] * (ndim - 1)))
+
+
+class GMPolicy:
+    """Gaussian-mixture policy built from network outputs (u-space) at (x_src, sigma_src)."""
+
+    def __init__(self, means_u, logweights, logstds, x_src, sigma_src, eps: float = 1e-4):
+        s = _b(sigma_src, 5)
+        self.x_src, self.sigma_src, self.eps = x_src, sigma_src, eps
+        self.means_x0 = x_src[:, None] - s * means_u
+        self.var_x0 = torch.exp(2 * logstds) * s * s  # (B,1,1,1,1)
+        self.logweights = logweights
+        self._msq = None
+
+    def detached(self) -> "GMPolicy":
+        p = GMPolicy.__new__(GMPolicy)
+        p.x_src, p.sigma_src, p.eps = self.x_src, self.sigma_src, self.eps
+        p.means_x0, p.var_x0, p.logweights = (
+            self.means_x0.detach(),
+            self.var_x0.detach(),
+            self.logweights.detach(),
+        )
+        p._msq = None
+        return p
+
+    def dropout_(self, mask: torch.Tensor) -> torch.Tensor:
+        """mask (B,K) bool, True = drop; rows that would drop every component are left intact."""
+        eff = mask & ~mask.all(dim=1, keepdim=True)
+        self.logweights = self.logweights.masked_fill(eff[:, :, None, None, None], float("-inf"))
+        return eff
+
+    def temperature_(self, temperature: float) -> None:
+        if temperature < 1.0:
+            self.logweights = torch.log_softmax(self.logweights / max(temperature, self.eps), dim=1)
+            self.var_x0 = self.var_x0 * temperature
+            self._msq = None
+
+    def x0(self, x_t, sigma_t):
+        """Posterior mean of x0 given (x_t, sigma_t). Algebraically the golden formula, rearranged to
+        read the (B,K,C,H,W) means twice per call instead of ~a dozen times: D and var are per sample, so
+        sum_k w_k (m_k + var nu)/D = (sum_k w_k m_k)/D + var nu/D, and sum_c m (nu - zeta m/2) splits
+        into a dot product and a cached squared norm."""
+        eps = self.eps
+        st = _b(sigma_t, 4).clamp(min=eps)
+        ss = _b(self.sigma_src, 4).clamp(min=eps)
+        r_t, r_s = (1 - st) / st, (1 - ss) / ss
+        zeta = (r_t * r_t - r_s * r_s)[:, None]  # (B,1,1,1,1)
+        nu = r_t * x_t / st - r_s * self.x_src / ss  # (B,C,H,W)
+        d = (1 + self.var_x0 * zeta).clamp(min=eps)  # (B,1,1,1,1)
+        if self._msq is None:
+            self._msq = (self.means_x0 * self.means_x0).sum(dim=2, keepdim=True)
+        dot = (self.means_x0 * nu[:, None]).sum(dim=2, keepdim=True)
+        w = torch.softmax(self.logweights + (dot - 0.5 * zeta * self._msq) / d, dim=1)
+        return (w * self.means_x0).sum(dim=1) / d[:, 0] + (self.var_x0 / d)[:, 0] * nu
+
+    def velocity(self, x_t, sigma_t):
+        return (x_t - self.x0(x_t, sigma_t)) / _b(sigma_t, 4).clamp(min=self.eps)
+
+
+def rollout(policy, x, sigma, raw_src, raw_dst, shift: float, total_substeps: int):
+    """Integrate the policy from raw_src to raw_dst (both (B,)) with per-sample substep counts.
+    Returns (x_end, sigma_end, raw_end, num_substeps)."""
+    delta = raw_src - raw_dst
+    n = torch.round(delta * total_substeps).long().clamp(min=1)
+    h = delta / n
+    raw = raw_src
+    for i in range(int(n.max().item())):
+        u = policy.velocity(x, sigma)
+        raw_next = (raw - h).clamp(min=0)
+        sigma_next = warp(raw_next, shift)
+        x_next = x + u * _b(sigma_next - sigma, 4)
+        active = n > i
+        x = torch.where(_b(active, 4), x_next, x)
+        sigma = torch.where(active, sigma_next, sigma)
+        raw = torch.where(active, raw_next, raw)
+    return x, sigma, raw, n
+
+
+def average_velocity(policy, x_a, sigma_a, raw_a, raw_end, shift, total_substeps, eps):
+    """Mean policy velocity over [raw_end, raw_a]; the local velocity when the span is < 2 substeps."""
+    local_only = torch.round((raw_a - raw_end) * total_substeps) < 2
+    pred = None
+    if not bool(local_only.all()):
+        x_end, sigma_end, _, _ = rollout(policy, x_a, sigma_a, raw_a, raw_end, shift, total_substeps)
+        pred = (x_a - x_end) / _b(sigma_a - sigma_end, 4).clamp(min=eps)
+    if bool(local_only.any()):
+        local = policy.velocity(x_a, sigma_a)
+        pred = local if pred is None else torch.where(_b(local_only, 4), local, pred)
+    return pred, local_only
+
+
+def train_sample_t(draws, nfe: int, fs: float, shift: float, eps: float):
+    """pi-ID segment selection from uniform raw-time draws (B,)."""
+    fs = max(fs, eps)
+    base = 1.0 / (nfe - 1 + fs)
+    tau = draws.clamp(min=eps)
+    index = torch.ceil(tau / base + 1 - fs).clamp(min=1, max=nfe)
+    raw_src = ((index - (1 - fs)) * base).clamp(min=eps, max=1)
+    sigma_src = warp(raw_src, shift)
+    size = torch.where(index == 1, torch.full_like(raw_src, fs * base), torch.full_like(raw_src, base))
+    return index.long(), raw_src, sigma_src, size
+
+
+@dataclass
+class PiidConfig:
+    nfe: int = 4
+    final_step_size_scale: float = 0.5
+    shift: float = 3.2
+    num_intermediate_states: int = 4
+    window_substeps: int = 3
+    total_substeps: int = 128
+    eps: float = 1e-4
+    loss_scale: float = 30.0
+    gm_dropout: float = 0.1
+
+
+def piid_segment(
+    teacher_u: Callable,  # (x, sigma (B,)) -> u, evaluated without grad (teacher with CFG)
+    policy: GMPolicy,
+    x_src,
+    raw_src,
+    sigma_src,
+    segment_size,
+    teacher_ratio: float,
+    cfg: PiidConfig,
+    student_draws,  # (B, M) uniform
+    teacher_draws,  # (B, M-1) uniform
+    dropout_mask=None,  # (B, K) bool or None
+    get_x_t_dst: bool = False,
+) -> dict:
+    """One pi-ID training segment (golden README 'piid_segment'). Returns the loss and bookkeeping."""
+    ts, m = cfg.total_substeps, cfg.num_intermediate_states
+    n_l = torch.round(segment_size * ts).clamp(min=1)
+    window = torch.minimum(cfg.window_substeps * segment_size / n_l, segment_size)
+    span = (segment_size - window)[:, None]
+    s_int = torch.sort(student_draws * ((1 - teacher_ratio) * span), dim=-1)[0]
+    s_int = torch.diff(s_int, dim=-1, prepend=torch.zeros_like(s_int[:, :1]))
+    t_sorted = torch.sort(teacher_draws, dim=-1)[0]
+    t_int = torch.diff(
+        t_sorted, dim=-1, prepend=torch.zeros_like(s_int[:, :1]), append=torch.ones_like(s_int[:, :1])
+    ) * (teacher_ratio * span)
+
+    detached = policy.detached()
+    eff_mask = detached.dropout_(dropout_mask) if dropout_mask is not None else None
+
+    x, raw, sigma = x_src, raw_src, sigma_src
+    rec = {k: [] for k in ("raw_a", "raw_b", "sigma_a", "x_a", "tgt_u", "pred_u", "local_only")}
+    for i in range(m):
+        raw_a = (raw - s_int[:, i]).clamp(min=0)
+        raw_b = (raw_a - t_int[:, i]).clamp(min=0)
+        with torch.no_grad():
+            x_a, sigma_a, _, _ = rollout(detached, x, sigma, raw, raw_a, cfg.shift, ts)
+            tgt_u = teacher_u(x_a, sigma_a)
+        pred_u, local_only = average_velocity(
+            policy, x_a, sigma_a, raw_a, raw_b - window, cfg.shift, ts, cfg.eps
+        )
+        sigma_b = warp(raw_b, cfg.shift)
+        x = x_a + tgt_u * _b(sigma_b - sigma_a, 4)
+        raw, sigma = raw_b, sigma_b
+        for k, v in zip(rec, (raw_a, raw_b, sigma_a, x_a, tgt_u, pred_u, local_only)):
+            rec[k].append(v)
+    out = {k: torch.stack(v) for k, v in rec.items()}
+    out["loss"] = cfg.loss_scale * 0.5 * (out["pred_u"] - out["tgt_u"]).pow(2).mean()
+    out.update(window_size=window, student_intervals=s_int, teacher_intervals=t_int)
+    if eff_mask is not None:
+        out["dropout_mask_effective"] = eff_mask
+    if get_x_t_dst:
+        with torch.no_grad():
+            out["x_t_dst"] = rollout(detached, x, sigma, raw, raw_src - segment_size, cfg.shift, ts)[0]
+    return out
+
+
+def schedule(nfe: int, shift: float, fs: float):
+    """Few-step schedule (h = 0): per step (raw_src, sigma_src, raw_dst, sigma_dst) as floats."""
+    base = 1.0 / (nfe - 1 + fs)
+    raw_src = [max(1.0 - k * base, 0.0) for k in range(nfe)]
+    sig_src = [warp(r, shift) for r in raw_src]
+    sig_dst = sig_src[1:] + [0.0]
+    return [(raw_src[k], sig_src[k], unwarp(sig_dst[k], shift), sig_dst[k]) for k in range(nfe)]
+
+
+def auto_temperature(nfe: int) -> float:
+    return min(max(0.1 * (nfe - 1), 0.0), 1.0)
+
+
+@torch.no_grad()
+def sample_gm(student_fn, x, nfe: int, shift: float, fs: float, total_substeps: int, eps: float,
+              temperature: float | None = None):
+    """Few-step GM sampling (golden 'sampling_loop'); student_fn(x, sigma (B,)) -> (means_u, logweights, logstds).
+    temperature None = auto (applied to every step but the last)."""
+    temp = auto_temperature(nfe) if temperature is None else temperature
+    b = x.shape[0]
+    for k, (raw_s, sig_s, raw_d, _) in enumerate(schedule(nfe, shift, fs)):
+        sigma = torch.full((b,), sig_s, dtype=x.dtype)
+        policy = GMPolicy(*student_fn(x, sigma), x, sigma, eps=eps)
+        if k < nfe - 1:
+            policy.temperature_(temp)
+        x = rollout(policy, x, sigma, torch.full((b,), raw_s, dtype=x.dtype),
+                    torch.full((b,), raw_d, dtype=x.dtype), shift, total_substeps)[0]
+    return x
+
+
+@torch.no_grad()
+def sample_euler(teacher_u, x, steps: int, shift: float):
+    """Plain Euler over uniform raw time (warped by shift) from sigma=1 to 0."""
+    b = x.shape[0]
+    sig = [warp(1.0 - i / steps, shift) for i in range(steps + 1)]
+    for i in range(steps):
+        u = teacher_u(x, torch.full((b,), sig[i], dtype=x.dtype))
+        x = x + u * (sig[i + 1] - sig[i])
+    return x

@@ -1,0 +1,239 @@
+/**
+ * @module local-stack
+ * Starts the local piflow stack as real processes: inference backend(s) (`backend/src/main.ts`) and the
+ * edge worker under `wrangler dev` (offline, workerd). Used by `npm start` (scripts/start.ts) and by
+ * tests through test/support/stack.ts. Every child runs in its own process group so `stop()` takes
+ * down wrangler's workerd and tsx's node too.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { stageModelAssets } from './stage-model-assets.ts'
+
+/** Repository root (this file lives in scripts/). */
+export const ROOT = resolve(import.meta.dirname, '..')
+
+/** A started child process. */
+export interface Service {
+  url: string
+  stop(): Promise<void>
+}
+
+/** A random url-safe secret. */
+export const randomSecret = (bytes = 24) => randomBytes(bytes).toString('base64url')
+
+/** A fresh API key in the worker's format, `pf_<id>_<secret>`. */
+export const randomApiKey = (id = 'dev') => `pf_${id}_${randomSecret(24)}`
+
+/** A TCP port that was free a moment ago (wrangler needs an explicit one); `preferred` if it is free. */
+export async function freePort(preferred = 0): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer()
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (preferred !== 0 && error.code === 'EADDRINUSE') freePort().then(resolvePort, reject)
+      else reject(error)
+    })
+    server.listen(preferred, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolvePort(port))
+    })
+  })
+}
+
+function stopGroup(child: ChildProcess, graceMs = 5000): Promise<void> {
+  return new Promise((resolveStop) => {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) {
+      resolveStop()
+      return
+    }
+    const kill = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, signal)
+      } catch {
+        // the group is already gone
+      }
+    }
+    const timer = setTimeout(() => kill('SIGKILL'), graceMs)
+    child.once('exit', () => {
+      clearTimeout(timer)
+      // stragglers in the group (workerd under wrangler) go too
+      kill('SIGKILL')
+      resolveStop()
+    })
+    kill('SIGTERM')
+  })
+}
+
+const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g')
+
+/** Spawns `command` in its own process group and resolves once `ready` matches its output. */
+function spawnUntil(
+  name: string,
+  command: string,
+  args: string[],
+  options: {
+    env?: NodeJS.ProcessEnv
+    ready: RegExp
+    timeoutMs: number
+    log?: (line: string) => void
+  },
+): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
+  return new Promise((resolveSpawn, reject) => {
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: { ...process.env, ...options.env },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let output = ''
+    let settled = false
+    const fail = (message: string) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      void stopGroup(child, 1000)
+      reject(new Error(`${name}: ${message}\n--- output ---\n${output.slice(-4000)}`))
+    }
+    const timer = setTimeout(
+      () => fail(`not ready after ${options.timeoutMs} ms`),
+      options.timeoutMs,
+    )
+    const onData = (chunk: Buffer) => {
+      const text = chunk.toString()
+      for (const line of text.split('\n')) if (line.trim()) options.log?.(line)
+      if (settled) return
+      output += text
+      // wrangler colours its output; strip ANSI escapes before matching
+      const match = output.replace(ANSI_ESCAPE, '').match(options.ready)
+      if (match) {
+        settled = true
+        clearTimeout(timer)
+        resolveSpawn({ child, match })
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('error', (error) => fail(error.message))
+    child.once('exit', (code, signal) => fail(`exited early (code ${code}, signal ${signal})`))
+  })
+}
+
+/** Options of {@link startBackend}. */
+export interface BackendOptions {
+  secret: string
+  port?: number
+  modelsDir?: string
+  /** extra CLI flags, e.g. ['--debug-run-delay-ms', '200'] */
+  args?: string[]
+  log?: (line: string) => void
+}
+
+/** Starts `backend/src/main.ts` and waits for its ready line. */
+export async function startBackend(options: BackendOptions): Promise<Service> {
+  const { child, match } = await spawnUntil(
+    'backend',
+    process.execPath,
+    [
+      join(ROOT, 'node_modules/tsx/dist/cli.mjs'),
+      'backend/src/main.ts',
+      '--port',
+      String(options.port ?? 0),
+      '--host',
+      '127.0.0.1',
+      '--models-dir',
+      options.modelsDir ?? 'models',
+      '--secret',
+      options.secret,
+      ...(options.args ?? []),
+    ],
+    {
+      ready: /piflow-backend listening on (http:\/\/\S+)/,
+      timeoutMs: 120_000,
+      ...(options.log ? { log: options.log } : {}),
+    },
+  )
+  return { url: match[1]!, stop: () => stopGroup(child) }
+}
+
+/** Options of {@link startWorker}. */
+export interface WorkerOptions {
+  backends: { id?: string; url: string; weight?: number }[]
+  backendSecret: string
+  devApiKey: string
+  signingSecret: string
+  port?: number
+  /** wrangler state directory; a fresh temporary one (removed on stop) when omitted */
+  persistTo?: string
+  /** extra worker vars, e.g. { PIFLOW_INTEGRATION: 'backend' } */
+  vars?: Record<string, string>
+  log?: (line: string) => void
+}
+
+/** Starts the worker with `wrangler dev` (local workerd, offline) and waits until it answers. */
+export async function startWorker(options: WorkerOptions): Promise<Service> {
+  // wrangler's [build] step stages them too; doing it first guarantees the directory exists.
+  stageModelAssets()
+  const port = options.port ?? (await freePort())
+  const inspectorPort = await freePort()
+  const temporaryState = options.persistTo === undefined
+  const persistTo = options.persistTo ?? mkdtempSync(join(tmpdir(), 'piflow-wrangler-'))
+  const vars: Record<string, string> = {
+    PIFLOW_ENV: 'local',
+    PIFLOW_BACKENDS: JSON.stringify(options.backends),
+    PIFLOW_BACKEND_SECRET: options.backendSecret,
+    PIFLOW_SIGNING_SECRET: options.signingSecret,
+    PIFLOW_DEV_API_KEY: options.devApiKey,
+    ...options.vars,
+  }
+  const { child } = await spawnUntil(
+    'wrangler dev',
+    process.execPath,
+    [
+      join(ROOT, 'node_modules/wrangler/bin/wrangler.js'),
+      'dev',
+      '--config',
+      'wrangler.toml',
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--inspector-port',
+      String(inspectorPort),
+      '--persist-to',
+      persistTo,
+      '--show-interactive-dev-session=false',
+      ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
+    ],
+    {
+      // Offline: no login, no metrics, no Request.cf fetch (shared/notes/toolchain.md).
+      env: { CI: 'true', WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
+      ready: /Ready on (http:\/\/\S+)/,
+      timeoutMs: 120_000,
+      ...(options.log ? { log: options.log } : {}),
+    },
+  )
+  const url = `http://127.0.0.1:${port}`
+  const stop = async () => {
+    await stopGroup(child)
+    if (temporaryState) rmSync(persistTo, { recursive: true, force: true })
+  }
+  // "Ready" is printed when the socket listens; wait until the worker itself answers.
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    try {
+      const response = await fetch(`${url}/healthz`)
+      if (response.ok) break
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) {
+      await stop()
+      throw new Error('wrangler dev: /healthz never answered 200')
+    }
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  return { url, stop }
+}

@@ -1,0 +1,156 @@
+/**
+ * @module start
+ * `npm start`: the local piflow stack. Starts the inference backend and the edge worker (`wrangler dev`,
+ * offline), generates one real image through the worker into out/first.png, prints the URL, the dev
+ * API key and ready-to-paste curl commands, then runs until Ctrl-C (stopping both process groups).
+ *
+ * Env: PORT (worker port; default 8787, or a free one if taken), PIFLOW_BACKEND_PORT (default: any free
+ * port).
+ * The dev key is kept in .wrangler/piflow-local.json (git-ignored) so it survives restarts.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  freePort,
+  ROOT,
+  randomApiKey,
+  randomSecret,
+  type Service,
+  startBackend,
+  startWorker,
+} from './local-stack.ts'
+
+interface LocalSecrets {
+  devApiKey: string
+  backendSecret: string
+  signingSecret: string
+}
+
+/** Secrets of this checkout's local stack, created once. */
+function localSecrets(): LocalSecrets {
+  const file = join(ROOT, '.wrangler/piflow-local.json')
+  if (existsSync(file)) {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<LocalSecrets>
+    if (saved.devApiKey && saved.backendSecret && saved.signingSecret) return saved as LocalSecrets
+  }
+  const secrets = {
+    devApiKey: randomApiKey('dev'),
+    backendSecret: randomSecret(),
+    signingSecret: randomSecret(),
+  }
+  mkdirSync(join(ROOT, '.wrangler'), { recursive: true })
+  writeFileSync(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 })
+  return secrets
+}
+
+const log = (message: string) => console.log(`[piflow] ${message}`)
+
+async function firstImage(workerUrl: string, apiKey: string): Promise<string> {
+  const started = performance.now()
+  const response = await fetch(`${workerUrl}/v1/generations`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' },
+    // Unseeded, so it is never a cache hit: this proves the whole path (worker → backend) works.
+    body: JSON.stringify({ prompt: 'grinning face with big eyes', size: 256 }),
+    signal: AbortSignal.timeout(120_000),
+  }).catch(async (error) => {
+    throw new Error(`generation request failed: ${error.message}`)
+  })
+  const body = (await response.json()) as {
+    images?: { url: string }[]
+    seed?: number
+    cached?: boolean
+    timings?: { totalMs: number }
+    integration?: string
+    error?: { code: string; message: string }
+  }
+  if (!response.ok || !body.images?.[0]) {
+    throw new Error(`generation failed (${response.status}): ${JSON.stringify(body.error ?? body)}`)
+  }
+  const image = await fetch(body.images[0].url)
+  if (!image.ok) throw new Error(`image download failed: ${image.status}`)
+  const png = new Uint8Array(await image.arrayBuffer())
+  mkdirSync(join(ROOT, 'out'), { recursive: true })
+  const path = join(ROOT, 'out/first.png')
+  writeFileSync(path, png)
+  log(
+    `first image: ${path} (seed ${body.seed}, ${png.byteLength} bytes, ` +
+      `${Math.round(performance.now() - started)} ms, integration ${body.integration}` +
+      `${body.cached ? ', from cache' : ''})`,
+  )
+  return path
+}
+
+async function main() {
+  const secrets = localSecrets()
+  const services: Service[] = []
+  let stopping = false
+  const stop = async (code: number) => {
+    if (stopping) return
+    stopping = true
+    log('stopping…')
+    await Promise.all(services.reverse().map((s) => s.stop()))
+    process.exit(code)
+  }
+  process.on('SIGINT', () => void stop(0))
+  process.on('SIGTERM', () => void stop(0))
+
+  try {
+    log('starting the inference backend…')
+    const backend = await startBackend({
+      secret: secrets.backendSecret,
+      port: Number(process.env.PIFLOW_BACKEND_PORT ?? 0),
+      log: (line) => console.error(`  backend | ${line}`),
+    })
+    services.push(backend)
+    log(`backend ready at ${backend.url}`)
+    log('starting the edge worker (wrangler dev, offline)…')
+    const worker = await startWorker({
+      backends: [{ id: 'local', url: backend.url, weight: 1 }],
+      backendSecret: secrets.backendSecret,
+      devApiKey: secrets.devApiKey,
+      signingSecret: secrets.signingSecret,
+      // 8787 (wrangler's default) unless taken, e.g. by another checkout's stack.
+      port: process.env.PORT ? Number(process.env.PORT) : await freePort(8787),
+      persistTo: join(ROOT, '.wrangler/state'),
+      log: (line) => {
+        if (/error|warn|exception/i.test(line)) console.error(`  worker  | ${line}`)
+      },
+    })
+    services.push(worker)
+    log(`worker ready at ${worker.url}`)
+    await firstImage(worker.url, secrets.devApiKey)
+
+    const url = worker.url
+    const key = secrets.devApiKey
+    console.log(`
+piflow is running.
+
+  API        ${url}/v1   (OpenAPI: ${url}/openapi.json)
+  dev key    ${key}
+  models     ${url}/v1/models
+  backend    ${backend.url}
+
+JSON:
+  curl -s ${url}/v1/generations \\
+    -H 'Authorization: Bearer ${key}' -H 'Content-Type: application/json' \\
+    -d '{"prompt":"red apple","seed":7,"size":128}'
+
+SSE (progress with previews, then the image):
+  curl -N ${url}/v1/generations \\
+    -H 'Authorization: Bearer ${key}' -H 'Content-Type: application/json' \\
+    -H 'Accept: text/event-stream' \\
+    -d '{"prompt":"smiling cat face","seed":3}'
+
+Result of an earlier generation:
+  curl -s ${url}/v1/generations/<id> -H 'Authorization: Bearer ${key}'
+
+Press Ctrl-C to stop.
+`)
+  } catch (error) {
+    console.error(`[piflow] failed: ${(error as Error).message}`)
+    await stop(1)
+  }
+}
+
+void main()

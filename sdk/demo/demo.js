@@ -1,0 +1,111 @@
+// The piflow SDK demo: `?api=<edge url>&key=<api key>` enables the remote path (with local fallback).
+import { createClient } from '/sdk/index.js'
+
+const params = new URLSearchParams(location.search)
+const api = params.get('api')
+const apiKey = params.get('key') ?? undefined
+const status = document.querySelector('#status')
+const gallery = document.querySelector('#gallery')
+
+/** Local settings per path: which onnxruntime-web provider and which policy integrator. */
+const LOCAL = {
+  auto: {},
+  wasm: { providers: ['wasm'], integrator: 'cpu' },
+  webgpu: { providers: ['webgpu'], integrator: 'webgpu' },
+}
+
+const clients = new Map()
+/** One client per path, all falling back to local generation with self-hosted files. */
+const clientFor = (path) => {
+  if (!clients.has(path)) {
+    clients.set(
+      path,
+      createClient({
+        // With no API configured, an unroutable base URL makes every call take the local fallback.
+        baseUrl: api ?? 'http://127.0.0.1:9/',
+        ...(apiKey ? { apiKey } : {}),
+        retry: { limit: 3, delay: 200 },
+        fallback: 'local',
+        local: {
+          modelBaseUrl: '/models/',
+          wasmPaths: '/ort/',
+          ...LOCAL[path],
+          onDownloadProgress: (p) => {
+            status.textContent = p.cached
+              ? `${p.file}: from cache`
+              : `${p.file}: ${Math.round((100 * p.loadedBytes) / p.totalBytes)} %`
+          },
+        },
+      }),
+    )
+  }
+  return clients.get(path)
+}
+
+/** Decodes an image (PNG bytes or URL) into RGBA pixels. */
+const pixelsOf = async (image) => {
+  const blob = image.data
+    ? new Blob([image.data], { type: image.contentType })
+    : await (await fetch(image.url)).blob()
+  const bitmap = await createImageBitmap(blob)
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height)
+  const context = canvas.getContext('2d')
+  context.drawImage(bitmap, 0, 0)
+  return { blob, rgba: context.getImageData(0, 0, bitmap.width, bitmap.height).data }
+}
+
+/**
+ * Generates along `path` and shows the images. Returns a summary (and the pixels) for the tests.
+ * @param {'auto'|'wasm'|'webgpu'} path
+ */
+const generate = async (path, input) => {
+  status.textContent = `generating (${path})…`
+  const started = performance.now()
+  const result = await clientFor(path).generate(input)
+  const images = []
+  for (const image of result.data.images) {
+    const { blob, rgba } = await pixelsOf(image)
+    const figure = document.createElement('figure')
+    const img = document.createElement('img')
+    img.src = URL.createObjectURL(blob)
+    img.alt = `${input.prompt} (seed ${image.seed})`
+    const caption = document.createElement('figcaption')
+    caption.textContent = `${result.backend} · policy ${result.data.integration} · seed ${image.seed} · ${Math.round(result.timings.totalMs)} ms`
+    figure.append(img, caption)
+    gallery.prepend(figure)
+    await img.decode()
+    images.push({
+      seed: image.seed,
+      width: image.width,
+      height: image.height,
+      rgba: Array.from(rgba),
+    })
+  }
+  status.textContent = `done: ${result.backend} in ${Math.round(performance.now() - started)} ms`
+  return {
+    backend: result.backend,
+    integration: result.data.integration,
+    requestId: result.requestId,
+    seed: result.data.seed,
+    timings: result.timings,
+    images,
+  }
+}
+
+document.querySelector('#form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const form = new FormData(event.target)
+  const seed = form.get('seed')
+  try {
+    await generate(form.get('path'), {
+      prompt: String(form.get('prompt')),
+      size: Number(form.get('size')),
+      ...(seed === '' ? {} : { seed: Number(seed) }),
+    })
+  } catch (error) {
+    status.textContent = `${error.name}: ${error.message}`
+  }
+})
+
+// Hooks for the browser tests and the benchmark.
+window.piflowDemo = { generate, createClient, ready: true }

@@ -1,0 +1,25 @@
+/**
+ * @module @piflow/sdk
+ * Client for the piflow API: few-step π-Flow image generation. HTTP only: in-browser inference lives in
+ * `@piflow/sdk/local` and is loaded lazily by `fallback: 'local'`.
+ */
+export {
+  type ClientOptions,
+  createClient,
+  type GenerationStream,
+  LOCAL_FALLBACK_CODES,
+  type PiflowClient,
+} from './client.ts'
+export {
+  ApiError,
+  type FieldError,
+  isApiError,
+  isPiflowError,
+  LocalInferenceError,
+  NetworkError,
+  PiflowError,
+  TimeoutError,
+  ValidationError,
+} from './errors.ts'
+export type { DownloadProgress, LocalOptions, LocalProvider } from './local/types.ts'
+export type * from './types.ts'

@@ -1,0 +1,95 @@
+/**
+ * @module local/ort
+ * onnxruntime-web, loaded on first use (an optional peer dependency), and session creation that tries
+ * one execution provider at a time: ORT given `['webgpu', 'wasm']` falls back silently, and the result
+ * must say which provider actually ran.
+ */
+/// <reference types="@webgpu/types" />
+import type * as Ort from 'onnxruntime-web'
+import { LocalInferenceError } from '../errors.ts'
+import type { LocalProvider } from './types.ts'
+
+export type OrtModule = typeof Ort
+
+/** An opened student: the provider it runs on and, for WebGPU, the device it shares with the policy. */
+export interface OpenedSession {
+  session: Ort.InferenceSession
+  provider: LocalProvider
+  device: GPUDevice | undefined
+}
+
+/**
+ * Imports onnxruntime-web: the WebGPU build when a WebGPU provider may be tried (it also runs WASM),
+ * else the smaller WASM-only build. `wasmPaths` points ORT at self-hosted `.wasm`/`.mjs` files.
+ */
+export const loadOrt = async (withWebGpu: boolean, wasmPaths: string | undefined) => {
+  let ort: OrtModule
+  try {
+    ort = withWebGpu ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm')
+  } catch (cause) {
+    throw new LocalInferenceError(
+      'runtime_missing',
+      'Local generation needs onnxruntime-web: npm install onnxruntime-web',
+      { cause },
+    )
+  }
+  if (wasmPaths) ort.env.wasm.wasmPaths = wasmPaths
+  return ort
+}
+
+/** A WebGPU device, or why there is none (no `navigator.gpu`, no adapter, device refused). */
+export const requestGpuDevice = async (): Promise<GPUDevice | string> => {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu
+  if (!gpu) return 'navigator.gpu is not available'
+  try {
+    const adapter = await gpu.requestAdapter()
+    if (!adapter) return 'no WebGPU adapter'
+    return await adapter.requestDevice({
+      // ORT's WebGPU provider wants the adapter's larger buffer limits when the model needs them.
+      requiredLimits: {
+        maxBufferSize: adapter.limits.maxBufferSize,
+        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      },
+    })
+  } catch (error) {
+    return `WebGPU device request failed: ${(error as Error).message}`
+  }
+}
+
+/**
+ * Creates a session on the first provider that works, in `providers` order. WebGPU sessions run on
+ * `device` (shared with the WebGPU policy integrator so both use one queue).
+ */
+export const openSession = async (
+  ort: OrtModule,
+  model: Uint8Array,
+  providers: readonly LocalProvider[],
+  getDevice: () => Promise<GPUDevice | string>,
+): Promise<OpenedSession> => {
+  const failures: string[] = []
+  for (const provider of providers) {
+    let device: GPUDevice | undefined
+    if (provider === 'webgpu') {
+      const got = await getDevice()
+      if (typeof got === 'string') {
+        failures.push(`webgpu: ${got}`)
+        continue
+      }
+      device = got
+      ort.env.webgpu.device = device
+    }
+    try {
+      const session = await ort.InferenceSession.create(model, {
+        executionProviders: [provider],
+        graphOptimizationLevel: 'all',
+      })
+      return { session, provider, device }
+    } catch (error) {
+      failures.push(`${provider}: ${(error as Error).message}`)
+    }
+  }
+  throw new LocalInferenceError(
+    'no_provider',
+    `No onnxruntime-web provider could open the model (${failures.join('; ')})`,
+  )
+}

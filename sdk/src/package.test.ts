@@ -1,0 +1,182 @@
+/**
+ * What is published is what is tested: the root entry's size budget, and `npm pack` installed into a
+ * scratch project outside the workspace, imported and used over real HTTP from a separate Node process.
+ */
+import { execFile, execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
+import { build, type Plugin } from 'esbuild'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { sendJson, startScriptServer } from './testing/script-server.ts'
+
+const sdkDir = join(import.meta.dirname, '..')
+
+/** Bundles an entry the way a user's bundler would, minified, with everything it imports statically. */
+const bundle = async (entry: string, plugins: Plugin[] = [], external: string[] = []) => {
+  const result = await build({
+    entryPoints: [join(sdkDir, entry)],
+    bundle: true,
+    minify: true,
+    format: 'esm',
+    platform: 'browser',
+    write: false,
+    plugins,
+    external,
+  })
+  const code = result.outputFiles[0]!.contents
+  return { code: new TextDecoder().decode(code), gzipBytes: gzipSync(code, { level: 9 }).length }
+}
+
+/** `fallback: 'local'` loads the local entry with a dynamic import: a separate, lazily fetched chunk. */
+const lazyLocal: Plugin = {
+  name: 'lazy-local',
+  setup(b) {
+    b.onResolve({ filter: /\/local\/index\.ts$/ }, () => ({ path: './local.js', external: true }))
+  },
+}
+
+describe('root entry size', () => {
+  it('has no onnxruntime or WebGPU code and stays within its budget', async () => {
+    const own = await bundle('src/index.ts', [lazyLocal], ['ky'])
+    const withKy = await bundle('src/index.ts', [lazyLocal])
+    console.log(
+      `root entry min+gzip: ${own.gzipBytes} B own code, ${withKy.gzipBytes} B including ky`,
+    )
+    for (const forbidden of [
+      'onnxruntime',
+      'requestAdapter',
+      'InferenceSession',
+      'createWebGpuIntegrator',
+    ]) {
+      expect(withKy.code).not.toContain(forbidden)
+    }
+    // Budget of issue 7: 8 KB for the SDK's root entry. ky 2.1.0 alone is ~8.9 KB min+gzip, so the
+    // 8 KB cannot hold with ky bundled; ky is a regular dependency and the total is capped separately
+    // so growth on either side is caught (see sdk/README.md, "Size").
+    expect(own.gzipBytes).toBeLessThanOrEqual(8 * 1024)
+    expect(withKy.gzipBytes).toBeLessThanOrEqual(12 * 1024)
+  })
+})
+
+describe('npm pack', () => {
+  let scratch = ''
+  beforeAll(() => {
+    scratch = mkdtempSync(join(tmpdir(), 'piflow-sdk-pack-'))
+    execFileSync('npx', ['tsx', 'build.ts'], { cwd: sdkDir, stdio: 'pipe' })
+    const packed = JSON.parse(
+      execFileSync('npm', ['pack', '--json', '--pack-destination', scratch], {
+        cwd: sdkDir,
+        encoding: 'utf8',
+      }),
+    ) as { filename: string; files: { path: string }[] }[]
+    const tarball = join(scratch, packed[0]!.filename)
+    const app = join(scratch, 'app')
+    mkdirSync(app)
+    writeFileSync(
+      join(app, 'package.json'),
+      JSON.stringify({ name: 'app', type: 'module', private: true }),
+    )
+    // The shared flock serialises npm installs across everyone working in this tree.
+    execFileSync(
+      'flock',
+      [
+        '/tmp/piflow-npm.lock',
+        'npm',
+        'install',
+        '--no-audit',
+        '--no-fund',
+        '--prefer-offline',
+        tarball,
+      ],
+      { cwd: app, stdio: 'pipe' },
+    )
+  }, 300_000)
+  afterAll(() => rmSync(scratch, { recursive: true, force: true }))
+
+  it('installs with only published dependencies', () => {
+    const installed = JSON.parse(
+      readFileSync(join(scratch, 'app/node_modules/@piflow/sdk/package.json'), 'utf8'),
+    )
+    expect(Object.keys(installed.dependencies)).toEqual(['ky'])
+    const lock = readFileSync(join(scratch, 'app/package-lock.json'), 'utf8')
+    expect(lock).not.toMatch(/"node_modules\/@piflow\/(policy|models)"/)
+    expect(lock).not.toContain('"link": true')
+  })
+
+  it('imports, creates a client and generates over HTTP from a plain Node project', async () => {
+    const server = await startScriptServer((req, res) =>
+      sendJson(
+        res,
+        200,
+        { id: 'gen_9', model: 'piflow-emoji', seed: 3, nfe: 4, width: 1, height: 1, images: [] },
+        { 'x-request-id': `seen ${req.headers.authorization}` },
+      ),
+    )
+    try {
+      const script = `
+        import { createClient, PiflowError } from '@piflow/sdk'
+        import * as local from '@piflow/sdk/local'
+        const client = createClient({ baseUrl: process.argv[1], apiKey: 'pk_packed' })
+        const result = await client.generate({ prompt: 'hi', seed: 3 })
+        console.log(JSON.stringify({ id: result.data.id, requestId: result.requestId,
+          local: typeof local.createLocalGenerator, error: typeof PiflowError }))`
+      const out = await new Promise<string>((resolve, reject) => {
+        execFile(
+          process.execPath,
+          ['--input-type=module', '-e', script, server.url],
+          { cwd: join(scratch, 'app') },
+          (error: Error | null, stdout: string, stderr: string) =>
+            error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout),
+        )
+      })
+      expect(JSON.parse(out)).toEqual({
+        id: 'gen_9',
+        requestId: 'seen Bearer pk_packed',
+        local: 'function',
+        error: 'function',
+      })
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('type-checks against the published declarations, which never mention ky', () => {
+    const app = join(scratch, 'app')
+    writeFileSync(
+      join(app, 'main.ts'),
+      `import { createClient, type Result, type Generation, ApiError } from '@piflow/sdk'
+       import { createLocalGenerator, type LocalGenerator } from '@piflow/sdk/local'
+       const client = createClient({ baseUrl: 'http://x', retry: 2 })
+       const r: Promise<Result<Generation>> = client.generate({ prompt: 'a', nfe: 4 })
+       const g: LocalGenerator = createLocalGenerator({ providers: ['wasm'] })
+       export { r, g, ApiError }`,
+    )
+    writeFileSync(
+      join(app, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          noEmit: true,
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          lib: ['es2023', 'dom'],
+          types: [],
+        },
+        files: ['main.ts'],
+      }),
+    )
+    const tsc = join(sdkDir, '../node_modules/typescript/bin/tsc')
+    try {
+      execFileSync(process.execPath, [tsc, '-p', app], { encoding: 'utf8' })
+    } catch (error) {
+      throw new Error(`tsc failed:\n${(error as { stdout: string }).stdout}`)
+    }
+    const dts = ['index', 'client', 'errors', 'types', 'local/index', 'local/types'].map((f) =>
+      readFileSync(join(app, `node_modules/@piflow/sdk/dist/${f}.d.ts`), 'utf8'),
+    )
+    for (const text of dts) expect(text).not.toMatch(/from ['"]ky['"]|\bKy[A-Z]\w*/)
+  })
+})

@@ -1,0 +1,149 @@
+/**
+ * @module types
+ * Public types of `@piflow/sdk`. Types only: importing this file adds no code to a bundle.
+ */
+
+/** Which path produced a result: the edge API, or the browser (onnxruntime-web provider that ran). */
+export type Backend = 'remote' | 'webgpu' | 'wasm' | 'cpu'
+
+/** Output image encodings the API accepts. */
+export type ImageFormat = 'png'
+
+/** Input of one generation (the body of `POST /v1/generations`). */
+export interface GenerateInput {
+  prompt: string
+  /** Model id. @default 'piflow-emoji' (the server's default) */
+  model?: string
+  /** Network evaluations (one per policy segment); one of the model's `nfeOptions`. @default the model's default */
+  nfe?: number
+  /** Integer 0 … 2^32−1. Image i of a request uses seed + i. @default random */
+  seed?: number
+  /** Square output size in pixels; one of the model's `image.outputSizes`. @default native size */
+  size?: number
+  /** Guidance scale where the model supports one. @default the model's */
+  guidance?: number
+  /** Number of images. @default 1 */
+  count?: number
+  /** @default 'png' */
+  format?: ImageFormat
+  /** `url`: signed image URLs only; `base64`: also the PNG bytes inline (`image.data`). @default 'url' */
+  response?: 'url' | 'base64'
+  /** Streams only: attach small previews to `progress` events. @default true */
+  preview?: boolean
+}
+
+/** Per-call options; every call can be aborted. */
+export interface RequestOptions {
+  signal?: AbortSignal
+  /** Overrides the automatic per-call `Idempotency-Key` (reuse one to safely replay a call across reloads). */
+  idempotencyKey?: string
+}
+
+/** One generated image. */
+export interface GeneratedImage {
+  index: number
+  /** The seed of this image (request seed + index, mod 2^32). */
+  seed: number
+  width: number
+  height: number
+  /** MIME type, e.g. `image/png`. */
+  contentType: string
+  /** Signed, expiring URL of the image (remote results). */
+  url?: string
+  sha256?: string
+  /** Encoded image bytes: always for local results, for remote ones with `response: 'base64'`. */
+  data?: Uint8Array
+}
+
+/** A generation, as `POST /v1/generations` and `GET /v1/generations/:id` return it. */
+export interface Generation {
+  id: string
+  status: 'running' | 'succeeded' | 'failed'
+  model: string
+  prompt: string
+  nfe: number
+  seed: number
+  /** Square output size in pixels. */
+  size: number
+  guidance: number
+  count: number
+  images: GeneratedImage[]
+  /** Which path produced it. */
+  path: Backend
+  /** Where the policy integration ran: `edge`/`backend` remotely, `webgpu`/`cpu` in the browser. */
+  integration: 'edge' | 'backend' | 'webgpu' | 'cpu'
+  /** True when the API served it from its cache. */
+  cached: boolean
+  progress: { step: number; nfe: number }
+  /** Server-side stage timings in ms. */
+  timings: Record<string, number>
+  error: { code: string; message: string } | null
+  createdAt?: string
+  completedAt?: string | null
+  requestId?: string
+  backends?: string[]
+}
+
+/** Stage timings in milliseconds; `totalMs` is measured by the SDK around the whole call. */
+export interface Timings {
+  totalMs: number
+  [stage: string]: number
+}
+
+/** Result envelope of every call (fal style), saying which path produced it. */
+export interface Result<T> {
+  data: T
+  requestId: string
+  backend: Backend
+  timings: Timings
+}
+
+/** A file of a model, with the URL the SDK downloads it from. */
+export interface ModelFile {
+  key: string
+  role: string
+  sha256: string
+  bytes: number
+  url: string
+}
+
+/** A model the API serves: its manifest (schema in `@piflow/models`) and downloadable files. */
+export interface ModelInfo {
+  id: string
+  manifest: Record<string, unknown>
+  files: ModelFile[]
+}
+
+/** Events of `client.stream()`, in order: `id`, `progress`×nfe, `image`×count, `done`. */
+export type StreamEvent =
+  | { type: 'id'; id: string; seed?: number; nfe?: number; model?: string; count?: number }
+  | {
+      type: 'progress'
+      step: number
+      nfe: number
+      /** σ reached after this step. */
+      sigma?: number
+      /** PNG data URI of the current estimate (remote streams with `preview`). */
+      preview?: string
+    }
+  | { type: 'image'; image: GeneratedImage }
+  | { type: 'done'; result: Result<Generation> }
+
+/** Callbacks for `client.stream()`, an alternative to iterating it. */
+export interface StreamCallbacks {
+  onEvent?: (event: StreamEvent) => void
+  onProgress?: (event: Extract<StreamEvent, { type: 'progress' }>) => void
+  onImage?: (image: GeneratedImage) => void
+}
+
+/** Retry policy: exponential backoff with ±25 % jitter, honouring `Retry-After`. */
+export interface RetryOptions {
+  /** Retries after the first attempt. @default 3 */
+  limit?: number
+  /** First backoff delay in ms, doubled per retry. @default 500 */
+  delay?: number
+  /** Cap of one backoff delay in ms. @default 15_000 */
+  maxDelay?: number
+  /** Cap of a server-requested `Retry-After` wait in ms. @default 60_000 */
+  maxRetryAfter?: number
+}

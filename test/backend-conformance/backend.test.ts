@@ -1,0 +1,19 @@
+import { afterAll, beforeAll, describe, it } from 'vitest'
+import { type SpawnedBackend, spawnBackend } from '../../backend/test/spawn-backend.ts'
+import { checks } from './checks.ts'
+
+// The protocol conformance suite against our own backend: a real process over HTTP, real
+// onnxruntime, the shipped default model.
+describe('backend conformance (our backend)', () => {
+  let backend: SpawnedBackend
+  beforeAll(async () => {
+    backend = await spawnBackend()
+  })
+  afterAll(async () => {
+    await backend?.stop()
+  })
+
+  for (const check of checks) {
+    it(check.name, () => check.run({ url: backend.url, secret: backend.secret }))
+  }
+})

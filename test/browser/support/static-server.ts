@@ -1,0 +1,85 @@
+/**
+ * @module test/browser/support/static-server
+ * Serves the SDK demo page to a real browser: the built SDK (sdk/dist), ky, onnxruntime-web's files
+ * (self-hosted, as `wasmPaths` documents) and the model directories, from one local origin. Counts
+ * bytes per path so tests and benchmarks can tell a cold download from a cache hit.
+ */
+import { createReadStream, statSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { extname, join, normalize, sep } from 'node:path'
+
+const root = join(import.meta.dirname, '../../..')
+
+/** URL prefix → directory on disk. */
+const MOUNTS: Record<string, string> = {
+  '/demo/': join(root, 'sdk/demo'),
+  '/sdk/': join(root, 'sdk/dist'),
+  '/vendor/ky/': join(root, 'node_modules/ky/distribution'),
+  '/ort/': join(root, 'node_modules/onnxruntime-web/dist'),
+  '/models/': join(root, 'models'),
+  '/bench/': join(root, 'bench'),
+}
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
+  '.map': 'application/json',
+}
+
+export interface StaticServer {
+  url: string
+  /** bytes served per request path since start (or the last reset) */
+  served: Map<string, number>
+  resetCounts(): void
+  close(): Promise<void>
+}
+
+/** Starts the server on 127.0.0.1 with a free port. `/` redirects to the demo page. */
+export const startStaticServer = async (): Promise<StaticServer> => {
+  const served = new Map<string, number>()
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
+    if (path === '/') {
+      res.writeHead(302, { location: '/demo/index.html' })
+      return res.end()
+    }
+    const prefix = Object.keys(MOUNTS).find((p) => path.startsWith(p))
+    const dir = prefix && MOUNTS[prefix]
+    const file = dir && normalize(join(dir, path.slice(prefix.length)))
+    let size = -1
+    try {
+      const stat = file?.startsWith(dir + sep) ? statSync(file) : undefined
+      if (stat?.isFile()) size = stat.size
+    } catch {
+      // missing file: 404 below
+    }
+    if (!file || size < 0) {
+      res.writeHead(404, { 'content-type': 'text/plain' })
+      return res.end('not found')
+    }
+    res.writeHead(200, {
+      'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
+      'content-length': String(size),
+      'cache-control': 'no-store',
+    })
+    served.set(path, (served.get(path) ?? 0) + size)
+    createReadStream(file).pipe(res)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    served,
+    resetCounts: () => served.clear(),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}

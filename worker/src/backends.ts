@@ -1,0 +1,224 @@
+/**
+ * @module backends
+ * Routes student forwards to the configured backends: weighted choice among healthy ones, a per-attempt
+ * timeout, retry on another backend (forwards are pure functions of their inputs, so retrying is
+ * safe), and a circuit breaker per backend (open after consecutive failures, half-open after a
+ * cool-down, when a `/readyz` probe must pass before traffic returns). Breaker state is per isolate:
+ * cheap, and each isolate learns about a dead backend within a few requests.
+ */
+
+import type { BackendConfig } from './env.ts'
+import { BackendError } from './errors.ts'
+
+/** Consecutive failures that open a backend's circuit. */
+export const FAILURES_TO_OPEN = 3
+/** How long an open circuit stays open before a probe may close it. */
+export const OPEN_MS = 10_000
+const PROBE_TIMEOUT_MS = 2_000
+
+type CircuitState = 'closed' | 'open' | 'half-open'
+
+interface BackendHealth {
+  failures: number
+  openedAt: number
+  /** a running /readyz probe (half-open), shared by concurrent callers */
+  probe: Promise<boolean> | undefined
+}
+
+const health = new Map<string, BackendHealth>()
+
+function healthOf(backend: BackendConfig): BackendHealth {
+  const key = `${backend.id}|${backend.url}`
+  let h = health.get(key)
+  if (!h) {
+    h = { failures: 0, openedAt: 0, probe: undefined }
+    health.set(key, h)
+  }
+  return h
+}
+
+function circuitOf(h: BackendHealth, now: number): CircuitState {
+  if (h.failures < FAILURES_TO_OPEN) return 'closed'
+  return now - h.openedAt >= OPEN_MS ? 'half-open' : 'open'
+}
+
+function recordSuccess(h: BackendHealth): void {
+  h.failures = 0
+}
+
+function recordFailure(h: BackendHealth): void {
+  h.failures++
+  if (h.failures >= FAILURES_TO_OPEN) h.openedAt = Date.now()
+}
+
+/** The answer of one backend call. */
+export interface BackendResponse {
+  bytes: Uint8Array
+  backendId: string
+  ms: number
+  attempts: number
+}
+
+/** Options of {@link BackendRouter.post}. */
+export interface PostOptions {
+  signal?: AbortSignal
+  contentType?: string
+}
+
+/** A non-2xx answer that another backend would answer the same way (e.g. a 4xx on bad tensors). */
+class PermanentBackendFailure extends Error {}
+
+export class BackendRouter {
+  readonly #backends: BackendConfig[]
+  readonly #secret: string
+  readonly #timeoutMs: number
+
+  constructor(backends: BackendConfig[], secret: string, timeoutMs: number) {
+    this.#backends = backends
+    this.#secret = secret
+    this.#timeoutMs = timeoutMs
+  }
+
+  /** Health of each backend (probes every backend's /readyz now). */
+  async check(
+    signal?: AbortSignal,
+  ): Promise<{ id: string; healthy: boolean; circuit: CircuitState }[]> {
+    const now = Date.now()
+    return Promise.all(
+      this.#backends.map(async (b) => {
+        const healthy = await this.#probe(b, signal)
+        return { id: b.id, healthy, circuit: circuitOf(healthOf(b), now) }
+      }),
+    )
+  }
+
+  /**
+   * POSTs `body` to `path` on a backend, retrying on the others when one fails in a way another could
+   * fix (transport error, timeout, 5xx, 429). Throws {@link BackendError} when none succeeded.
+   */
+  async post(path: string, body: Uint8Array, options?: PostOptions): Promise<BackendResponse> {
+    if (this.#backends.length === 0) {
+      throw new BackendError(503, 'no_backends', 'No inference backends are configured')
+    }
+    const tried = new Set<BackendConfig>()
+    let lastError: unknown
+    for (let attempt = 1; attempt <= Math.min(3, this.#backends.length); attempt++) {
+      options?.signal?.throwIfAborted()
+      const backend = await this.#choose(tried, options?.signal)
+      if (!backend) break
+      tried.add(backend)
+      const h = healthOf(backend)
+      const started = performance.now()
+      try {
+        const bytes = await this.#send(backend, path, body, options)
+        recordSuccess(h)
+        return { bytes, backendId: backend.id, ms: performance.now() - started, attempts: attempt }
+      } catch (error) {
+        if (options?.signal?.aborted) throw error
+        if (error instanceof PermanentBackendFailure) {
+          throw new BackendError(502, 'backend_rejected', error.message, { cause: error })
+        }
+        recordFailure(h)
+        lastError = error
+      }
+    }
+    const timedOut = lastError instanceof DOMException && lastError.name === 'TimeoutError'
+    if (lastError === undefined) {
+      throw new BackendError(
+        503,
+        'backends_unavailable',
+        'All inference backends are unavailable',
+        {
+          retryAfter: Math.ceil(OPEN_MS / 1000),
+        },
+      )
+    }
+    throw new BackendError(
+      timedOut ? 504 : 502,
+      timedOut ? 'backend_timeout' : 'backend_failed',
+      `Inference backend failed after ${tried.size} attempt(s): ${(lastError as Error).message}`,
+      { cause: lastError },
+    )
+  }
+
+  async #send(
+    backend: BackendConfig,
+    path: string,
+    body: Uint8Array,
+    options: PostOptions | undefined,
+  ): Promise<Uint8Array> {
+    const timeout = AbortSignal.timeout(this.#timeoutMs)
+    const signal = options?.signal ? AbortSignal.any([options.signal, timeout]) : timeout
+    // Only our own secret goes to backends: callers' Authorization is never forwarded.
+    const response = await fetch(`${backend.url}${path}`, {
+      method: 'POST',
+      headers: {
+        'Content-Type': options?.contentType ?? 'application/octet-stream',
+        'X-Piflow-Backend-Secret': this.#secret,
+      },
+      body,
+      signal,
+    })
+    const bytes = new Uint8Array(await response.arrayBuffer())
+    if (response.ok) return bytes
+    const detail = new TextDecoder().decode(bytes.subarray(0, 500))
+    const message = `${backend.id} answered ${response.status}: ${detail}`
+    if (response.status >= 500 || response.status === 429 || response.status === 408) {
+      throw new Error(message)
+    }
+    throw new PermanentBackendFailure(message)
+  }
+
+  /** Weighted random choice among untried backends whose circuit admits traffic. */
+  async #choose(
+    tried: Set<BackendConfig>,
+    signal?: AbortSignal,
+  ): Promise<BackendConfig | undefined> {
+    const now = Date.now()
+    const candidates = this.#backends.filter((b) => !tried.has(b))
+    const closed = candidates.filter((b) => circuitOf(healthOf(b), now) === 'closed')
+    if (closed.length > 0) return weightedPick(closed)
+    // No closed circuit: give half-open ones a chance, each gated by a /readyz probe.
+    for (const b of candidates.filter((b) => circuitOf(healthOf(b), now) === 'half-open')) {
+      const h = healthOf(b)
+      h.probe ??= this.#probe(b, signal).finally(() => {
+        h.probe = undefined
+      })
+      if (await h.probe) {
+        recordSuccess(h)
+        return b
+      }
+      h.openedAt = Date.now()
+    }
+    return undefined
+  }
+
+  async #probe(backend: BackendConfig, signal?: AbortSignal): Promise<boolean> {
+    const timeout = AbortSignal.timeout(PROBE_TIMEOUT_MS)
+    try {
+      const response = await fetch(`${backend.url}/readyz`, {
+        headers: { 'X-Piflow-Backend-Secret': this.#secret },
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      })
+      await response.body?.cancel()
+      return response.ok
+    } catch {
+      return false
+    }
+  }
+}
+
+function weightedPick(backends: BackendConfig[]): BackendConfig {
+  const total = backends.reduce((sum, b) => sum + b.weight, 0)
+  let r = Math.random() * total
+  for (const b of backends) {
+    r -= b.weight
+    if (r < 0) return b
+  }
+  return backends[backends.length - 1]!
+}
+
+/** Test hook: forget all breaker state (isolates keep it between requests). */
+export function resetBackendHealth(): void {
+  health.clear()
+}

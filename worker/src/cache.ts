@@ -1,0 +1,79 @@
+/**
+ * @module cache
+ * Seeded requests are deterministic, so their results are cached: the normalised request is hashed
+ * into a synthetic GET URL for the Cache API (which only keys GET requests), backed by an R2 copy
+ * (`results/<hash>.json`) because the Cache API is per data center and may evict. Images are already
+ * in R2 (content-addressed). A hit never touches a backend. Keys are scoped per API key so one tenant
+ * cannot learn from timing what another has generated.
+ */
+import { sha256Hex } from './crypto.ts'
+import type { GenerationRecord, NormalizedRequest, StoredImage } from './records.ts'
+
+const CACHE_NAME = 'piflow-results'
+const CACHE_ORIGIN = 'https://cache.piflow.internal'
+const CACHE_TTL_SECONDS = 7 * 24 * 60 * 60
+
+/** What a cache entry holds: enough to build a `cached: true` record. */
+export interface CachedResult {
+  images: StoredImage[]
+  integration: GenerationRecord['integration']
+  backends: string[]
+}
+
+/** JSON with object keys sorted, so equal requests hash equally whatever their field order. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
+  }
+  return JSON.stringify(value)
+}
+
+/** The cache key of a normalised request for one tenant. */
+export async function cacheKey(keyId: string, request: NormalizedRequest): Promise<string> {
+  return sha256Hex(`v1|${keyId}|${canonicalJson(request)}`)
+}
+
+const cacheRequest = (hash: string) => new Request(`${CACHE_ORIGIN}/results/${hash}`)
+
+/** Looks a result up: Cache API first, then R2 (re-filling the Cache API on an R2 hit). */
+export async function lookupResult(
+  hash: string,
+  bucket: R2Bucket,
+  waitUntil: (p: Promise<unknown>) => void,
+): Promise<CachedResult | undefined> {
+  const cache = await caches.open(CACHE_NAME)
+  const hit = await cache.match(cacheRequest(hash))
+  if (hit) return (await hit.json()) as CachedResult
+  const object = await bucket.get(`results/${hash}.json`)
+  if (!object) return undefined
+  const text = await object.text()
+  waitUntil(cache.put(cacheRequest(hash), cacheResponse(text)))
+  return JSON.parse(text) as CachedResult
+}
+
+function cacheResponse(text: string): Response {
+  return new Response(text, {
+    headers: {
+      'Content-Type': 'application/json',
+      'Cache-Control': `public, max-age=${CACHE_TTL_SECONDS}`,
+    },
+  })
+}
+
+/** Stores a finished result in R2 and the Cache API. */
+export async function storeResult(
+  hash: string,
+  result: CachedResult,
+  bucket: R2Bucket,
+): Promise<void> {
+  const text = JSON.stringify(result)
+  await bucket.put(`results/${hash}.json`, text, {
+    httpMetadata: { contentType: 'application/json' },
+  })
+  const cache = await caches.open(CACHE_NAME)
+  await cache.put(cacheRequest(hash), cacheResponse(text))
+}

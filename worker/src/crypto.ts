@@ -1,0 +1,72 @@
+/**
+ * @module crypto
+ * Small WebCrypto helpers: hashing, HMAC signing and constant-time comparison.
+ */
+
+const encoder = new TextEncoder()
+
+/** Lower-case hex of the bytes. */
+export function toHex(bytes: ArrayBuffer | Uint8Array): string {
+  const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes)
+  let out = ''
+  for (const b of view) out += b.toString(16).padStart(2, '0')
+  return out
+}
+
+/** SHA-256 of a string (UTF-8) or bytes, as lower-case hex. */
+export async function sha256Hex(data: string | Uint8Array): Promise<string> {
+  const bytes = typeof data === 'string' ? encoder.encode(data) : data
+  return toHex(await crypto.subtle.digest('SHA-256', bytes))
+}
+
+/** Base64url without padding. */
+export function base64Url(bytes: Uint8Array): string {
+  let binary = ''
+  for (const b of bytes) binary += String.fromCharCode(b)
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+
+/** Standard base64 of bytes (chunked so large images do not overflow the argument stack). */
+export function base64(bytes: Uint8Array): string {
+  let binary = ''
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000))
+  }
+  return btoa(binary)
+}
+
+const hmacKeys = new Map<string, Promise<CryptoKey>>()
+
+/** HMAC-SHA256 of `message` under `secret`, base64url. Keys are imported once per isolate. */
+export async function hmac(secret: string, message: string): Promise<string> {
+  let key = hmacKeys.get(secret)
+  if (!key) {
+    key = crypto.subtle.importKey(
+      'raw',
+      encoder.encode(secret),
+      { name: 'HMAC', hash: 'SHA-256' },
+      false,
+      ['sign'],
+    )
+    hmacKeys.set(secret, key)
+  }
+  const signature = await crypto.subtle.sign('HMAC', await key, encoder.encode(message))
+  return base64Url(new Uint8Array(signature))
+}
+
+/**
+ * Constant-time string equality. Both sides are hashed first so the comparison never depends on the
+ * inputs' lengths or contents (the same trick as hono's bearer-auth).
+ */
+export async function timingSafeEqualStrings(a: string, b: string): Promise<boolean> {
+  const [ha, hb] = await Promise.all([
+    crypto.subtle.digest('SHA-256', encoder.encode(a)),
+    crypto.subtle.digest('SHA-256', encoder.encode(b)),
+  ])
+  return crypto.subtle.timingSafeEqual(ha, hb) && a.length === b.length
+}
+
+/** A random url-safe token with `bytes` bytes of entropy. */
+export function randomToken(bytes = 16): string {
+  return base64Url(crypto.getRandomValues(new Uint8Array(bytes)))
+}

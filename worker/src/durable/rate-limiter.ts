@@ -1,0 +1,48 @@
+/**
+ * @module durable/rate-limiter
+ * Exact per-key quotas: one Durable Object per API key id, a fixed window of `limit` units per
+ * `windowSeconds`. A single object per key serialises every decision, so counts are exact across
+ * locations (the Workers Rate Limiting binding is per-location and approximate).
+ */
+import { DurableObject } from 'cloudflare:workers'
+
+/** The outcome of one `consume` call; enough to render RateLimit/RateLimit-Policy/Retry-After. */
+export interface RateLimitDecision {
+  allowed: boolean
+  limit: number
+  remaining: number
+  /** seconds until the window resets */
+  resetSeconds: number
+  windowSeconds: number
+}
+
+interface WindowState {
+  start: number
+  used: number
+}
+
+export class RateLimiter extends DurableObject {
+  private window: WindowState | undefined
+
+  /** Takes `cost` units if they fit in the current window; denied requests take nothing. */
+  async consume(cost: number, limit: number, windowSeconds: number): Promise<RateLimitDecision> {
+    const now = Date.now()
+    const windowMs = windowSeconds * 1000
+    this.window ??= (await this.ctx.storage.get<WindowState>('window')) ?? { start: now, used: 0 }
+    if (now - this.window.start >= windowMs) this.window = { start: now, used: 0 }
+    const allowed = this.window.used + cost <= limit
+    if (allowed) {
+      this.window.used += cost
+      // Persisted so an evicted object does not forget what was spent; output gates make the write
+      // durable before the caller sees the decision.
+      await this.ctx.storage.put('window', this.window)
+    }
+    return {
+      allowed,
+      limit,
+      remaining: Math.max(0, limit - this.window.used),
+      resetSeconds: Math.max(1, Math.ceil((this.window.start + windowMs - now) / 1000)),
+      windowSeconds,
+    }
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * @module env
+ * The worker's bindings and the one place where string vars become typed, validated settings.
+ */
+import { z } from 'zod'
+import type { Ledger } from './durable/ledger.ts'
+import type { RateLimiter } from './durable/rate-limiter.ts'
+import { ConfigError } from './errors.ts'
+
+/** Bindings declared in wrangler.toml (plus secrets from `--var`, .dev.vars or `wrangler secret`). */
+export interface Env {
+  API_KEYS: KVNamespace
+  IMAGES: R2Bucket
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>
+  LEDGER: DurableObjectNamespace<Ledger>
+  ASSETS: Fetcher
+  PIFLOW_ENV?: string
+  PIFLOW_MODELS?: string
+  PIFLOW_BACKENDS?: string | BackendConfig[]
+  PIFLOW_BACKEND_SECRET?: string
+  PIFLOW_SIGNING_SECRET?: string
+  PIFLOW_DEV_API_KEY?: string
+  PIFLOW_INTEGRATION?: string
+  PIFLOW_BACKEND_TIMEOUT_MS?: string
+  PIFLOW_RATE_LIMIT?: string
+  PIFLOW_SSE_KEEPALIVE_MS?: string
+}
+
+/** One inference backend the worker may route student forwards to. */
+export interface BackendConfig {
+  id: string
+  url: string
+  weight: number
+}
+
+/** Where the policy rollout of each NFE segment runs. */
+export type IntegrationMode = 'auto' | 'edge' | 'backend'
+
+/** Settings derived once per isolate from the vars. */
+export interface Settings {
+  local: boolean
+  models: string[]
+  backends: BackendConfig[]
+  backendSecret: string
+  signingSecret: string
+  devApiKey: string | undefined
+  integration: IntegrationMode
+  backendTimeoutMs: number
+  rateLimit: { limit: number; windowSeconds: number }
+  /** idle proxies cut silent streams (~100 s at Cloudflare); comments every this many ms */
+  sseKeepaliveMs: number
+}
+
+const backendList = z
+  .array(
+    z.object({
+      id: z.string().min(1).optional(),
+      url: z.url({ protocol: /^https?$/ }),
+      weight: z.number().positive().default(1),
+    }),
+  )
+  .max(64)
+
+function parseBackends(raw: Env['PIFLOW_BACKENDS']): BackendConfig[] {
+  let value: unknown = raw ?? []
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value)
+    } catch {
+      throw new ConfigError('PIFLOW_BACKENDS is not valid JSON')
+    }
+  }
+  const parsed = backendList.safeParse(value)
+  if (!parsed.success) throw new ConfigError(`PIFLOW_BACKENDS: ${parsed.error.issues[0]?.message}`)
+  return parsed.data.map((b, i) => ({
+    id: b.id ?? `backend-${i}`,
+    url: b.url.replace(/\/+$/, ''),
+    weight: b.weight,
+  }))
+}
+
+function parseRateLimit(raw: string | undefined): Settings['rateLimit'] {
+  const match = /^(\d+)\/(\d+)$/.exec(raw ?? '120/60')
+  if (!match) throw new ConfigError('PIFLOW_RATE_LIMIT must look like "<units>/<seconds>"')
+  return { limit: Number(match[1]), windowSeconds: Math.max(1, Number(match[2])) }
+}
+
+const cache = new WeakMap<object, Settings>()
+
+/** Typed settings for this env (memoised per env object, i.e. per isolate). */
+export function settings(env: Env): Settings {
+  const hit = cache.get(env)
+  if (hit) return hit
+  const local = env.PIFLOW_ENV === 'local'
+  const integration = env.PIFLOW_INTEGRATION ?? 'auto'
+  if (integration !== 'auto' && integration !== 'edge' && integration !== 'backend') {
+    throw new ConfigError('PIFLOW_INTEGRATION must be auto, edge or backend')
+  }
+  const backendSecret = env.PIFLOW_BACKEND_SECRET ?? ''
+  // Outside local mode a missing secret is a deployment mistake we refuse to paper over.
+  const signingSecret = env.PIFLOW_SIGNING_SECRET ?? (local ? `local:${backendSecret}` : '')
+  if (!signingSecret) throw new ConfigError('PIFLOW_SIGNING_SECRET is not set')
+  const result: Settings = {
+    local,
+    models: (env.PIFLOW_MODELS ?? 'piflow-emoji')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+    backends: parseBackends(env.PIFLOW_BACKENDS),
+    backendSecret,
+    signingSecret,
+    devApiKey: local ? env.PIFLOW_DEV_API_KEY : undefined,
+    integration,
+    backendTimeoutMs: Math.max(100, Number(env.PIFLOW_BACKEND_TIMEOUT_MS ?? 30_000) || 30_000),
+    rateLimit: parseRateLimit(env.PIFLOW_RATE_LIMIT),
+    sseKeepaliveMs: Math.max(50, Number(env.PIFLOW_SSE_KEEPALIVE_MS ?? 15_000) || 15_000),
+  }
+  cache.set(env, result)
+  return result
+}

@@ -1,0 +1,78 @@
+/**
+ * @module index
+ * The piflow edge worker: public API in front of the inference backends (DESIGN.md §3).
+ */
+import { Hono } from 'hono'
+import { cors } from 'hono/cors'
+import { HTTPException } from 'hono/http-exception'
+import { settings } from './env.ts'
+import { ApiError, errorBody, NotFoundError } from './errors.ts'
+import type { AppEnv } from './hono-env.ts'
+import { requestId } from './middleware/request-id.ts'
+import { openApiDocument } from './openapi.ts'
+import { generations } from './routes/generations.ts'
+import { health } from './routes/health.ts'
+import { images } from './routes/images.ts'
+import { models } from './routes/models.ts'
+
+export { Ledger } from './durable/ledger.ts'
+export { RateLimiter } from './durable/rate-limiter.ts'
+
+/** The Hono app (exported for `app.request()` tests); the Worker's default export serves it. */
+export const app = new Hono<AppEnv>()
+
+app.use(requestId())
+app.use(async (c, next) => {
+  c.set('settings', settings(c.env))
+  await next()
+})
+app.use(
+  '/v1/*',
+  cors({
+    origin: '*',
+    allowHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'Accept', 'X-Request-Id'],
+    exposeHeaders: [
+      'X-Request-Id',
+      'Retry-After',
+      'RateLimit',
+      'RateLimit-Policy',
+      'Idempotent-Replayed',
+      'ETag',
+    ],
+    maxAge: 600,
+  }),
+)
+
+app.route('/', health)
+app.route('/v1/generations', generations)
+app.route('/v1/models', models)
+app.route('/v1/images', images)
+app.get('/openapi.json', (c) => c.json(openApiDocument()))
+app.get('/v1/openapi.json', (c) => c.json(openApiDocument()))
+
+app.notFound((c) => {
+  const error = new NotFoundError(
+    `No route ${c.req.method} ${new URL(c.req.url).pathname}`,
+    'route_not_found',
+  )
+  return c.json(errorBody(error, c.get('requestId') ?? 'unknown'), 404)
+})
+
+// The one place errors become responses: typed ApiErrors keep their status/code, anything else is a
+// 500 whose details stay in the logs.
+app.onError((error, c) => {
+  const id = c.get('requestId') ?? 'unknown'
+  let apiError: ApiError
+  if (error instanceof ApiError) apiError = error
+  else if (error instanceof HTTPException) {
+    apiError = new ApiError(error.status as 500, 'http_error', error.message)
+  } else {
+    console.error(`[${id}] unhandled`, error)
+    apiError = new ApiError(500, 'internal_error', 'Internal error')
+  }
+  const response = c.json(errorBody(apiError, id), apiError.status)
+  for (const [name, value] of Object.entries(apiError.headers)) response.headers.set(name, value)
+  return response
+})
+
+export default app

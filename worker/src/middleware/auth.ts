@@ -1,0 +1,54 @@
+/**
+ * @module middleware/auth
+ * Bearer-key authentication with per-route scopes. Keys live in KV as hashes only (keys.ts); in local
+ * mode the dev key from PIFLOW_DEV_API_KEY is seeded into KV on first use (never outside local mode).
+ */
+import { createMiddleware } from 'hono/factory'
+import { BadRequestError, ForbiddenError, UnauthorizedError } from '../errors.ts'
+import type { AppEnv } from '../hono-env.ts'
+import { createApiKeyRecord, parseApiKey, SCOPES, type Scope, verifyApiKey } from '../keys.ts'
+
+const seeded = new Set<string>()
+
+async function seedDevKey(kv: KVNamespace, devKey: string): Promise<void> {
+  if (seeded.has(devKey)) return
+  const parsed = parseApiKey(devKey)
+  if (!parsed) throw new Error('PIFLOW_DEV_API_KEY must look like pf_<id>_<secret>')
+  const record = await createApiKeyRecord(devKey, {
+    name: 'local development key',
+    scopes: [...SCOPES],
+  })
+  await kv.put(`key:${parsed.keyId}`, JSON.stringify(record))
+  seeded.add(devKey)
+}
+
+/** Requires a valid key carrying `scope`; sets `c.var.principal`. */
+export const auth = (scope: Scope) =>
+  createMiddleware<AppEnv>(async (c, next) => {
+    const { devApiKey } = c.var.settings
+    if (devApiKey) await seedDevKey(c.env.API_KEYS, devApiKey)
+    const header = c.req.header('Authorization')
+    if (header === undefined) {
+      if (c.req.query('api_key') !== undefined || c.req.query('key') !== undefined) {
+        throw new BadRequestError(
+          'credentials_in_query',
+          'API keys are not accepted in the URL; send Authorization: Bearer <key>',
+        )
+      }
+      throw new UnauthorizedError()
+    }
+    const match = /^Bearer +([\x21-\x7e]{1,256})\s*$/i.exec(header)
+    if (!match) {
+      throw new BadRequestError(
+        'malformed_authorization',
+        'Authorization header must be "Bearer <key>"',
+      )
+    }
+    const principal = await verifyApiKey(c.env.API_KEYS, match[1]!)
+    if (!principal) throw new UnauthorizedError('Unknown, revoked or malformed API key')
+    if (!principal.scopes.includes(scope)) {
+      throw new ForbiddenError(`This API key lacks the "${scope}" scope`)
+    }
+    c.set('principal', principal)
+    await next()
+  })

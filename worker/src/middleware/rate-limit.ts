@@ -1,0 +1,25 @@
+/**
+ * @module middleware/rate-limit
+ * Exact per-key quotas through the RateLimiter Durable Object, advertised with the IETF
+ * RateLimit/RateLimit-Policy headers (draft-ietf-httpapi-ratelimit-headers: `"<policy>";q=;w=` and
+ * `"<policy>";r=;t=`) and `Retry-After` on 429. Units = images, so a count-4 request costs 4.
+ */
+import type { Context } from 'hono'
+import { RateLimitedError } from '../errors.ts'
+import type { AppEnv } from '../hono-env.ts'
+
+const POLICY = 'images'
+
+/** Takes `cost` units from the caller's quota; sets the headers, throws 429 when exhausted. */
+export async function consumeQuota(c: Context<AppEnv>, cost: number): Promise<void> {
+  const { principal, settings } = c.var
+  const { limit, windowSeconds } = principal.rateLimit ?? settings.rateLimit
+  const stub = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(principal.keyId))
+  const decision = await stub.consume(cost, limit, windowSeconds)
+  const headers = {
+    'RateLimit-Policy': `"${POLICY}";q=${limit};w=${windowSeconds}`,
+    RateLimit: `"${POLICY}";r=${decision.remaining};t=${decision.resetSeconds}`,
+  }
+  if (!decision.allowed) throw new RateLimitedError(decision.resetSeconds, headers)
+  for (const [name, value] of Object.entries(headers)) c.header(name, value)
+}

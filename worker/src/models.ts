@@ -1,0 +1,70 @@
+/**
+ * @module models
+ * The models this worker serves: manifests (and tokenizers) read from the static assets built from
+ * `models/` and parsed with the shared `@piflow/models` parser, memoised per isolate. Model files are
+ * immutable (the manifest pins their sha256), so the asset CDN serves them; see routes/models.ts.
+ */
+import { createTokenizer, type Manifest, parseManifest, splitWords } from '@piflow/models'
+import type { Env } from './env.ts'
+import { ApiError, NotFoundError } from './errors.ts'
+
+/** A model ready to generate with. */
+export interface LoadedModel {
+  id: string
+  manifest: Manifest
+  /** token ids for a prompt (length `manifest.text.maxLength`, padded) + how many tokens it had */
+  tokenize: (prompt: string) => { ids: number[]; length: number }
+}
+
+const loaded = new Map<string, Promise<LoadedModel>>()
+
+async function fetchAsset(env: Env, path: string): Promise<Response> {
+  // The host is irrelevant to the assets binding; only the path selects the file.
+  const response = await env.ASSETS.fetch(new Request(`https://assets.invalid/${path}`))
+  if (!response.ok) {
+    await response.body?.cancel()
+    throw new NotFoundError(`Model asset ${path} is missing`, 'model_asset_missing')
+  }
+  return response
+}
+
+async function load(env: Env, id: string): Promise<LoadedModel> {
+  const manifestJson = await (await fetchAsset(env, `${id}/manifest.json`)).json()
+  let manifest: Manifest
+  try {
+    manifest = parseManifest(manifestJson)
+  } catch (error) {
+    throw new ApiError(500, 'model_manifest_invalid', `Manifest of ${id} is invalid`, {
+      cause: error,
+    })
+  }
+  const tokenizerFile = manifest.files[manifest.text.tokenizer]
+  if (!tokenizerFile) {
+    throw new ApiError(500, 'model_manifest_invalid', `Manifest of ${id} has no tokenizer file`)
+  }
+  const tokenizerJson = await (await fetchAsset(env, `${id}/${tokenizerFile.path}`)).json()
+  const tokenizer = createTokenizer(tokenizerJson)
+  return {
+    id,
+    manifest,
+    // The tokenizer truncates silently; `length` lets validation reject prompts it would cut.
+    tokenize: (prompt) => ({ ids: tokenizer.encode(prompt), length: splitWords(prompt).length }),
+  }
+}
+
+/** The model `id` if this worker serves it; throws NotFoundError otherwise. */
+export async function getModel(
+  env: Env,
+  served: readonly string[],
+  id: string,
+): Promise<LoadedModel> {
+  if (!served.includes(id)) throw new NotFoundError(`Unknown model "${id}"`, 'model_not_found')
+  let model = loaded.get(id)
+  if (!model) {
+    model = load(env, id)
+    loaded.set(id, model)
+    // A failed load (e.g. assets not built yet) must not be cached forever.
+    model.catch(() => loaded.delete(id))
+  }
+  return model
+}

@@ -1,0 +1,175 @@
+/**
+ * @module openapi
+ * The OpenAPI 3.1 document, with every schema rendered from the zod objects in schemas.ts that the
+ * handlers validate with (z.toJSONSchema), so the document and the enforcement cannot disagree.
+ */
+import { z } from 'zod'
+import { apiSchemas, MAX_BODY_BYTES } from './schemas.ts'
+
+const ref = (id: string) => ({ $ref: `#/components/schemas/${id}` })
+const json = (id: string) => ({ 'application/json': { schema: ref(id) } })
+const error = (description: string) => ({ description, content: json('Error') })
+
+const rateLimitHeaders = {
+  RateLimit: {
+    schema: { type: 'string' },
+    description: '"images";r=<remaining>;t=<seconds to reset>',
+  },
+  'RateLimit-Policy': {
+    schema: { type: 'string' },
+    description: '"images";q=<quota>;w=<window seconds>',
+  },
+}
+
+let cached: object | undefined
+
+/** The OpenAPI document (built once per isolate). */
+export function openApiDocument(): object {
+  if (cached) return cached
+  const rendered = z.toJSONSchema(apiSchemas, {
+    uri: (id) => `#/components/schemas/${id}`,
+    io: 'input',
+    unrepresentable: 'any',
+  }) as { schemas: Record<string, Record<string, unknown>> }
+  const schemas: Record<string, unknown> = {}
+  for (const [id, schema] of Object.entries(rendered.schemas)) {
+    const { $schema: _s, $id: _i, ...rest } = schema
+    schemas[id] = rest
+  }
+  const bearer = [{ bearer: [] }]
+  cached = {
+    openapi: '3.1.0',
+    info: {
+      title: 'piflow',
+      version: '1.0.0',
+      description:
+        'Few-step image generation with π-Flow students. Errors are `{ error: { code, message }, requestId }`.',
+    },
+    components: {
+      schemas,
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'pf_<id>_<secret>' },
+      },
+    },
+    paths: {
+      '/v1/generations': {
+        post: {
+          operationId: 'createGeneration',
+          summary: 'Generate images (JSON, or Server-Sent Events with Accept: text/event-stream)',
+          security: bearer,
+          parameters: [
+            {
+              name: 'Idempotency-Key',
+              in: 'header',
+              required: false,
+              schema: { type: 'string', maxLength: 255 },
+              description:
+                'Same key + same body replays the stored result; while the first is running → 409; different body → 422.',
+            },
+          ],
+          requestBody: { required: true, content: json('GenerationRequest') },
+          responses: {
+            200: {
+              description: `The finished generation (JSON), or an SSE stream of events id, progress (one per NFE, optional preview data URI), image, done (or error), with keepalive comments. Body limit ${MAX_BODY_BYTES} bytes.`,
+              headers: rateLimitHeaders,
+              content: {
+                ...json('Generation'),
+                'text/event-stream': { schema: { type: 'string' } },
+              },
+            },
+            400: error('Malformed JSON or header'),
+            401: error('Missing or unknown API key'),
+            403: error('Key lacks the generations:write scope'),
+            409: error('Idempotency-Key in progress'),
+            413: error('Body too large'),
+            415: error('Body is not application/json'),
+            422: error(
+              'Invalid values (error.fields lists them) or Idempotency-Key reused with another body',
+            ),
+            429: {
+              ...error('Quota exhausted'),
+              headers: { ...rateLimitHeaders, 'Retry-After': { schema: { type: 'integer' } } },
+            },
+            502: error('Backend failed'),
+            503: error('No backend available'),
+            504: error('Backend timed out'),
+          },
+        },
+      },
+      '/v1/generations/{id}': {
+        get: {
+          operationId: 'getGeneration',
+          summary: 'Status or result of an earlier generation (survives dropped streams)',
+          security: bearer,
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            200: { description: 'The generation', content: json('Generation') },
+            404: error('Unknown id'),
+          },
+        },
+      },
+      '/v1/models': {
+        get: {
+          operationId: 'listModels',
+          summary: 'Models served, with manifests and file URLs',
+          responses: { 200: { description: 'Model list', content: json('ModelList') } },
+        },
+      },
+      '/v1/models/{id}': {
+        get: {
+          operationId: 'getModel',
+          summary: 'One model: manifest and where to download its ONNX/tokenizer files',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            200: { description: 'The model', content: json('Model') },
+            404: error('Unknown model'),
+          },
+        },
+      },
+      '/v1/models/{id}/files/{key}': {
+        get: {
+          operationId: 'getModelFile',
+          summary: 'A model file by manifest key (immutable; ETag = sha256)',
+          parameters: [
+            { name: 'id', in: 'path', required: true, schema: { type: 'string' } },
+            { name: 'key', in: 'path', required: true, schema: { type: 'string' } },
+          ],
+          responses: {
+            200: { description: 'File bytes', content: { 'application/octet-stream': {} } },
+            304: { description: 'Not modified' },
+            404: error('Unknown file'),
+          },
+        },
+      },
+      '/v1/images/{name}': {
+        get: {
+          operationId: 'getImage',
+          summary: 'A generated PNG by signed URL (as returned in Generation.images[].url)',
+          parameters: [
+            { name: 'name', in: 'path', required: true, schema: { type: 'string' } },
+            { name: 'exp', in: 'query', required: true, schema: { type: 'integer' } },
+            { name: 'sig', in: 'query', required: true, schema: { type: 'string' } },
+          ],
+          responses: {
+            200: { description: 'PNG', content: { 'image/png': {} } },
+            403: error('Expired or invalid signature'),
+            404: error('Unknown image'),
+          },
+        },
+      },
+      '/healthz': {
+        get: { operationId: 'health', responses: { 200: { description: 'Worker alive' } } },
+      },
+      '/readyz': {
+        get: {
+          operationId: 'ready',
+          responses: {
+            200: { description: 'At least one backend ready', content: json('Health') },
+            503: { description: 'No backend ready', content: json('Health') },
+          },
+        },
+      },
+    },
+  }
+  return cached
+}

@@ -1,0 +1,49 @@
+/**
+ * @module records
+ * What the Ledger stores per generation and how it becomes the public `Generation` JSON. Images are
+ * stored as R2 keys; URLs are signed when rendered, so records never hold expiring data.
+ */
+import type { Generation } from './schemas.ts'
+
+/** A stored image (R2 key `images/<sha256>.png`: content-addressed, shared by cache hits). */
+export interface StoredImage {
+  index: number
+  seed: number
+  key: string
+  width: number
+  height: number
+  sha256: string
+  bytes: number
+}
+
+/** The normalised request a generation runs (also what the cache key hashes). */
+export interface NormalizedRequest {
+  model: string
+  /** sha256 of the student file serving this nfe, so a model update never hits stale cache */
+  modelVersion: string
+  prompt: string
+  nfe: number
+  seed: number
+  size: number
+  guidance: number
+  count: number
+  format: 'png'
+}
+
+export interface GenerationRecord {
+  id: string
+  requestId: string
+  status: Generation['status']
+  request: NormalizedRequest
+  seeded: boolean
+  cached: boolean
+  progress: { step: number; nfe: number }
+  images: StoredImage[]
+  integration: Generation['integration']
+  backends: string[]
+  timings: Generation['timings']
+  createdAt: string
+  completedAt: string | null
+  /** `status` (and `retryAfter`, seconds) are what the failure is reported and replayed with */
+  error: { code: string; message: string; status: number; retryAfter?: number } | null
+}

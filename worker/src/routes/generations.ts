@@ -1,0 +1,384 @@
+/**
+ * @module routes/generations
+ * `POST /v1/generations` (JSON or SSE) and `GET /v1/generations/:id`.
+ *
+ * Order of checks on POST: auth → body (415/413/400) → schema (422) → model limits (422) → quota (429)
+ * → Idempotency-Key (replay/409/422) → cache (hit: no backend) → run. Validation failures cost no quota.
+ */
+
+import type { Context } from 'hono'
+import { Hono } from 'hono'
+import { streamSSE } from 'hono/streaming'
+import { BackendRouter } from '../backends.ts'
+import { type CachedResult, cacheKey, canonicalJson, lookupResult } from '../cache.ts'
+import { randomToken, sha256Hex } from '../crypto.ts'
+import type { Settings } from '../env.ts'
+import type { FieldError } from '../errors.ts'
+import {
+  ApiError,
+  BadRequestError,
+  ConflictError,
+  NotFoundError,
+  ValidationError,
+} from '../errors.ts'
+import type { AppEnv } from '../hono-env.ts'
+import { GenerationJob } from '../jobs.ts'
+import { auth } from '../middleware/auth.ts'
+import { readJsonBody } from '../middleware/json-body.ts'
+import { consumeQuota } from '../middleware/rate-limit.ts'
+import { getModel, type LoadedModel } from '../models.ts'
+import type { GenerationRecord, NormalizedRequest } from '../records.ts'
+import { type RenderOptions, renderGeneration, renderImage } from '../render.ts'
+import {
+  fieldErrors,
+  type GenerationRequest,
+  generationRequestSchema,
+  MAX_BODY_BYTES,
+  MAX_COUNT,
+} from '../schemas.ts'
+
+export const generations = new Hono<AppEnv>()
+
+/** Model-specific checks the static schema cannot express (422 with every failing field). */
+function normalize(
+  body: GenerationRequest,
+  model: LoadedModel,
+  maxCount: number,
+): { request: NormalizedRequest; seeded: boolean } {
+  const { manifest } = model
+  const errors: FieldError[] = []
+  const nfe = body.nfe ?? manifest.sampling.defaultNfe
+  if (!manifest.sampling.nfeOptions.includes(nfe)) {
+    errors.push({
+      path: 'nfe',
+      message: `must be one of ${manifest.sampling.nfeOptions.join(', ')}`,
+    })
+  }
+  const sizes = manifest.image.outputSizes
+  const size =
+    body.size ?? (sizes.includes(manifest.image.width) ? manifest.image.width : sizes[0]!)
+  if (!sizes.includes(size))
+    errors.push({ path: 'size', message: `must be one of ${sizes.join(', ')}` })
+  const guidance = body.guidance ?? manifest.guidance.default
+  if (guidance < manifest.guidance.min || guidance > manifest.guidance.max) {
+    errors.push({
+      path: 'guidance',
+      message: `must be between ${manifest.guidance.min} and ${manifest.guidance.max}`,
+    })
+  }
+  if (body.count > maxCount) errors.push({ path: 'count', message: `must be at most ${maxCount}` })
+  // One spelling per meaning: NFC, trimmed, single spaces, so cache keys do not split on whitespace.
+  const prompt = body.prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
+  const tokens = model.tokenize(prompt).length
+  if (tokens > manifest.text.maxLength) {
+    errors.push({
+      path: 'prompt',
+      message: `is ${tokens} tokens; this model reads at most ${manifest.text.maxLength}`,
+    })
+  }
+  if (errors.length > 0) throw new ValidationError(errors)
+  const studentKey = manifest.sampling.perNfe[String(nfe)]?.onnx
+  const seeded = body.seed !== undefined
+  return {
+    seeded,
+    request: {
+      model: model.id,
+      modelVersion: (studentKey && manifest.files[studentKey]?.sha256) || 'unknown',
+      prompt,
+      nfe,
+      seed: body.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!,
+      size,
+      guidance,
+      count: body.count,
+      format: body.format,
+    },
+  }
+}
+
+function integrationFor(model: LoadedModel, settings: Settings): 'edge' | 'backend' {
+  const allowed: readonly string[] = model.manifest.integration
+  if (settings.integration === 'edge' && allowed.includes('edge')) return 'edge'
+  if (settings.integration === 'backend' && allowed.includes('backend')) return 'backend'
+  return allowed.includes('edge') ? 'edge' : 'backend'
+}
+
+function idempotencyKeyOf(c: Context<AppEnv>): string | undefined {
+  const raw = c.req.header('Idempotency-Key')
+  if (raw === undefined) return undefined
+  // RFC 8941 sf-string form ("…") and a bare token are both accepted.
+  const key = /^"(.*)"$/.exec(raw)?.[1] ?? raw
+  if (!/^[\x21-\x7e]{1,255}$/.test(key)) {
+    throw new BadRequestError(
+      'invalid_idempotency_key',
+      'Idempotency-Key must be 1-255 printable ASCII characters',
+    )
+  }
+  return key
+}
+
+function renderOptions(c: Context<AppEnv>, inline: boolean): RenderOptions {
+  return {
+    origin: new URL(c.req.url).origin,
+    signingSecret: c.var.settings.signingSecret,
+    bucket: c.env.IMAGES,
+    inline,
+  }
+}
+
+/** Headers that keep proxies from buffering or compressing an event stream. */
+function unbuffered(c: Context<AppEnv>, response: Response): Response {
+  // streamSSE staged `Cache-Control: no-cache` on the context, which Hono merges over the response.
+  for (const [name, value] of [
+    ['Cache-Control', 'no-cache, no-transform'],
+    ['X-Accel-Buffering', 'no'],
+  ] as const) {
+    c.header(name, value)
+    response.headers.set(name, value)
+  }
+  return response
+}
+
+const wantsSse = (c: Context<AppEnv>) =>
+  (c.req.header('Accept') ?? '').toLowerCase().includes('text/event-stream')
+
+const ledgerOf = (c: Context<AppEnv>) =>
+  c.env.LEDGER.get(c.env.LEDGER.idFromName(c.var.principal.keyId))
+
+/** A finished record as a response: JSON (200 or the failure's status) or a short SSE replay. */
+async function respondWithRecord(
+  c: Context<AppEnv>,
+  record: GenerationRecord,
+  options: RenderOptions,
+): Promise<Response> {
+  const generation = await renderGeneration(record, options)
+  if (wantsSse(c)) {
+    return unbuffered(
+      c,
+      streamSSE(c, async (stream) => {
+        let seq = 0
+        const send = (event: string, data: unknown) =>
+          stream.writeSSE({ event, data: JSON.stringify(data), id: String(seq++) })
+        await send('id', { id: record.id, status: record.status, cached: record.cached })
+        if (record.error) {
+          await send('error', { error: record.error, requestId: c.var.requestId, id: record.id })
+          return
+        }
+        for (const image of await Promise.all(
+          record.images.map((image) => renderImage(image, options)),
+        )) {
+          await send('image', image)
+        }
+        await send('done', generation)
+      }),
+    )
+  }
+  if (record.error) {
+    if (record.error.retryAfter !== undefined)
+      c.header('Retry-After', String(record.error.retryAfter))
+    return c.json(
+      {
+        error: { code: record.error.code, message: record.error.message },
+        requestId: c.var.requestId,
+        generationId: record.id,
+      },
+      record.error.status as 500,
+    )
+  }
+  return c.json(generation)
+}
+
+/** Answers from the cache: a new `cached: true` record, recorded before the response is sent. */
+async function serveCacheHit(
+  c: Context<AppEnv>,
+  ledger: ReturnType<typeof ledgerOf>,
+  base: GenerationRecord,
+  hit: CachedResult,
+  options: RenderOptions,
+  idempotencyKey: string | undefined,
+): Promise<Response> {
+  const nfe = base.request.nfe
+  const record: GenerationRecord = {
+    ...base,
+    status: 'succeeded',
+    cached: true,
+    progress: { step: nfe, nfe },
+    images: hit.images,
+    integration: hit.integration,
+    timings: { ...base.timings, totalMs: Date.now() - Date.parse(base.createdAt) },
+    completedAt: new Date().toISOString(),
+  }
+  // Recorded before answering, so a GET right after the response finds it.
+  const [response] = await Promise.all([
+    respondWithRecord(c, record, options),
+    ledger.putGeneration(record),
+  ])
+  if (idempotencyKey !== undefined) await ledger.finishIdempotent(idempotencyKey, 'keep')
+  return response
+}
+
+generations.post('/', auth('generations:write'), async (c) => {
+  const started = Date.now()
+  const raw = await readJsonBody(c, MAX_BODY_BYTES)
+  const parsed = generationRequestSchema.safeParse(raw)
+  if (!parsed.success) throw new ValidationError(fieldErrors(parsed.error))
+  const body = parsed.data
+  const { settings, principal } = c.var
+  const model = await getModel(c.env, settings.models, body.model).catch((error) => {
+    if (error instanceof NotFoundError && error.code === 'model_not_found') {
+      throw new ValidationError([{ path: 'model', message: error.message }])
+    }
+    throw error
+  })
+  const { request, seeded } = normalize(
+    body,
+    model,
+    Math.min(principal.maxCount ?? MAX_COUNT, MAX_COUNT),
+  )
+  const idempotencyKey = idempotencyKeyOf(c)
+  const hash = seeded ? await cacheKey(principal.keyId, request) : undefined
+  // Independent lookups run concurrently; the cache answer is used only once quota and idempotency
+  // have passed.
+  const [, hit] = await Promise.all([
+    consumeQuota(c, request.count),
+    hash ? lookupResult(hash, c.env.IMAGES, (p) => c.executionCtx.waitUntil(p)) : undefined,
+  ])
+
+  const ledger = ledgerOf(c)
+  const options = renderOptions(c, body.response === 'base64')
+  const id = `gen_${randomToken(16)}`
+  if (idempotencyKey !== undefined) {
+    const fingerprint = await sha256Hex(canonicalJson(body))
+    const decision = await ledger.beginIdempotent(idempotencyKey, fingerprint, id)
+    if (decision.kind === 'running') {
+      throw new ConflictError(
+        'idempotency_in_progress',
+        `A request with this Idempotency-Key is still running (${decision.generationId})`,
+      )
+    }
+    if (decision.kind === 'mismatch') {
+      throw new ApiError(
+        422,
+        'idempotency_key_reused',
+        'This Idempotency-Key was used with a different request body',
+      )
+    }
+    if (decision.kind === 'replay') {
+      const record = await ledger.getGeneration(decision.generationId)
+      if (!record) throw new NotFoundError('The replayed generation has expired')
+      c.header('Idempotent-Replayed', 'true')
+      return respondWithRecord(c, record, options)
+    }
+  }
+
+  const integration = integrationFor(model, settings)
+  const base: GenerationRecord = {
+    id,
+    requestId: c.var.requestId,
+    status: 'running',
+    request,
+    seeded,
+    cached: false,
+    progress: { step: 0, nfe: request.nfe },
+    images: [],
+    integration,
+    backends: [],
+    timings: { totalMs: 0, forwardMs: 0, integrateMs: 0, encodeMs: 0 },
+    createdAt: new Date(started).toISOString(),
+    completedAt: null,
+    error: null,
+  }
+
+  let job: GenerationJob
+  try {
+    if (hit) return await serveCacheHit(c, ledger, base, hit, options, idempotencyKey)
+    await ledger.putGeneration(base)
+    job = new GenerationJob({
+      plan: { model, request, integration, preview: body.preview && wantsSse(c) },
+      record: base,
+      router: new BackendRouter(
+        settings.backends,
+        settings.backendSecret,
+        settings.backendTimeoutMs,
+      ),
+      bucket: c.env.IMAGES,
+      ledger,
+      ...(hash ? { cacheHash: hash } : {}),
+      ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+    })
+  } catch (error) {
+    // Until a job owns the Idempotency-Key, a failure must release it rather than leave it running.
+    if (idempotencyKey !== undefined) await ledger.finishIdempotent(idempotencyKey, 'release')
+    throw error
+  }
+  // The job outlives the response: a client that drops the stream can still GET the result.
+  c.executionCtx.waitUntil(job.done)
+
+  if (!wantsSse(c)) return respondWithRecord(c, await job.done, options)
+
+  return unbuffered(
+    c,
+    streamSSE(c, async (stream) => {
+      let seq = 0
+      let chain: Promise<unknown> = Promise.resolve()
+      // Writes are serialised through one chain; after a disconnect they become no-ops while the job
+      // itself runs on.
+      const enqueue = (task: () => Promise<unknown>) => {
+        chain = chain.then(task).catch(() => undefined)
+      }
+      const write = async (event: string, data: unknown) => {
+        if (!stream.aborted) {
+          await stream.writeSSE({ event, data: JSON.stringify(data), id: String(seq++) })
+        }
+      }
+      enqueue(() =>
+        write('id', {
+          id,
+          status: 'running',
+          model: request.model,
+          nfe: request.nfe,
+          seed: request.seed,
+          count: request.count,
+        }),
+      )
+      const keepalive = setInterval(() => {
+        enqueue(async () => {
+          if (!stream.aborted) await stream.write(': keepalive\n\n')
+        })
+      }, settings.sseKeepaliveMs)
+      const unsubscribe = job.subscribe((event) => {
+        if (event.type === 'progress') enqueue(() => write('progress', event.progress))
+        else enqueue(async () => write('image', await renderImage(event.image, options, event.png)))
+      })
+      try {
+        const record = await job.done
+        await chain
+        if (record.error) {
+          await write('error', {
+            error: { code: record.error.code, message: record.error.message },
+            requestId: c.var.requestId,
+            id,
+          })
+        } else {
+          await write('done', await renderGeneration(record, options))
+        }
+      } finally {
+        clearInterval(keepalive)
+        unsubscribe()
+      }
+    }),
+  )
+})
+
+generations.get('/:id', auth('generations:read'), async (c) => {
+  const id = c.req.param('id')
+  const record = /^gen_[A-Za-z0-9_-]{1,64}$/.test(id)
+    ? await ledgerOf(c).getGeneration(id)
+    : undefined
+  if (!record)
+    throw new NotFoundError(`No generation "${id}" for this API key`, 'generation_not_found')
+  const generation = await renderGeneration(
+    record,
+    renderOptions(c, c.req.query('response') === 'base64'),
+  )
+  return c.json(generation)
+})

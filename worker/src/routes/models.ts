@@ -1,0 +1,74 @@
+/**
+ * @module routes/models
+ * `GET /v1/models`, `GET /v1/models/:id` (manifest + download URLs) and
+ * `GET /v1/models/:id/files/:key` (the ONNX/tokenizer files). All public: they are published, static,
+ * immutable artifacts, and the browser SDK (`@piflow/sdk/local`) fetches them without an API key.
+ * Files come from the static-asset CDN (`[assets]` in wrangler.toml); the manifest's sha256 is the
+ * ETag and they are cached for a year.
+ */
+
+import type { Context } from 'hono'
+import { Hono } from 'hono'
+import { NotFoundError } from '../errors.ts'
+import type { AppEnv } from '../hono-env.ts'
+import { getModel, type LoadedModel } from '../models.ts'
+
+export const models = new Hono<AppEnv>()
+
+function describe(c: Context<AppEnv>, model: LoadedModel) {
+  const origin = new URL(c.req.url).origin
+  return {
+    id: model.id,
+    object: 'model' as const,
+    manifest: model.manifest as unknown as Record<string, unknown>,
+    files: Object.entries(model.manifest.files).map(([key, file]) => ({
+      key,
+      role: file.role,
+      sha256: file.sha256,
+      bytes: file.bytes,
+      url: `${origin}/v1/models/${encodeURIComponent(model.id)}/files/${encodeURIComponent(key)}`,
+    })),
+  }
+}
+
+models.get('/', async (c) => {
+  const loaded = await Promise.all(
+    c.var.settings.models.map((id) => getModel(c.env, c.var.settings.models, id)),
+  )
+  c.header('Cache-Control', 'public, max-age=60')
+  return c.json({ object: 'list' as const, data: loaded.map((m) => describe(c, m)) })
+})
+
+models.get('/:id', async (c) => {
+  const model = await getModel(c.env, c.var.settings.models, c.req.param('id'))
+  c.header('Cache-Control', 'public, max-age=60')
+  return c.json(describe(c, model))
+})
+
+models.get('/:id/files/:key', async (c) => {
+  const model = await getModel(c.env, c.var.settings.models, c.req.param('id'))
+  const key = c.req.param('key')
+  const file = Object.hasOwn(model.manifest.files, key) ? model.manifest.files[key] : undefined
+  if (!file)
+    throw new NotFoundError(`Model ${model.id} has no file "${key}"`, 'model_file_not_found')
+  const etag = `"${file.sha256}"`
+  const headers: Record<string, string> = {
+    ETag: etag,
+    'Cache-Control': 'public, max-age=31536000, immutable',
+    'Access-Control-Allow-Origin': '*',
+    'Cross-Origin-Resource-Policy': 'cross-origin',
+  }
+  if (c.req.header('If-None-Match') === etag) return c.body(null, 304, headers)
+  const asset = await c.env.ASSETS.fetch(
+    new Request(`https://assets.invalid/${model.id}/${file.path}`),
+  )
+  if (!asset.ok) {
+    await asset.body?.cancel()
+    throw new NotFoundError(`File ${key} of ${model.id} is not deployed`, 'model_file_not_found')
+  }
+  headers['Content-Type'] = file.path.endsWith('.json')
+    ? 'application/json'
+    : 'application/octet-stream'
+  headers['Content-Length'] = String(file.bytes)
+  return new Response(asset.body, { headers })
+})

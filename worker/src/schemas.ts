@@ -1,0 +1,158 @@
+/**
+ * @module schemas
+ * The zod schemas of the public API. Handlers validate with them and openapi.ts renders the same
+ * objects into the OpenAPI document, so the document cannot drift from what is enforced.
+ */
+import { z } from 'zod'
+
+/** Registry of named schemas that become `#/components/schemas/<id>`. */
+export const apiSchemas = z.registry<{ id: string; description?: string }>()
+
+/** Upper bound of the API regardless of model; a key's `maxCount` may lower it. */
+export const MAX_COUNT = 4
+export const MAX_PROMPT_CHARS = 1000
+/** Request bodies are small: a prompt and a few numbers. */
+export const MAX_BODY_BYTES = 16 * 1024
+
+export const generationRequestSchema = z
+  .object({
+    prompt: z
+      .string()
+      .max(MAX_PROMPT_CHARS, `must be at most ${MAX_PROMPT_CHARS} characters`)
+      .refine((s) => s.trim().length > 0, 'must not be empty')
+      .describe('What to draw.'),
+    model: z.string().min(1).max(64).default('piflow-emoji').describe('Model id (GET /v1/models).'),
+    nfe: z
+      .int()
+      .min(1)
+      .max(64)
+      .optional()
+      .describe("Network evaluations; one of the model's `sampling.nfeOptions`."),
+    seed: z
+      .int()
+      .min(0)
+      .max(2 ** 32 - 1)
+      .optional()
+      .describe(
+        'Image i uses noise seed (seed + i) mod 2^32. Seeded requests are deterministic and cached.',
+      ),
+    size: z
+      .int()
+      .min(1)
+      .max(4096)
+      .optional()
+      .describe("Square output size in pixels; one of the model's `image.outputSizes`."),
+    guidance: z
+      .number()
+      .min(0)
+      .max(100)
+      .optional()
+      .describe("Guidance scale within the model's `guidance.min`…`guidance.max`."),
+    count: z.int().min(1).max(MAX_COUNT).default(1).describe('Number of images.'),
+    format: z.enum(['png']).default('png'),
+    response: z
+      .enum(['url', 'base64'])
+      .default('url')
+      .describe('`url`: signed image URLs; `base64`: also inline the PNG bytes.'),
+    preview: z
+      .boolean()
+      .default(true)
+      .describe('SSE only: attach a small PNG preview of the x0 estimate to progress events.'),
+  })
+  .strict()
+apiSchemas.add(generationRequestSchema, { id: 'GenerationRequest' })
+export type GenerationRequest = z.infer<typeof generationRequestSchema>
+
+export const imageSchema = z.object({
+  index: z.int(),
+  seed: z.int(),
+  url: z.string().describe('Signed, expiring URL of the PNG.'),
+  width: z.int(),
+  height: z.int(),
+  contentType: z.literal('image/png'),
+  sha256: z.string(),
+  bytes: z.int(),
+  data: z.string().optional().describe('base64 PNG when `response` was `base64`.'),
+})
+apiSchemas.add(imageSchema, { id: 'Image' })
+
+export const errorSchema = z.object({
+  error: z.object({
+    code: z.string().describe('Stable machine-readable code.'),
+    message: z.string(),
+    fields: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  }),
+  requestId: z.string(),
+})
+apiSchemas.add(errorSchema, { id: 'Error' })
+
+export const generationSchema = z.object({
+  id: z.string(),
+  object: z.literal('generation'),
+  status: z.enum(['running', 'succeeded', 'failed']),
+  model: z.string(),
+  prompt: z.string(),
+  nfe: z.int(),
+  seed: z.int(),
+  size: z.int(),
+  guidance: z.number(),
+  count: z.int(),
+  cached: z.boolean().describe('true when served from the cache without touching a backend.'),
+  progress: z.object({ step: z.int(), nfe: z.int() }),
+  images: z.array(imageSchema),
+  path: z.literal('remote'),
+  integration: z.enum(['edge', 'backend']).describe('Where the policy rollout ran.'),
+  backends: z.array(z.string()).describe('Backends that served the student forwards.'),
+  timings: z.object({
+    totalMs: z.number(),
+    forwardMs: z.number(),
+    integrateMs: z.number(),
+    encodeMs: z.number(),
+  }),
+  createdAt: z.string(),
+  completedAt: z.string().nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  requestId: z.string().describe('Request that created the generation.'),
+})
+apiSchemas.add(generationSchema, { id: 'Generation' })
+export type Generation = z.infer<typeof generationSchema>
+
+export const modelFileSchema = z.object({
+  key: z.string(),
+  role: z.string(),
+  sha256: z.string(),
+  bytes: z.int(),
+  url: z.string().describe('Where clients (e.g. @piflow/sdk/local) download the file.'),
+})
+export const modelSchema = z.object({
+  id: z.string(),
+  object: z.literal('model'),
+  manifest: z
+    .record(z.string(), z.unknown())
+    .describe('The model manifest (models/<id>/manifest.json).'),
+  files: z.array(modelFileSchema),
+})
+apiSchemas.add(modelSchema, { id: 'Model' })
+export const modelListSchema = z.object({ object: z.literal('list'), data: z.array(modelSchema) })
+apiSchemas.add(modelListSchema, { id: 'ModelList' })
+
+export const healthSchema = z.object({
+  status: z.enum(['ok', 'degraded']),
+  backends: z.array(
+    z.object({
+      id: z.string(),
+      healthy: z.boolean(),
+      circuit: z.enum(['closed', 'open', 'half-open']),
+    }),
+  ),
+})
+apiSchemas.add(healthSchema, { id: 'Health' })
+
+/** Turns zod issues into the public field-error list. */
+export function fieldErrors(error: z.ZodError): { path: string; message: string }[] {
+  return error.issues.map((issue) => ({
+    path:
+      issue.code === 'unrecognized_keys' ? issue.keys.join(',') : issue.path.map(String).join('.'),
+    message: issue.message,
+  }))
+}

@@ -1,0 +1,26 @@
+/**
+ * Starts one real backend process (Node, onnxruntime) for the workerd test project and provides its
+ * URL and secret to the pool options (vitest.config.ts). Runs in Node, outside workerd.
+ */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import type { TestProject } from 'vitest/node'
+import { ROOT, randomApiKey, randomSecret, startBackend } from '../../scripts/local-stack.ts'
+import { stageModelAssets } from '../../scripts/stage-model-assets.ts'
+
+export default async function setup(project: TestProject) {
+  const backendSecret = randomSecret()
+  project.provide('backendSecret', backendSecret)
+  project.provide('devApiKey', randomApiKey('test'))
+  stageModelAssets()
+  // Without a shipped model the backend has nothing to serve; generation tests then skip with a reason.
+  if (!existsSync(join(ROOT, 'models/piflow-emoji/manifest.json'))) {
+    project.provide('backendUrl', 'http://127.0.0.1:9')
+    project.provide('backendAvailable', false)
+    return
+  }
+  const backend = await startBackend({ secret: backendSecret })
+  project.provide('backendUrl', backend.url)
+  project.provide('backendAvailable', true)
+  return () => backend.stop()
+}

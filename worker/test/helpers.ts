@@ -1,0 +1,84 @@
+/** Shared helpers of the workerd test files. */
+import { env, SELF } from 'cloudflare:test'
+import { inject } from 'vitest'
+import { type ApiKeyRecord, createApiKeyRecord } from '../src/keys.ts'
+
+export const BASE = 'http://piflow.test'
+export const devKey = () => env.PIFLOW_DEV_API_KEY!
+export const backendUrl = () => inject('backendUrl')
+export const backendSecret = () => inject('backendSecret')
+export const backendAvailable = () => inject('backendAvailable')
+
+/** Authorised request to the worker under test. */
+export function call(
+  path: string,
+  init?: RequestInit & { key?: string | null },
+): Promise<Response> {
+  const headers = new Headers(init?.headers)
+  const key = init?.key === undefined ? devKey() : init.key
+  if (key !== null) headers.set('Authorization', `Bearer ${key}`)
+  return SELF.fetch(`${BASE}${path}`, { ...init, headers })
+}
+
+/** POST /v1/generations with a JSON body. */
+export function generate(
+  body: unknown,
+  init?: { key?: string | null; headers?: Record<string, string> },
+): Promise<Response> {
+  return call('/v1/generations', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...init?.headers },
+    body: JSON.stringify(body),
+    ...(init?.key !== undefined ? { key: init.key } : {}),
+  })
+}
+
+let counter = 0
+/** Creates an API key with the given record options directly in KV; returns the key. */
+export async function createKey(
+  options: Partial<Omit<ApiKeyRecord, 'hash'>> = {},
+): Promise<string> {
+  const id = `t${Date.now().toString(36)}${(counter++).toString(36)}`
+  const key = `pf_${id}_${'x'.repeat(8)}${crypto.randomUUID().replaceAll('-', '')}`
+  const record = await createApiKeyRecord(key, {
+    scopes: ['generations:write', 'generations:read', 'models:read'],
+    ...options,
+  })
+  await env.API_KEYS.put(`key:${id}`, JSON.stringify(record))
+  return key
+}
+
+/** The backend's request counter (from its /readyz stats): proves whether a request reached it. */
+export async function backendRequests(): Promise<number> {
+  const res = await fetch(`${backendUrl()}/readyz`)
+  const body = (await res.json()) as { stats: { requests: number } }
+  return body.stats.requests
+}
+
+/** Reads a whole SSE response into events (ignoring comments). */
+export async function readSse(
+  res: Response,
+): Promise<{ event: string; data: string; id?: string }[]> {
+  const text = await res.text()
+  const events: { event: string; data: string; id?: string }[] = []
+  for (const block of text.split(/\n\n/)) {
+    let event = 'message'
+    const data: string[] = []
+    let id: string | undefined
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':') || line === '') continue
+      const [field, ...rest] = line.split(':')
+      const value = rest.join(':').replace(/^ /, '')
+      if (field === 'event') event = value
+      else if (field === 'data') data.push(value)
+      else if (field === 'id') id = value
+    }
+    if (data.length > 0) events.push({ event, data: data.join('\n'), ...(id ? { id } : {}) })
+  }
+  return events
+}
+
+export interface ErrorJson {
+  error: { code: string; message: string; fields?: { path: string; message: string }[] }
+  requestId: string
+}

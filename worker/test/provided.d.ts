@@ -1,0 +1,11 @@
+// Values test/global-setup.ts provides to the workerd tests (and to vitest.config.ts's pool options).
+declare module 'vitest' {
+  export interface ProvidedContext {
+    backendUrl: string
+    backendSecret: string
+    devApiKey: string
+    backendAvailable: boolean
+  }
+}
+
+export {}
