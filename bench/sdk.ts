@@ -90,7 +90,8 @@ try {
     const student = await freshPage()
     const run = await generate(student.page, 1000 + i)
     if (run.backend !== 'wasm') throw new Error(`expected the wasm path, got ${run.backend}`)
-    studentCold.push(run.wallMs)
+    // The SDK's own totalMs: from the generate call to the PNG, downloads included, display excluded.
+    studentCold.push(run.timings.totalMs ?? run.wallMs)
     servedBytes = [...server.served.values()].reduce((a, b) => a + b, 0)
     await student.close()
     const teacher = await freshPage()

@@ -10,11 +10,12 @@
  * 2. Cache-hit latency (seeded repeat) vs generation latency.
  * 3. Requests/s for cache hits at concurrency 32 with autocannon.
  *
- * Env: BENCH_N samples per latency series (default 40), BENCH_SECONDS autocannon duration (default 10).
+ * Env: BENCH_N rounds (one sample of each generation series, five cache hits; default 40), BENCH_SECONDS autocannon duration (default 10).
  */
 
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { createTokenizer, parseManifest } from '@piflow/models'
 import { buildSchedule, decodeSafetensors, encodeSafetensors, randn } from '@piflow/policy'
@@ -66,16 +67,51 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
 }
 
-async function series(run: () => Promise<void>, n = N, warmup = 5) {
-  for (let i = 0; i < warmup; i++) await run()
-  const times: number[] = []
-  for (let i = 0; i < n; i++) {
-    const started = performance.now()
-    await run()
-    times.push(performance.now() - started)
+type Runner = () => Promise<number | undefined>
+interface Stats {
+  p50: number
+  p99: number
+  serverP50: number | undefined
+}
+
+/**
+ * Client-observed latency of each runner (a runner may return the worker's own time from
+ * Server-Timing). Samples are taken round-robin, one of each series per round, so a load spike on
+ * this shared machine hits every series alike instead of skewing one of them.
+ */
+async function interleaved<K extends string>(
+  runners: Record<K, { run: Runner; perRound: number }>,
+  rounds: number,
+  warmup = 3,
+): Promise<Record<K, Stats>> {
+  const entries = Object.entries(runners) as [K, { run: Runner; perRound: number }][]
+  const samples = new Map<K, { times: number[]; server: number[] }>()
+  for (const [name, { run }] of entries) {
+    samples.set(name, { times: [], server: [] })
+    for (let i = 0; i < warmup; i++) await run()
   }
-  times.sort((a, b) => a - b)
-  return { p50: quantile(times, 0.5), p99: quantile(times, 0.99) }
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, { run, perRound }] of entries) {
+      const bucket = samples.get(name)!
+      for (let i = 0; i < perRound; i++) {
+        const started = performance.now()
+        const inWorker = await run()
+        bucket.times.push(performance.now() - started)
+        if (inWorker !== undefined) bucket.server.push(inWorker)
+      }
+    }
+  }
+  const out = {} as Record<K, Stats>
+  for (const [name, { times, server }] of samples) {
+    times.sort((x, y) => x - y)
+    server.sort((x, y) => x - y)
+    out[name] = {
+      p50: quantile(times, 0.5),
+      p99: quantile(times, 0.99),
+      serverP50: server.length > 0 ? quantile(server, 0.5) : undefined,
+    }
+  }
+  return out
 }
 
 /** One generation against the backend directly: 4 × /step, as a client without the worker does it. */
@@ -116,7 +152,12 @@ async function direct(backendUrl: string, secret: string, seed: number): Promise
   }
 }
 
-async function viaWorker(url: string, key: string, body: object): Promise<unknown> {
+/** POST /v1/generations; returns the JSON and the worker's own time from `Server-Timing: total`. */
+async function viaWorker(
+  url: string,
+  key: string,
+  body: object,
+): Promise<{ json: { cached?: boolean }; serverMs: number | undefined }> {
   const res = await fetch(`${url}/v1/generations`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
@@ -124,7 +165,8 @@ async function viaWorker(url: string, key: string, body: object): Promise<unknow
   })
   const json = (await res.json()) as { cached?: boolean }
   if (!res.ok) throw new Error(`worker ${res.status}: ${JSON.stringify(json)}`)
-  return json
+  const total = /total;dur=([\d.]+)/.exec(res.headers.get('Server-Timing') ?? '')?.[1]
+  return { json, serverMs: total === undefined ? undefined : Number(total) }
 }
 
 const fmt = (ms: number) => ms.toFixed(1)
@@ -149,21 +191,51 @@ try {
   ])
   services.push(edgeWorker, backendWorker)
 
-  // Unseeded requests are never cached, so every sample is a full generation.
+  // Unseeded requests are never cached, so every generation sample is a full generation.
   let seed = 1
-  const directStats = await series(() => direct(backend.url, secret, seed++))
-  const backendStats = await series(async () => {
-    await viaWorker(backendWorker.url, key, { prompt: PROMPT })
-  })
-  const edgeStats = await series(async () => {
-    await viaWorker(edgeWorker.url, key, { prompt: PROMPT })
-  })
   const cachedBody = { prompt: PROMPT, seed: 4242 }
   await viaWorker(edgeWorker.url, key, cachedBody)
-  const cacheStats = await series(async () => {
-    const json = (await viaWorker(edgeWorker.url, key, cachedBody)) as { cached: boolean }
-    if (!json.cached) throw new Error('expected a cache hit')
-  }, N * 5)
+  const stats = await interleaved(
+    {
+      direct: {
+        perRound: 1,
+        run: async () => {
+          await direct(backend.url, secret, seed++)
+          return undefined
+        },
+      },
+      backendIntegration: {
+        perRound: 1,
+        run: async () => (await viaWorker(backendWorker.url, key, { prompt: PROMPT })).serverMs,
+      },
+      edgeIntegration: {
+        perRound: 1,
+        run: async () => (await viaWorker(edgeWorker.url, key, { prompt: PROMPT })).serverMs,
+      },
+      cacheHit: {
+        perRound: 5,
+        run: async () => {
+          const { json, serverMs } = await viaWorker(edgeWorker.url, key, cachedBody)
+          if (!json.cached) throw new Error('expected a cache hit')
+          return serverMs
+        },
+      },
+      // The local HTTP path alone (wrangler dev's proxy + workerd, no worker logic).
+      health: {
+        perRound: 5,
+        run: async () => {
+          await (await fetch(`${edgeWorker.url}/healthz`)).arrayBuffer()
+          return undefined
+        },
+      },
+    },
+    N,
+  )
+  const directStats = stats.direct
+  const backendStats = stats.backendIntegration
+  const edgeStats = stats.edgeIntegration
+  const cacheStats = stats.cacheHit
+  const healthStats = stats.health
   const load = await autocannon({
     url: `${edgeWorker.url}/v1/generations`,
     connections: 32,
@@ -174,22 +246,28 @@ try {
   })
 
   console.log(`\n## worker bench (${N} samples per series; ${nfe}-NFE ${manifest.id}, 1 image)\n`)
-  console.log('| series | p50 ms | p99 ms | vs direct p50 |')
-  console.log('|---|---|---|---|')
-  const row = (name: string, s: { p50: number; p99: number }) =>
+  console.log('| series | p50 ms | p99 ms | in-worker p50 ms (Server-Timing) | vs direct p50 |')
+  console.log('|---|---|---|---|---|')
+  const row = (name: string, s: Stats) =>
     console.log(
-      `| ${name} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${(s.p50 / directStats.p50).toFixed(2)}× (+${fmt(s.p50 - directStats.p50)} ms) |`,
+      `| ${name} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${s.serverP50 === undefined ? '–' : fmt(s.serverP50)} | ${(s.p50 / directStats.p50).toFixed(2)}× (+${fmt(s.p50 - directStats.p50)} ms) |`,
     )
   row('backend directly (4 × /step)', directStats)
   row('worker, backend integration', backendStats)
   row('worker, edge integration', edgeStats)
   row('worker, cache hit', cacheStats)
+  row('worker /healthz (local HTTP path only)', healthStats)
   console.log(
     `\nworker overhead (backend integration): p50 +${fmt(backendStats.p50 - directStats.p50)} ms, ` +
       `p99 +${fmt(backendStats.p99 - directStats.p99)} ms, ratio ${(backendStats.p50 / directStats.p50).toFixed(3)}`,
   )
   console.log(
     `cache hit vs generation (edge): ${(edgeStats.p50 / cacheStats.p50).toFixed(1)}× faster at p50`,
+  )
+  console.log(
+    `load average at the end: ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
   )
   console.log(
     `cache hits at concurrency 32 (autocannon, ${SECONDS} s): ${load.requests.average.toFixed(0)} req/s, ` +

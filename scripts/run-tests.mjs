@@ -26,7 +26,14 @@ console.log('\n=== vitest')
 const extra = process.argv.slice(2)
 const r = spawnSync(
   'npx',
-  ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...extra],
+  [
+    'vitest',
+    'run',
+    '--reporter=default',
+    '--reporter=json',
+    `--outputFile.json=${report}`,
+    ...extra,
+  ],
   { stdio: 'inherit' },
 )
 if (existsSync(report)) {
@@ -35,7 +42,9 @@ if (existsSync(report)) {
   failed += json.numFailedTests
   skipped += json.numPendingTests + json.numTodoTests
   // A suite that fails to load has no tests of its own: count it, or a crash would read as green.
-  failed += json.testResults.filter((f) => f.status === 'failed' && f.assertionResults.length === 0).length
+  failed += json.testResults.filter(
+    (f) => f.status === 'failed' && f.assertionResults.length === 0,
+  ).length
   if (json.numTotalTests === 0) failed++
 } else {
   failed++

@@ -69,7 +69,8 @@ export function createDxPolicy<T extends FloatArray>(
   }
   const N = checkInt('output.n', output.n, 1, 4096)
   const dims = `(B=${B}, N=${N}, C=${C}, H=${shape.height}, W=${shape.width})`
-  checkTensor('xSrc', xSrc, size, `(B,C,H,W) ${dims}`)
+  const xDims = `(B,C,H,W) ${dims}` // built once: per-substep checks must not allocate
+  checkTensor('xSrc', xSrc, size, xDims)
   const gridU = checkTensor('output.gridU', output.gridU, B * N * plane, `(B,N,C,H,W) ${dims}`)
   const sigmaSrcs = checkSigmas('sigmaSrc', sigmaSrc, B)
   const segmentSize = checkNumber('options.segmentSize', options.segmentSize, 0, 1)
@@ -127,8 +128,8 @@ export function createDxPolicy<T extends FloatArray>(
   }
 
   const checkQuery = (name: string, out: T, xT: T, sigmaT: ArrayLike<number>) => {
-    checkTensor(name, out, size, `(B,C,H,W) ${dims}`)
-    checkTensor('xT', xT, size, `(B,C,H,W) ${dims}`)
+    checkTensor(name, out, size, xDims)
+    checkTensor('xT', xT, size, xDims)
     checkSigmasInPlace('sigmaT', sigmaT, B)
   }
 

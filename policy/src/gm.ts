@@ -115,14 +115,13 @@ export function createGmPolicy<T extends FloatArray>(
   }
   const K = checkInt('output.k', output.k, 1, 4096)
   const dims = `(B=${B}, K=${K}, C=${C}, H=${shape.height}, W=${shape.width})`
-  checkTensor('xSrc', xSrc, size, `(B,C,H,W) ${dims}`)
-  const meansU = checkTensor('output.meansU', output.meansU, B * K * C * HW, `(B,K,C,H,W) ${dims}`)
-  const logweights = checkTensor(
-    'output.logweights',
-    output.logweights,
-    B * K * HW,
-    `(B,K,1,H,W) ${dims}`,
-  )
+  // built once: the per-substep checks below must not allocate
+  const xDims = `(B,C,H,W) ${dims}`
+  const wDims = `(B,K,1,H,W) ${dims}`
+  const mDims = `(B,K,C,H,W) ${dims}`
+  checkTensor('xSrc', xSrc, size, xDims)
+  const meansU = checkTensor('output.meansU', output.meansU, B * K * C * HW, mDims)
+  const logweights = checkTensor('output.logweights', output.logweights, B * K * HW, wDims)
   const logstds = checkTensor('output.logstds', output.logstds, B, `(B) ${dims}`)
   const sigmaSrcs = checkSigmas('sigmaSrc', sigmaSrc, B)
   const eps = checkNumber('options.eps', options.eps ?? GM_DEFAULT_EPS, 0, 1, true)
@@ -230,8 +229,8 @@ export function createGmPolicy<T extends FloatArray>(
   }
 
   const checkQuery = (name: string, out: T, xT: T, sigmaT: ArrayLike<number>) => {
-    checkTensor(name, out, size, `(B,C,H,W) ${dims}`)
-    checkTensor('xT', xT, size, `(B,C,H,W) ${dims}`)
+    checkTensor(name, out, size, xDims)
+    checkTensor('xT', xT, size, xDims)
     checkSigmasInPlace('sigmaT', sigmaT, B)
   }
 
@@ -268,8 +267,8 @@ export function createGmPolicy<T extends FloatArray>(
     },
 
     posteriorWeights(out, xT, sigmaT) {
-      checkTensor('out', out, B * K * HW, `(B,K,1,H,W) ${dims}`)
-      checkTensor('xT', xT, size, `(B,C,H,W) ${dims}`)
+      checkTensor('out', out, B * K * HW, wDims)
+      checkTensor('xT', xT, size, xDims)
       checkSigmasInPlace('sigmaT', sigmaT, B)
       prepare(OutMode.X0, sigmaT, null)
       const sink = allocLike(xT, size)
@@ -290,12 +289,12 @@ export function createGmPolicy<T extends FloatArray>(
           checkSigmasInPlace('sigmaT', a, B)
           checkSigmasInPlace('sigmaNext', b, B)
         },
-        checkOut: (out) => checkTensor('x', out, size, `(B,C,H,W) ${dims}`),
+        checkOut: (out) => checkTensor('x', out, size, xDims),
       })
     },
 
     meansX0(out = allocLike(xSrc, B * K * C * HW)) {
-      checkTensor('out', out, B * K * C * HW, `(B,K,C,H,W) ${dims}`)
+      checkTensor('out', out, B * K * C * HW, mDims)
       for (let b = 0; b < B; b++) {
         for (let p = 0; p < HW; p++) {
           const base = (b * HW + p) * pixStride + C
@@ -310,7 +309,7 @@ export function createGmPolicy<T extends FloatArray>(
     },
 
     logweightsEffective(out = allocLike(xSrc, B * K * HW)) {
-      checkTensor('out', out, B * K * HW, `(B,K,1,H,W) ${dims}`)
+      checkTensor('out', out, B * K * HW, wDims)
       for (let b = 0; b < B; b++) {
         for (let p = 0; p < HW; p++) {
           const base = (b * HW + p) * pixStride + C
@@ -323,8 +322,11 @@ export function createGmPolicy<T extends FloatArray>(
   return policy
 }
 
-/** (B,K) dropout mask with the golden rule applied: a row where all K are dropped is ignored. */
-function effectiveDropoutMask(
+/**
+ * (B,K) dropout mask with the golden rule applied: a row where all K are dropped is ignored.
+ * Shared with the WebGPU twin so both paths apply one rule.
+ */
+export function effectiveDropoutMask(
   mask: ArrayLike<boolean> | undefined,
   B: number,
   K: number,

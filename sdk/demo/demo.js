@@ -1,5 +1,7 @@
-// The piflow SDK demo: `?api=<edge url>&key=<api key>` enables the remote path (with local fallback).
+// The piflow SDK demo: `?api=<edge url>&key=<api key>` enables the remote path (with local fallback);
+// without it the page generates locally only.
 import { createClient } from '/sdk/index.js'
+import { createLocalGenerator } from '/sdk/local.js'
 
 const params = new URLSearchParams(location.search)
 const api = params.get('api')
@@ -14,32 +16,37 @@ const LOCAL = {
   webgpu: { providers: ['webgpu'], integrator: 'webgpu' },
 }
 
-const clients = new Map()
-/** One client per path, all falling back to local generation with self-hosted files. */
-const clientFor = (path) => {
-  if (!clients.has(path)) {
-    clients.set(
+const generators = new Map()
+/**
+ * One generator per path: with an API configured, a client that falls back to local generation with
+ * self-hosted files when the edge is unreachable; without one, the local generator itself.
+ */
+const generatorFor = (path) => {
+  if (!generators.has(path)) {
+    const local = {
+      modelBaseUrl: '/models/',
+      wasmPaths: '/ort/',
+      ...LOCAL[path],
+      onDownloadProgress: (p) => {
+        status.textContent = p.cached
+          ? `${p.file}: from cache`
+          : `${p.file}: ${Math.round((100 * p.loadedBytes) / p.totalBytes)} %`
+      },
+    }
+    generators.set(
       path,
-      createClient({
-        // With no API configured, an unroutable base URL makes every call take the local fallback.
-        baseUrl: api ?? 'http://127.0.0.1:9/',
-        ...(apiKey ? { apiKey } : {}),
-        retry: { limit: 3, delay: 200 },
-        fallback: 'local',
-        local: {
-          modelBaseUrl: '/models/',
-          wasmPaths: '/ort/',
-          ...LOCAL[path],
-          onDownloadProgress: (p) => {
-            status.textContent = p.cached
-              ? `${p.file}: from cache`
-              : `${p.file}: ${Math.round((100 * p.loadedBytes) / p.totalBytes)} %`
-          },
-        },
-      }),
+      api
+        ? createClient({
+            baseUrl: api,
+            ...(apiKey ? { apiKey } : {}),
+            retry: { limit: 3, delay: 200 },
+            fallback: 'local',
+            local,
+          })
+        : createLocalGenerator(local),
     )
   }
-  return clients.get(path)
+  return generators.get(path)
 }
 
 /** Decodes an image (PNG bytes or URL) into RGBA pixels. */
@@ -61,7 +68,7 @@ const pixelsOf = async (image) => {
 const generate = async (path, input) => {
   status.textContent = `generating (${path})…`
   const started = performance.now()
-  const result = await clientFor(path).generate(input)
+  const result = await generatorFor(path).generate(input)
   const images = []
   for (const image of result.data.images) {
     const { blob, rgba } = await pixelsOf(image)
@@ -73,7 +80,6 @@ const generate = async (path, input) => {
     caption.textContent = `${result.backend} · policy ${result.data.integration} · seed ${image.seed} · ${Math.round(result.timings.totalMs)} ms`
     figure.append(img, caption)
     gallery.prepend(figure)
-    await img.decode()
     images.push({
       seed: image.seed,
       width: image.width,

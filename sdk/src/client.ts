@@ -153,16 +153,7 @@ export const createClient = (options: ClientOptions): PiflowClient => {
     } catch (error) {
       const mapped = toPiflowError(error)
       if (!shouldFallback(mapped, opts.signal)) throw mapped
-      // Local generation reports progress through callbacks while it runs; iterators get the events after.
-      const progress: StreamEvent[] = []
-      const result = await (await loadLocal()).generate(input, {
-        ...opts,
-        onProgress: (p) => progress.push(emit({ type: 'progress', ...p })),
-      })
-      yield emit({ type: 'id', id: result.data.id })
-      yield* progress
-      for (const image of result.data.images) yield emit({ type: 'image', image })
-      yield emit({ type: 'done', result })
+      yield* localEvents(await loadLocal(), input, opts, emit)
       return
     }
     if (!response.body) throw new PiflowError('The stream response has no body')
@@ -234,6 +225,46 @@ export const createClient = (options: ClientOptions): PiflowClient => {
     get: (id, opts = {}) => getJson(`v1/generations/${encodeURIComponent(id)}`, opts, toGeneration),
     models: (opts = {}) => getJson('v1/models', opts, (body) => body.data),
   }
+}
+
+/**
+ * A local generation as stream events, yielded while it runs: `id` once the request is normalised,
+ * `progress` per NFE, then `image`s and `done` (the same sequence as the API's stream).
+ */
+async function* localEvents(
+  local: LocalGenerator,
+  input: GenerateInput,
+  opts: RequestOptions,
+  emit: (event: StreamEvent) => StreamEvent,
+): AsyncGenerator<StreamEvent> {
+  const queue: StreamEvent[] = []
+  let wake: (() => void) | undefined
+  let settled = false
+  const push = (event: StreamEvent) => {
+    queue.push(event)
+    wake?.()
+  }
+  const running = local
+    .generate(input, {
+      ...opts,
+      onStart: (info) => push({ type: 'id', ...info }),
+      onProgress: (p) => push({ type: 'progress', ...p }),
+    })
+    .finally(() => {
+      settled = true
+      wake?.()
+    })
+  running.catch(() => {}) // rethrown by the await below, after the queued events
+  while (true) {
+    while (queue.length > 0) yield emit(queue.shift()!)
+    if (settled) break
+    await new Promise<void>((resolve) => {
+      wake = resolve
+    })
+  }
+  const result = await running
+  for (const image of result.data.images) yield emit({ type: 'image', image })
+  yield emit({ type: 'done', result })
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: wire JSON, narrowed field by field below

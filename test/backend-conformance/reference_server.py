@@ -241,6 +241,7 @@ class Handler(BaseHTTPRequestHandler):
                 return b"".join(chunks)
             total += size
             if total > MAX_BODY:
+                self.drain_chunked = True
                 raise ApiError(413, "payload_too_large", "body over the limit")
             chunks.append(self.rfile.read(size))
             self.rfile.readline()
@@ -283,6 +284,22 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             self.send_json(e.status, {"error": {"code": e.code, "message": e.message},
                                       "requestId": self.request_id}, extra)
+            if getattr(self, "drain_chunked", False):
+                self.discard_rest()
+
+    def discard_rest(self, cap: int = 256 * 1024 * 1024):
+        # Closing with unread data makes the kernel send RST, and a client still uploading may lose the
+        # 413 it was sent; read (and drop) the rest of the upload first, as Node's server does.
+        self.wfile.flush()
+        drained = 0
+        try:
+            while drained < cap:
+                block = self.rfile.read1(1 << 20)
+                if not block:
+                    return
+                drained += len(block)
+        except OSError:
+            return
 
     def run_model(self, model: dict, endpoint: str):
         tensors, metadata = decode(self.read_body())

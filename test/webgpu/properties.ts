@@ -42,6 +42,8 @@ export const PROPERTY_NAMES = [
   'typed-errors',
   'abort-signal',
   'concurrent-calls-serialised',
+  // last: it destroys the device
+  'lost-device-rejects',
 ] as const
 
 /** Runs every property check on `device`; each becomes one result of kind `property`. */
@@ -59,6 +61,7 @@ export async function runWebGpuProperties(device: GPUDevice): Promise<WebGpuCase
     'typed-errors': () => typedErrors(device),
     'abort-signal': () => abort(device),
     'concurrent-calls-serialised': () => concurrent(device),
+    'lost-device-rejects': () => lostDevice(device),
   }
   const results: WebGpuCaseResult[] = []
   for (const [name, check] of Object.entries(checks)) {
@@ -459,4 +462,26 @@ async function concurrent(device: GPUDevice): Promise<FieldResult[]> {
   } finally {
     integrator.destroy()
   }
+}
+
+/** After the device is lost, calls reject with PolicyDeviceError instead of silently doing nothing. */
+async function lostDevice(device: GPUDevice): Promise<FieldResult[]> {
+  const p = gmCase(1, 2, 2, 2, 2, 1)
+  const integrator = createWebGpuIntegrator(device)
+  device.destroy()
+  await device.lost
+  let error: unknown
+  try {
+    await integrator.integrate(f32Output(p.output), new Float32Array(p.x), p.segment)
+  } catch (e) {
+    error = e
+  }
+  const name = (error as Error | undefined)?.name
+  return [
+    {
+      field: 'error',
+      ok: name === 'PolicyDeviceError',
+      message: `integrate() on a lost device: ${error === undefined ? 'resolved' : `${name}: ${(error as Error).message}`}`,
+    },
+  ]
 }

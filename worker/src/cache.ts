@@ -4,7 +4,8 @@
  * into a synthetic GET URL for the Cache API (which only keys GET requests), backed by an R2 copy
  * (`results/<hash>.json`) because the Cache API is per data center and may evict. Images are already
  * in R2 (content-addressed). A hit never touches a backend. Keys are scoped per API key so one tenant
- * cannot learn from timing what another has generated.
+ * cannot learn from timing what another has generated. In front of both sits a small per-isolate
+ * memo: entries are immutable (the key includes the model file's sha256), so it can never be stale.
  */
 import { sha256Hex } from './crypto.ts'
 import type { GenerationRecord, NormalizedRequest, StoredImage } from './records.ts'
@@ -39,20 +40,46 @@ export async function cacheKey(keyId: string, request: NormalizedRequest): Promi
 
 const cacheRequest = (hash: string) => new Request(`${CACHE_ORIGIN}/results/${hash}`)
 
-/** Looks a result up: Cache API first, then R2 (re-filling the Cache API on an R2 hit). */
+const MEMO_ENTRIES = 512
+const memo = new Map<string, CachedResult>()
+
+function remember(hash: string, result: CachedResult): void {
+  memo.delete(hash)
+  memo.set(hash, result)
+  // Map iteration order is insertion order: the first key is the least recently used.
+  if (memo.size > MEMO_ENTRIES) memo.delete(memo.keys().next().value!)
+}
+
+/** Looks a result up: isolate memo, Cache API, then R2 (re-filling the faster tiers on the way). */
 export async function lookupResult(
   hash: string,
   bucket: R2Bucket,
   waitUntil: (p: Promise<unknown>) => void,
 ): Promise<CachedResult | undefined> {
+  const memoised = memo.get(hash)
+  if (memoised) {
+    remember(hash, memoised)
+    return memoised
+  }
   const cache = await caches.open(CACHE_NAME)
   const hit = await cache.match(cacheRequest(hash))
-  if (hit) return (await hit.json()) as CachedResult
+  if (hit) {
+    const result = (await hit.json()) as CachedResult
+    remember(hash, result)
+    return result
+  }
   const object = await bucket.get(`results/${hash}.json`)
   if (!object) return undefined
   const text = await object.text()
   waitUntil(cache.put(cacheRequest(hash), cacheResponse(text)))
-  return JSON.parse(text) as CachedResult
+  const result = JSON.parse(text) as CachedResult
+  remember(hash, result)
+  return result
+}
+
+/** Test hook: empties the isolate memo (to exercise the Cache API and R2 tiers). */
+export function forgetMemo(): void {
+  memo.clear()
 }
 
 function cacheResponse(text: string): Response {
@@ -76,4 +103,5 @@ export async function storeResult(
   })
   const cache = await caches.open(CACHE_NAME)
   await cache.put(cacheRequest(hash), cacheResponse(text))
+  remember(hash, result)
 }

@@ -2,12 +2,13 @@
  * @module hono-env
  * The Hono environment shared by every route and middleware.
  */
+import type { TimingVariables } from 'hono/timing'
 import type { Env, Settings } from './env.ts'
 import type { Principal } from './keys.ts'
 
 export interface AppEnv {
   Bindings: Env
-  Variables: {
+  Variables: TimingVariables & {
     requestId: string
     settings: Settings
     principal: Principal

@@ -5,6 +5,7 @@
 import { Hono } from 'hono'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
+import { timing } from 'hono/timing'
 import { settings } from './env.ts'
 import { ApiError, errorBody, NotFoundError } from './errors.ts'
 import type { AppEnv } from './hono-env.ts'
@@ -22,6 +23,8 @@ export { RateLimiter } from './durable/rate-limiter.ts'
 export const app = new Hono<AppEnv>()
 
 app.use(requestId())
+// Server-Timing (auth, quota, cache, ledger, total) lets clients and the bench see where time goes.
+app.use(timing({ crossOrigin: true }))
 app.use(async (c, next) => {
   c.set('settings', settings(c.env))
   await next()

@@ -1,6 +1,7 @@
 import { env, SELF } from 'cloudflare:test'
 import { decode } from 'fast-png'
 import { describe, expect, it } from 'vitest'
+import { forgetMemo } from '../src/cache.ts'
 import { hmac, sha256Hex } from '../src/crypto.ts'
 import {
   BASE,
@@ -148,17 +149,31 @@ describe.skipIf(!backendAvailable())('generation through a real backend', () => 
     expect(a.seed).not.toBe(b.seed)
   })
 
-  it('the cache survives Cache API eviction through the R2 copy', async () => {
+  it('cache tiers: isolate memo → Cache API → R2 copy; without any tier it generates again', async () => {
     const body = { prompt: 'blue heart', seed: 9 }
     await generate(body)
     const cache = await caches.open('piflow-results')
-    const keys = await env.IMAGES.list({ prefix: 'results/' })
-    for (const object of keys.objects) {
-      await cache.delete(`https://cache.piflow.internal/results/${object.key.slice(8, -5)}`)
+    const results = (await env.IMAGES.list({ prefix: 'results/' })).objects.map((o) => o.key)
+    const dropCacheApi = async () => {
+      for (const key of results) {
+        await cache.delete(`https://cache.piflow.internal/results/${key.slice(8, -5)}`)
+      }
     }
-    const before = await backendRequests()
-    const again = (await (await generate(body)).json()) as Generation
-    expect(again.cached).toBe(true)
+    // Cache API and memo gone: the R2 copy still answers without a backend call.
+    await dropCacheApi()
+    forgetMemo()
+    let before = await backendRequests()
+    const fromR2 = (await (await generate(body)).json()) as Generation
+    expect(fromR2.cached).toBe(true)
     expect(await backendRequests()).toBe(before)
+    // All tiers gone: a real generation again (proves the tiers above were what answered).
+    await dropCacheApi()
+    forgetMemo()
+    await env.IMAGES.delete(results)
+    before = await backendRequests()
+    const fresh = (await (await generate(body)).json()) as Generation
+    expect(fresh.cached).toBe(false)
+    expect(await backendRequests()).toBeGreaterThan(before)
+    expect(fresh.images[0]!.sha256).toBe(fromR2.images[0]!.sha256)
   })
 })

@@ -106,9 +106,15 @@ export class PolicyKernels {
   readonly #modules = new Map<string, GPUShaderModule>()
   readonly #buffers = new Map<string, GPUBuffer>()
 
+  /** Why the device was lost, once it is (a lost device accepts work silently and does nothing). */
+  #lost: string | undefined
+
   constructor(device: GPUDevice, halfMeans: boolean) {
     this.device = device
     this.halfMeans = halfMeans
+    device.lost?.then((info) => {
+      this.#lost = `${info.reason}${info.message ? `: ${info.message}` : ''}`
+    })
   }
 
   #tail: Promise<unknown> = Promise.resolve()
@@ -345,6 +351,8 @@ export class PolicyKernels {
     signal?: AbortSignal,
   ): Promise<ArrayBuffer[]> {
     const { device } = this
+    if (this.#lost !== undefined)
+      throw new PolicyDeviceError(`the GPUDevice is lost (${this.#lost})`)
     device.pushErrorScope('validation')
     device.pushErrorScope('out-of-memory')
     let reads: { buffer: GPUBuffer; bytes: number }[] = []

@@ -6,7 +6,8 @@
  * DX node than the reference near a node boundary).
  */
 
-import { PolicyShapeError, PolicyValueError } from '../errors.ts'
+import { PolicyValueError } from '../errors.ts'
+import { effectiveDropoutMask } from '../gm.ts'
 import { substepCount } from '../rollout.ts'
 import { unwarp, warp } from '../shift.ts'
 import { DROPPED_LOGWEIGHT } from './common.wgsl.ts'
@@ -172,19 +173,13 @@ export function logweightsForGpu(
   K: number,
   P: number,
 ): Float32Array {
-  if (dropoutMask != null && dropoutMask.length !== B * K) {
-    throw new PolicyShapeError(
-      `dropoutMask must have B·K = ${B * K} entries, got ${dropoutMask.length}`,
-    )
-  }
+  const mask = effectiveDropoutMask(dropoutMask, B, K)
   const out = logweights.slice()
   const kept = new Uint32Array(P)
   for (let b = 0; b < B; b++) {
-    let all = true
-    for (let k = 0; k < K; k++) if (!dropoutMask?.[b * K + k]) all = false
     kept.fill(0)
     for (let k = 0; k < K; k++) {
-      const drop = dropoutMask != null && !all && dropoutMask[b * K + k]
+      const drop = mask != null && mask[b * K + k] === 1
       for (let p = 0; p < P; p++) {
         const i = (b * K + k) * P + p
         if (Number.isNaN(out[i]) || out[i] === Infinity) {

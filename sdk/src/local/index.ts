@@ -65,7 +65,7 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
   }
   const integratorChoice = options.integrator ?? 'auto'
   const fetchFn = options.fetch ?? ((input, init) => globalThis.fetch(input, init))
-  const baseUrl = new URL(options.modelBaseUrl ?? '/models/', globalThis.location?.href).href
+  const baseUrl = resolveBaseUrl(options.modelBaseUrl ?? '/models/')
   const models = new Map<string, Promise<LoadedModel>>()
   let ort: Promise<OrtModule> | undefined
   let device: Promise<GPUDevice | string> | undefined
@@ -138,7 +138,11 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
     if (!opened) {
       opened = (async () => {
         const bytes = await download(fileOf(model, key), signal)
-        ort ??= loadOrt(providers.includes('webgpu'), options.wasmPaths)
+        // The WebGPU build of ORT is twice the WASM one: load it only when a device is really there.
+        ort ??= (async () => {
+          const gpu = providers.includes('webgpu') && typeof (await getDevice()) !== 'string'
+          return loadOrt(gpu, options.wasmPaths)
+        })()
         return openSession(await ort, bytes, providers, getDevice)
       })()
       model.sessions.set(key, opened)
@@ -181,6 +185,14 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
     const id = input.model ?? 'piflow-emoji'
     const model = await loadModel(id, signal)
     const request = normalize(input, model)
+    const requestId = `local_${crypto.getRandomValues(new Uint32Array(2)).join('')}`
+    opts.onStart?.({
+      id: requestId,
+      model: id,
+      seed: request.seed,
+      nfe: request.nfe,
+      count: request.count,
+    })
     const { opened, integrator } = await prepare(model, request.nfe, signal)
     const loadedAt = performance.now()
     const { manifest } = model
@@ -267,7 +279,6 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
         data,
       })
     }
-    const requestId = `local_${crypto.getRandomValues(new Uint32Array(2)).join('')}`
     return {
       data: {
         id: requestId,
@@ -316,6 +327,19 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
       device = undefined
       webGpuIntegrator = undefined
     },
+  }
+}
+
+/** Resolves the model folder URL (relative ones against the page), with a trailing slash. */
+const resolveBaseUrl = (url: string) => {
+  try {
+    return new URL(url.endsWith('/') ? url : `${url}/`, globalThis.location?.href).href
+  } catch (cause) {
+    throw new LocalInferenceError(
+      'invalid_option',
+      `modelBaseUrl ${JSON.stringify(url)} is not a URL (outside a page it must be absolute)`,
+      { cause },
+    )
   }
 }
 

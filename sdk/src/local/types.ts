@@ -47,8 +47,18 @@ export interface LocalStepProgress {
   nfe: number
 }
 
+/** The normalised request, reported before the first network evaluation. */
+export interface LocalStartInfo {
+  id: string
+  model: string
+  seed: number
+  nfe: number
+  count: number
+}
+
 /** Options of one local generation. */
 export interface LocalGenerateOptions extends RequestOptions {
+  onStart?: (info: LocalStartInfo) => void
   onProgress?: (progress: LocalStepProgress) => void
 }
 

@@ -4,6 +4,7 @@
  * mode the dev key from PIFLOW_DEV_API_KEY is seeded into KV on first use (never outside local mode).
  */
 import { createMiddleware } from 'hono/factory'
+import { endTime, startTime } from 'hono/timing'
 import { BadRequestError, ForbiddenError, UnauthorizedError } from '../errors.ts'
 import type { AppEnv } from '../hono-env.ts'
 import { createApiKeyRecord, parseApiKey, SCOPES, type Scope, verifyApiKey } from '../keys.ts'
@@ -44,7 +45,9 @@ export const auth = (scope: Scope) =>
         'Authorization header must be "Bearer <key>"',
       )
     }
+    startTime(c, 'auth')
     const principal = await verifyApiKey(c.env.API_KEYS, match[1]!)
+    endTime(c, 'auth')
     if (!principal) throw new UnauthorizedError('Unknown, revoked or malformed API key')
     if (!principal.scopes.includes(scope)) {
       throw new ForbiddenError(`This API key lacks the "${scope}" scope`)

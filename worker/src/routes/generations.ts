@@ -9,6 +9,7 @@
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
+import { endTime, startTime } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
 import { type CachedResult, cacheKey, canonicalJson, lookupResult } from '../cache.ts'
 import { randomToken, sha256Hex } from '../crypto.ts'
@@ -187,6 +188,16 @@ async function respondWithRecord(
   return c.json(generation)
 }
 
+/** Awaits `work`, recording its duration as a Server-Timing metric. */
+async function timed<T>(c: Context<AppEnv>, metric: string, work: Promise<T>): Promise<T> {
+  startTime(c, metric)
+  try {
+    return await work
+  } finally {
+    endTime(c, metric)
+  }
+}
+
 /** Answers from the cache: a new `cached: true` record, recorded before the response is sent. */
 async function serveCacheHit(
   c: Context<AppEnv>,
@@ -210,7 +221,7 @@ async function serveCacheHit(
   // Recorded before answering, so a GET right after the response finds it.
   const [response] = await Promise.all([
     respondWithRecord(c, record, options),
-    ledger.putGeneration(record),
+    timed(c, 'ledger', ledger.putGeneration(record)),
   ])
   if (idempotencyKey !== undefined) await ledger.finishIdempotent(idempotencyKey, 'keep')
   return response
@@ -239,8 +250,14 @@ generations.post('/', auth('generations:write'), async (c) => {
   // Independent lookups run concurrently; the cache answer is used only once quota and idempotency
   // have passed.
   const [, hit] = await Promise.all([
-    consumeQuota(c, request.count),
-    hash ? lookupResult(hash, c.env.IMAGES, (p) => c.executionCtx.waitUntil(p)) : undefined,
+    timed(c, 'quota', consumeQuota(c, request.count)),
+    hash
+      ? timed(
+          c,
+          'cache',
+          lookupResult(hash, c.env.IMAGES, (p) => c.executionCtx.waitUntil(p)),
+        )
+      : undefined,
   ])
 
   const ledger = ledgerOf(c)
