@@ -2,8 +2,13 @@
 // `N passed, N failed, N skipped`. vitest's own summary is not a format CI recognises.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { resolve } from 'node:path'
 
 const report = '.vitest-report.json'
+// The test virtualenv made by `scripts/setup.sh --test` (Python reference backend).
+if (!process.env.PIFLOW_PYTHON && existsSync('.toolchain/py/bin/python')) {
+  process.env.PIFLOW_PYTHON = resolve('.toolchain/py/bin/python')
+}
 let passed = 0
 let failed = 0
 let skipped = 0
@@ -19,6 +24,9 @@ function step(name, cmd, args) {
 }
 
 step('typecheck', 'npx', ['tsc', '-p', 'tsconfig.json', '--noEmit'])
+// The worker compiles against workers-types (no DOM, no Node), so it has tsconfigs of its own.
+step('typecheck worker', 'npx', ['tsc', '-p', 'worker/tsconfig.json', '--noEmit'])
+step('typecheck worker (node side)', 'npx', ['tsc', '-p', 'worker/tsconfig.node.json', '--noEmit'])
 step('lint', 'npx', ['biome', 'check', '.'])
 
 rmSync(report, { force: true })

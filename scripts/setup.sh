@@ -7,6 +7,13 @@ cd "$PIFLOW_ROOT"
 
 if [ "${1:-}" = "--test" ]; then
   bash scripts/system-deps.sh
+  # A small virtualenv for the Python side of the cross-language suites (reference backend).
+  pystamp=".toolchain/py/.piflow-$(sha256sum test/requirements.txt | cut -c1-16)"
+  if [ ! -f "$pystamp" ]; then
+    python3 -m venv .toolchain/py
+    .toolchain/py/bin/pip install -q --disable-pip-version-check -r test/requirements.txt
+    touch "$pystamp"
+  fi
 fi
 
 # npm ci only when the lock file changed since the last install (a stamp inside node_modules).

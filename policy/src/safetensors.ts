@@ -281,7 +281,7 @@ interface TensorInfo {
 function parseHeader(raw: Uint8Array): Record<string, unknown> {
   let parsed: unknown
   try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw))
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(raw))
   } catch (error) {
     throw new SafetensorsError(
       'invalid_header',

@@ -1,8 +1,9 @@
+import { SELF } from 'cloudflare:test'
 import { encodeSafetensors } from '@piflow/policy'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { BackendRouter, FAILURES_TO_OPEN, resetBackendHealth } from '../src/backends.ts'
 import { BackendError } from '../src/errors.ts'
-import { backendAvailable, backendSecret, backendUrl } from './helpers.ts'
+import { BASE, backendAvailable, backendSecret, backendUrl } from './helpers.ts'
 
 // Port 9 (discard) is closed here: connections are refused at once.
 const DEAD = { id: 'dead', url: 'http://127.0.0.1:9', weight: 1e9 }
@@ -57,6 +58,15 @@ describe.skipIf(!backendAvailable())('backend routing', () => {
     const router = new BackendRouter([live()], 'not-the-secret', 30_000)
     const error = await router.post(PATH, forwardBody()).catch((e) => e)
     expect(error.message).toContain('401')
+  })
+
+  it('/readyz probes the configured backends', async () => {
+    const res = await SELF.fetch(`${BASE}/readyz`)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({
+      status: 'ok',
+      backends: [{ id: 'test-backend', healthy: true, circuit: 'closed' }],
+    })
   })
 
   it('per-attempt timeouts become 504', async () => {

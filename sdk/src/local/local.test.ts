@@ -193,7 +193,13 @@ describe("client fallback: 'local'", () => {
       'done',
     ])
     expect(progress).toEqual([1, 2, 3, 4])
-    expect(events[0]).toMatchObject({ type: 'id', seed: 7, nfe: 4, count: 1, model: 'piflow-emoji' })
+    expect(events[0]).toMatchObject({
+      type: 'id',
+      seed: 7,
+      nfe: 4,
+      count: 1,
+      model: 'piflow-emoji',
+    })
     const done = events.at(-1) as Extract<StreamEvent, { type: 'done' }>
     expect(done.result.backend).toBe('wasm')
     expect(done.result.data.id).toBe((events[0] as { id: string }).id)
