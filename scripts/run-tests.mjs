@@ -6,8 +6,8 @@ import { resolve } from 'node:path'
 
 const report = '.vitest-report.json'
 // The test virtualenv made by `scripts/setup.sh --test` (Python reference backend).
-if (!process.env.PIFLOW_PYTHON && existsSync('.toolchain/py/bin/python')) {
-  process.env.PIFLOW_PYTHON = resolve('.toolchain/py/bin/python')
+if (!process.env.PIFLOW_REFERENCE_PYTHON && existsSync('.toolchain/py/bin/python')) {
+  process.env.PIFLOW_REFERENCE_PYTHON = resolve('.toolchain/py/bin/python')
 }
 let passed = 0
 let failed = 0

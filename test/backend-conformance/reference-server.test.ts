@@ -6,8 +6,8 @@ import { checks } from './checks.ts'
 
 // The same conformance checks against the independent Python implementation (reference_server.py),
 // which proves they test the protocol rather than our server. Needs a Python with onnxruntime, numpy
-// and safetensors: PIFLOW_PYTHON=/path/to/python (default python3).
-const python = process.env.PIFLOW_PYTHON ?? 'python3'
+// and safetensors: PIFLOW_REFERENCE_PYTHON=/path/to/python (default python3).
+const python = process.env.PIFLOW_REFERENCE_PYTHON ?? 'python3'
 const probe = spawnSync(python, ['-c', 'import onnxruntime, numpy, safetensors'], {
   stdio: 'ignore',
 })
@@ -16,7 +16,7 @@ const root = fileURLToPath(new URL('../../', import.meta.url))
 
 if (!available) {
   describe('backend conformance (Python reference server)', () => {
-    it.skip(`skipped: ${python} lacks onnxruntime/numpy/safetensors (set PIFLOW_PYTHON)`, () => {})
+    it.skip(`skipped: ${python} lacks onnxruntime/numpy/safetensors (set PIFLOW_REFERENCE_PYTHON)`, () => {})
   })
 } else {
   describe('backend conformance (Python reference server)', () => {

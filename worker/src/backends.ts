@@ -51,22 +51,45 @@ function recordFailure(h: BackendHealth): void {
   if (h.failures >= FAILURES_TO_OPEN) h.openedAt = Date.now()
 }
 
-/** The answer of one backend call. */
-export interface BackendResponse {
+/** The answer of one backend call; `value` is what `decode` made of the bytes. */
+export interface BackendResponse<T = Uint8Array> {
   bytes: Uint8Array
+  value: T
   backendId: string
   ms: number
   attempts: number
 }
 
 /** Options of {@link BackendRouter.post}. */
-export interface PostOptions {
+export interface PostOptions<T = Uint8Array> {
   signal?: AbortSignal
   contentType?: string
+  /**
+   * Parses and checks a 2xx body. Throwing marks that backend's answer as unusable (corrupt, wrong
+   * shapes, non-finite): like a transport failure it counts against the backend and the request is
+   * retried on another one, so one bad backend never fails a generation a healthy one can serve.
+   */
+  decode?: (bytes: Uint8Array) => T
 }
 
 /** A non-2xx answer that another backend would answer the same way (e.g. a 4xx on bad tensors). */
 class PermanentBackendFailure extends Error {}
+
+/** A 2xx answer whose body `decode` refused. */
+class UnusableOutput extends Error {}
+
+/**
+ * 429 / 503 from a backend: it is alive but shedding load (queue full, draining). Not a fault, so it
+ * does not trip the breaker; when every backend sheds, so does the worker (503 + Retry-After).
+ */
+class OverloadedBackend extends Error {
+  constructor(
+    message: string,
+    readonly retryAfter: number,
+  ) {
+    super(message)
+  }
+}
 
 export class BackendRouter {
   readonly #backends: BackendConfig[]
@@ -96,12 +119,18 @@ export class BackendRouter {
    * POSTs `body` to `path` on a backend, retrying on the others when one fails in a way another could
    * fix (transport error, timeout, 5xx, 429). Throws {@link BackendError} when none succeeded.
    */
-  async post(path: string, body: Uint8Array, options?: PostOptions): Promise<BackendResponse> {
+  async post<T = Uint8Array>(
+    path: string,
+    body: Uint8Array,
+    options?: PostOptions<T>,
+  ): Promise<BackendResponse<T>> {
     if (this.#backends.length === 0) {
       throw new BackendError(503, 'no_backends', 'No inference backends are configured')
     }
     const tried = new Set<BackendConfig>()
     let lastError: unknown
+    let overloaded = 0
+    let retryAfter = 1
     for (let attempt = 1; attempt <= Math.min(3, this.#backends.length); attempt++) {
       options?.signal?.throwIfAborted()
       const backend = await this.#choose(tried, options?.signal)
@@ -111,16 +140,54 @@ export class BackendRouter {
       const started = performance.now()
       try {
         const bytes = await this.#send(backend, path, body, options)
+        let value: T
+        try {
+          value = options?.decode ? options.decode(bytes) : (bytes as T)
+        } catch (error) {
+          throw new UnusableOutput(
+            `${backend.id} answered unusable output: ${(error as Error).message}`,
+            {
+              cause: error,
+            },
+          )
+        }
         recordSuccess(h)
-        return { bytes, backendId: backend.id, ms: performance.now() - started, attempts: attempt }
+        return {
+          bytes,
+          value,
+          backendId: backend.id,
+          ms: performance.now() - started,
+          attempts: attempt,
+        }
       } catch (error) {
         if (options?.signal?.aborted) throw error
         if (error instanceof PermanentBackendFailure) {
           throw new BackendError(502, 'backend_rejected', error.message, { cause: error })
         }
-        recordFailure(h)
         lastError = error
+        if (error instanceof OverloadedBackend) {
+          overloaded++
+          retryAfter = Math.max(retryAfter, error.retryAfter)
+        } else {
+          recordFailure(h)
+        }
       }
+    }
+    if (overloaded > 0 && overloaded === tried.size) {
+      throw new BackendError(
+        503,
+        'backends_overloaded',
+        `Every inference backend tried (${tried.size}) is at capacity; retry later`,
+        { retryAfter, cause: lastError },
+      )
+    }
+    if (lastError instanceof UnusableOutput) {
+      throw new BackendError(
+        502,
+        'backend_bad_output',
+        `Inference backend output unusable after ${tried.size} attempt(s): ${lastError.message}`,
+        { cause: lastError },
+      )
     }
     const timedOut = lastError instanceof DOMException && lastError.name === 'TimeoutError'
     if (lastError === undefined) {
@@ -145,7 +212,7 @@ export class BackendRouter {
     backend: BackendConfig,
     path: string,
     body: Uint8Array,
-    options: PostOptions | undefined,
+    options: PostOptions<unknown> | undefined,
   ): Promise<Uint8Array> {
     const timeout = AbortSignal.timeout(this.#timeoutMs)
     const signal = options?.signal ? AbortSignal.any([options.signal, timeout]) : timeout
@@ -163,7 +230,11 @@ export class BackendRouter {
     if (response.ok) return bytes
     const detail = new TextDecoder().decode(bytes.subarray(0, 500))
     const message = `${backend.id} answered ${response.status}: ${detail}`
-    if (response.status >= 500 || response.status === 429 || response.status === 408) {
+    if (response.status === 503 || response.status === 429) {
+      const seconds = Number(response.headers.get('Retry-After'))
+      throw new OverloadedBackend(message, seconds > 0 && seconds <= 60 ? Math.ceil(seconds) : 1)
+    }
+    if (response.status >= 500 || response.status === 408) {
       throw new Error(message)
     }
     throw new PermanentBackendFailure(message)

@@ -103,7 +103,33 @@ function f32(file: ReturnType<typeof decodeSafetensors>, name: string, size: num
       `Backend output "${name}" is missing or not F32 with ${size} elements`,
     )
   }
-  return tensor.data
+  // NaN/±Inf would reach the image as garbage (or fail the rollout late): refuse them here, where
+  // the router can still retry on another backend.
+  const data = tensor.data
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) {
+      throw new BackendError(
+        502,
+        'backend_bad_output',
+        `Backend output "${name}"[${i}] is ${data[i]}`,
+      )
+    }
+  }
+  return data
+}
+
+/** decodeSafetensors with its codec errors reported as bad backend output. */
+function decodeOutput(bytes: Uint8Array): ReturnType<typeof decodeSafetensors> {
+  try {
+    return decodeSafetensors(bytes)
+  } catch (error) {
+    throw new BackendError(
+      502,
+      'backend_bad_output',
+      `Backend output is not valid safetensors: ${(error as Error).message}`,
+      { cause: error },
+    )
+  }
 }
 
 /** Decodes a `/forward` answer into the policy output the manifest declares. */
@@ -112,7 +138,7 @@ function decodePolicyOutput(
   bytes: Uint8Array,
   shape: LatentShape,
 ): PolicyOutput<Float32Array> {
-  const file = decodeSafetensors(bytes)
+  const file = decodeOutput(bytes)
   const { batch, channels, height, width } = shape
   const pixels = height * width
   const policy = model.manifest.policy
@@ -243,14 +269,18 @@ export async function runGeneration(
       integrator: createCpuIntegrator() as never,
       ...(signal ? { signal } : {}),
       forward: async (xSrc, sigmaSrc, _step, forwardSignal) => {
+        // Decoded inside the router, so an unusable answer is retried on another backend.
         const response = await router.post(
           `${path}/forward`,
           encodeSafetensors(tensors(xSrc, sigmaSrc), { nfe: String(request.nfe) }),
-          forwardSignal ? { signal: forwardSignal } : {},
+          {
+            decode: (bytes) => decodePolicyOutput(model, bytes, shape),
+            ...(forwardSignal ? { signal: forwardSignal } : {}),
+          },
         )
         backends.add(response.backendId)
         timings.forwardMs += response.ms
-        const output = decodePolicyOutput(model, response.bytes, shape)
+        const output = response.value
         if (plan.preview && output.type === 'gm') {
           lastX0 = gmX0(output, xSrc.subarray(0, perImage), sigmaSrc, shape)
         }
@@ -350,10 +380,14 @@ async function stepOnBackend(
       temperature: String(stepTemperature),
       eps: String(eps),
     })
-    const response = await router.post(path, body, signal ? { signal } : {})
+    const size = x.length
+    const response = await router.post(path, body, {
+      decode: (bytes) => f32(decodeOutput(bytes), 'x', size),
+      ...(signal ? { signal } : {}),
+    })
     backends.add(response.backendId)
     timings.forwardMs += response.ms
-    x = f32(decodeSafetensors(response.bytes), 'x', x.length)
+    x = response.value
     await hooks.onProgress?.({
       step: k + 1,
       nfe,

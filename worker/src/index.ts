@@ -5,6 +5,7 @@
 import { Hono } from 'hono'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
+import { secureHeaders } from 'hono/secure-headers'
 import { timing } from 'hono/timing'
 import { settings } from './env.ts'
 import { ApiError, errorBody, NotFoundError } from './errors.ts'
@@ -23,6 +24,15 @@ export { RateLimiter } from './durable/rate-limiter.ts'
 export const app = new Hono<AppEnv>()
 
 app.use(requestId())
+// nosniff, no framing, no referrer on every response. CORP is cross-origin, not Hono's same-origin
+// default: pages on other origins embed the images and the browser SDK fetches the model files.
+app.use(
+  secureHeaders({
+    crossOriginResourcePolicy: 'cross-origin',
+    crossOriginOpenerPolicy: false,
+    strictTransportSecurity: 'max-age=31536000; includeSubDomains',
+  }),
+)
 // Server-Timing (auth, quota, cache, ledger, total) lets clients and the bench see where time goes.
 app.use(timing({ crossOrigin: true }))
 app.use(async (c, next) => {

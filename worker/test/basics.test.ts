@@ -78,3 +78,15 @@ describe('errors and auth', () => {
     expect(res.headers.get('Access-Control-Allow-Headers')).toMatch(/Idempotency-Key/i)
   })
 })
+
+describe('security headers', () => {
+  it('every response carries nosniff, frame and referrer protection; CORP stays cross-origin', async () => {
+    for (const path of ['/healthz', '/v1/models', '/v1/nope']) {
+      const response = await SELF.fetch(`${BASE}${path}`)
+      expect(response.headers.get('X-Content-Type-Options')).toBe('nosniff')
+      expect(response.headers.get('X-Frame-Options')).toBe('SAMEORIGIN')
+      expect(response.headers.get('Referrer-Policy')).toBe('no-referrer')
+      expect(response.headers.get('Cross-Origin-Resource-Policy')).toBe('cross-origin')
+    }
+  })
+})

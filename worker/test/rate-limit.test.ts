@@ -42,4 +42,31 @@ describe.skipIf(!backendAvailable())('rate limiting over HTTP', () => {
       (await generate({ prompt: 'apple', seed: 2, count: 2 }, { key: await createKey() })).status,
     ).toBe(200)
   })
+
+  it('an Idempotency-Key replay costs no quota: a retry in an exhausted window gets its result', async () => {
+    const key = await createKey({ rateLimit: { limit: 1, windowSeconds: 60 } })
+    const headers = { 'Idempotency-Key': crypto.randomUUID() }
+    const first = await generate({ prompt: 'pear', count: 1 }, { key, headers })
+    expect(first.status).toBe(200)
+    const firstJson = (await first.json()) as { id: string }
+    // The window is now spent: new work is refused …
+    const fresh = await generate({ prompt: 'plum', count: 1 }, { key })
+    expect(fresh.status).toBe(429)
+    // … but the retry of the first request is a replay, not new work.
+    const replay = await generate({ prompt: 'pear', count: 1 }, { key, headers })
+    expect(replay.status).toBe(200)
+    expect(replay.headers.get('Idempotent-Replayed')).toBe('true')
+    expect(((await replay.json()) as { id: string }).id).toBe(firstJson.id)
+  })
+
+  it('a request refused for quota releases its Idempotency-Key', async () => {
+    const key = await createKey({ rateLimit: { limit: 1, windowSeconds: 60 } })
+    expect((await generate({ prompt: 'fig', count: 1 }, { key })).status).toBe(200)
+    const headers = { 'Idempotency-Key': crypto.randomUUID() }
+    const refused = await generate({ prompt: 'kiwi', count: 1 }, { key, headers })
+    expect(refused.status).toBe(429)
+    // Not left "running": a retry with the same key is judged on quota again (429), not 409.
+    const again = await generate({ prompt: 'kiwi', count: 1 }, { key, headers })
+    expect(again.status).toBe(429)
+  })
 })

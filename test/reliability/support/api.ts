@@ -4,6 +4,7 @@
  * test that caused it instead of the whole run.
  */
 import { createHash } from 'node:crypto'
+import { request as httpRequest } from 'node:http'
 import { decode } from 'fast-png'
 import { expect } from 'vitest'
 
@@ -129,7 +130,9 @@ export function diffAgainstDouble(
 export async function* sseEvents(
   body: ReadableStream<Uint8Array>,
 ): AsyncGenerator<{ event: string; data: string }> {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader()
+  // lib.dom's TextDecoderStream typing does not line up with Node's ReadableStream generics.
+  const decoder = new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>
+  const reader = body.pipeThrough(decoder).getReader()
   let buffer = ''
   for (;;) {
     const { done, value } = await reader.read()
@@ -164,7 +167,62 @@ export async function waitForGeneration(
     expect(response.status, response.text).toBe(200)
     const generation = response.json as Generation
     if (generation.status !== 'running') return generation
-    if (Date.now() > deadline) throw new Error(`generation ${id} still running after ${timeoutMs} ms`)
+    if (Date.now() > deadline)
+      throw new Error(`generation ${id} still running after ${timeoutMs} ms`)
     await new Promise((r) => setTimeout(r, 100))
   }
+}
+
+/**
+ * Uploads `totalBytes` of spaces as a chunked body with node:http, which (unlike fetch) sees a
+ * response the server sends before the upload ends, as a well-behaved client of a 413 does. Resolves
+ * with the status and body, or `reset` when the server closed the connection before answering.
+ */
+export function chunkedUpload(
+  url: string,
+  headers: Record<string, string>,
+  totalBytes: number,
+): Promise<ReadResponse | 'reset'> {
+  return new Promise((resolve) => {
+    const chunk = Buffer.alloc(64 * 1024, 0x20)
+    let sent = 0
+    let answered = false
+    const req = httpRequest(url, { method: 'POST', headers, timeout: REQUEST_TIMEOUT_MS })
+    const pump = () => {
+      while (!answered && sent < totalBytes) {
+        sent += chunk.length
+        if (!req.write(chunk)) {
+          req.once('drain', pump)
+          return
+        }
+      }
+      if (!answered) req.end()
+    }
+    req.on('response', (res) => {
+      answered = true
+      const parts: Buffer[] = []
+      res.on('data', (d: Buffer) => parts.push(d))
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString()
+        let json: unknown
+        try {
+          json = JSON.parse(text)
+        } catch {
+          json = undefined
+        }
+        const responseHeaders = new Headers()
+        for (const [k, v] of Object.entries(res.headers)) {
+          if (typeof v === 'string') responseHeaders.set(k, v)
+        }
+        resolve({ status: res.statusCode ?? 0, headers: responseHeaders, text, json })
+        req.destroy()
+      })
+      res.on('error', () => resolve('reset'))
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', () => {
+      if (!answered) resolve('reset')
+    })
+    pump()
+  })
 }

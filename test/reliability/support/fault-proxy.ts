@@ -16,6 +16,7 @@ export type FaultMode =
   | 'down'
   | 'slow'
   | 'status-500'
+  | 'overloaded'
   | 'malformed'
   | 'wrong-shape'
   | 'nan'
@@ -56,7 +57,8 @@ function rewriteTensors(
   const file = decodeSafetensors(new Uint8Array(body))
   const out: Record<string, SafetensorsTensor> = {}
   for (const [name, tensor] of Object.entries(file.tensors)) {
-    out[name] = tensor.dtype === 'F32' ? edit(tensor as SafetensorsTensor & { dtype: 'F32' }) : tensor
+    out[name] =
+      tensor.dtype === 'F32' ? edit(tensor as SafetensorsTensor & { dtype: 'F32' }) : tensor
   }
   return encodeSafetensors(out, file.metadata)
 }
@@ -126,6 +128,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     if (body === undefined) return
     if (mode === 'down') {
       req.socket.destroy()
+      return
+    }
+    if (mode === 'overloaded') {
+      res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '2' })
+      res.end('{"error":{"code":"queue_full","message":"injected"}}')
       return
     }
     if (mode === 'status-500') {

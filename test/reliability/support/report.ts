@@ -42,9 +42,7 @@ export function renderSection(suite: string): string {
   const lines = [
     '| Check | Tried | Survived | Required behaviour (observed) |',
     '| --- | ---: | ---: | --- |',
-    ...list.map(
-      (r) => `| ${cell(r.check)} | ${r.tried} | ${r.survived} | ${cell(r.outcome)} |`,
-    ),
+    ...list.map((r) => `| ${cell(r.check)} | ${r.tried} | ${r.survived} | ${cell(r.outcome)} |`),
   ]
   const tried = list.reduce((sum, r) => sum + r.tried, 0)
   const survived = list.reduce((sum, r) => sum + r.survived, 0)
@@ -68,8 +66,14 @@ export function checkReport(suite: string): void {
   const current = text.slice(from + begin.length, to).trim()
   const fresh = renderSection(suite)
   if (process.env['PIFLOW_UPDATE_RELIABILITY'] === '1') {
+    // A suite whose setup failed recorded nothing: keep the last good table rather than erase it.
+    if (!rows.has(suite))
+      throw new Error(`suite "${suite}" recorded no rows; not rewriting ${REPORT_PATH}`)
     if (current !== fresh) {
-      writeFileSync(REPORT_PATH, `${text.slice(0, from + begin.length)}\n${fresh}\n${text.slice(to)}`)
+      writeFileSync(
+        REPORT_PATH,
+        `${text.slice(0, from + begin.length)}\n${fresh}\n${text.slice(to)}`,
+      )
     }
     return
   }

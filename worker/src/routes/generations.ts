@@ -247,22 +247,22 @@ generations.post('/', auth('generations:write'), async (c) => {
   )
   const idempotencyKey = idempotencyKeyOf(c)
   const hash = seeded ? await cacheKey(principal.keyId, request) : undefined
-  // Independent lookups run concurrently; the cache answer is used only once quota and idempotency
-  // have passed.
-  const [, hit] = await Promise.all([
-    timed(c, 'quota', consumeQuota(c, request.count)),
-    hash
-      ? timed(
-          c,
-          'cache',
-          lookupResult(hash, c.env.IMAGES, (p) => c.executionCtx.waitUntil(p)),
-        )
-      : undefined,
-  ])
+  // The cache lookup runs while idempotency is decided; its answer is used only once idempotency and
+  // quota have passed.
+  const pendingHit = hash
+    ? timed(
+        c,
+        'cache',
+        lookupResult(hash, c.env.IMAGES, (p) => c.executionCtx.waitUntil(p)),
+      )
+    : Promise.resolve(undefined)
+  pendingHit.catch(() => {}) // awaited below; a replay returns before that
 
   const ledger = ledgerOf(c)
   const options = renderOptions(c, body.response === 'base64')
   const id = `gen_${randomToken(16)}`
+  // Idempotency before quota: a replay does no work, so a client retrying in an exhausted window
+  // still gets its stored result instead of a 429.
   if (idempotencyKey !== undefined) {
     const fingerprint = await sha256Hex(canonicalJson(body))
     const decision = await ledger.beginIdempotent(idempotencyKey, fingerprint, id)
@@ -285,6 +285,15 @@ generations.post('/', auth('generations:write'), async (c) => {
       c.header('Idempotent-Replayed', 'true')
       return respondWithRecord(c, record, options)
     }
+  }
+
+  let hit: Awaited<typeof pendingHit>
+  try {
+    ;[, hit] = await Promise.all([timed(c, 'quota', consumeQuota(c, request.count)), pendingHit])
+  } catch (error) {
+    // The key was reserved above; a refused or failed request must not leave it "running".
+    if (idempotencyKey !== undefined) await ledger.finishIdempotent(idempotencyKey, 'release')
+    throw error
   }
 
   const integration = integrationFor(model, settings)

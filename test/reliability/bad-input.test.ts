@@ -1,0 +1,718 @@
+/**
+ * Bad input, property-based (fast-check, fixed seeds) over the worker's public API and the backend
+ * protocol, against real processes. Required: a 4xx JSON error with a stable code (never a 5xx, never
+ * a hang — every request has a timeout), and memory that stays bounded. Valid requests that the
+ * generators happen to produce may succeed; they must then be real, finished generations.
+ */
+import { connect } from 'node:net'
+import { encodeSafetensors, type SafetensorsTensor } from '@piflow/policy'
+import fc from 'fast-check'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { generationRequestSchema } from '../../worker/src/schemas.ts'
+import {
+  call,
+  chunkedUpload,
+  expectErrorBody,
+  type Generation,
+  type ReadResponse,
+} from './support/api.ts'
+import { checkReport, record } from './support/report.ts'
+import { type Rig, rssOfListener, startRig } from './support/rig.ts'
+
+const SUITE = 'bad-input'
+let rig: Rig
+
+/** Runs a property with a fixed seed, counts responses by `status code`, records the row. */
+async function check<T>(
+  name: string,
+  options: { seed: number; numRuns: number; outcome: string },
+  arbitrary: fc.Arbitrary<T>,
+  send: (value: T) => Promise<ReadResponse>,
+  verify: (response: ReadResponse, value: T) => void | Promise<void>,
+): Promise<void> {
+  const seen = new Map<string, number>()
+  let survived = 0
+  let runs = 0
+  try {
+    await fc.assert(
+      fc.asyncProperty(arbitrary, async (value) => {
+        runs++
+        const response = await send(value)
+        expect(response.status, response.text.slice(0, 300)).toBeLessThan(500)
+        await verify(response, value)
+        return true
+      }),
+      { seed: options.seed, numRuns: options.numRuns, endOnFailure: true },
+    )
+    // Counted again over the same values (fast-check is deterministic per seed): the histogram of
+    // the table comes from a clean pass, not from shrinking.
+    await fc.assert(
+      fc.asyncProperty(arbitrary, async (value) => {
+        const response = await send(value)
+        const code = (response.json as { error?: { code?: string } })?.error?.code
+        const key = `${response.status}${code ? ` ${code}` : ''}`
+        seen.set(key, (seen.get(key) ?? 0) + 1)
+        if (response.status < 500) survived++
+        return true
+      }),
+      { seed: options.seed, numRuns: options.numRuns },
+    )
+  } finally {
+    const histogram = [...seen]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, n]) => `${k} ×${n}`)
+      .join(', ')
+    record(SUITE, {
+      check: `${name} (fast-check seed ${options.seed})`,
+      tried: options.numRuns,
+      survived,
+      outcome: `${options.outcome}: ${histogram || `failed after ${runs} runs`}`,
+    })
+  }
+}
+
+const worker = (path: string, init: RequestInit = {}) => call(`${rig.workerUrl}${path}`, init)
+const authed = (extra: Record<string, string> = {}) => ({
+  Authorization: `Bearer ${rig.apiKey}`,
+  'Content-Type': 'application/json',
+  ...extra,
+})
+
+/** Values a JSON field should never accept in the wrong place. */
+const adversarialValue = fc.oneof(
+  fc.string({ unit: 'binary', maxLength: 40 }),
+  fc.string({ maxLength: 1200 }),
+  fc.constantFrom(
+    1e308,
+    -1e308,
+    2 ** 53 + 1,
+    2 ** 32,
+    -1,
+    0.5,
+    -0.0001,
+    0,
+    '',
+    ' \t\n',
+    '\u0000',
+    '\u202e',
+    '💥'.repeat(300),
+    null,
+    true,
+    [],
+    {},
+  ),
+  fc.integer(),
+  fc.double(),
+  fc.jsonValue({ maxDepth: 3 }),
+)
+
+const FIELDS = [
+  'prompt',
+  'model',
+  'nfe',
+  'seed',
+  'size',
+  'guidance',
+  'count',
+  'format',
+  'response',
+  'preview',
+  'backend',
+  '__proto__',
+  'constructor',
+] as const
+
+beforeAll(async () => {
+  rig = await startRig({ backends: 1, env: { PIFLOW_RATE_LIMIT: '100000/60' } })
+})
+
+afterAll(async () => {
+  await rig?.stop()
+  checkReport(SUITE)
+})
+
+describe('public API (worker)', () => {
+  it('arbitrary JSON bodies', async () => {
+    await check(
+      'POST /v1/generations with arbitrary JSON values',
+      { seed: 101, numRuns: 150, outcome: '4xx with a stable code' },
+      fc.jsonValue({ maxDepth: 4 }).filter((v) => !generationRequestSchema.safeParse(v).success),
+      (value) =>
+        worker('/v1/generations', {
+          method: 'POST',
+          headers: authed(),
+          body: JSON.stringify(value),
+        }),
+      (response) => {
+        expect(expectErrorBody(response, [400, 422])).toMatch(
+          /^(validation_failed|malformed_json)$/,
+        )
+      },
+    )
+  })
+
+  it('near-valid requests with one adversarial field', async () => {
+    const arbitrary = fc
+      .record({ field: fc.constantFrom(...FIELDS), value: adversarialValue })
+      .map(({ field, value }) => {
+        const body: Record<string, unknown> = { prompt: 'a cat', seed: 1 }
+        // defineProperty: `__proto__` becomes an own key, as it would from JSON.parse.
+        Object.defineProperty(body, field, { value, enumerable: true, writable: true })
+        return body
+      })
+      .filter(
+        (body) => !generationRequestSchema.safeParse(JSON.parse(JSON.stringify(body))).success,
+      )
+    await check(
+      'POST /v1/generations, one field wrong type / extreme number / control chars / unknown key',
+      { seed: 202, numRuns: 150, outcome: '422 with the failing fields listed' },
+      arbitrary,
+      (body) =>
+        worker('/v1/generations', {
+          method: 'POST',
+          headers: authed(),
+          body: JSON.stringify(body),
+        }),
+      (response) => {
+        expect(expectErrorBody(response, [422])).toBe('validation_failed')
+        expect(
+          (response.json as { error: { fields: unknown[] } }).error.fields.length,
+        ).toBeGreaterThan(0)
+      },
+    )
+  })
+
+  it('unicode and control characters in prompts', async () => {
+    await check(
+      'prompts of arbitrary code points (controls, RTL, astral, lone surrogates)',
+      { seed: 303, numRuns: 30, outcome: '200 with a finished image, or 422' },
+      fc.string({ unit: 'binary', minLength: 1, maxLength: 24 }),
+      (prompt) =>
+        worker('/v1/generations', {
+          method: 'POST',
+          headers: authed(),
+          body: JSON.stringify({ prompt, seed: 5, size: 32 }),
+        }),
+      (response) => {
+        if (response.status === 200) {
+          const generation = response.json as Generation
+          expect(generation.status).toBe('succeeded')
+          expect(generation.images).toHaveLength(1)
+        } else {
+          expect(expectErrorBody(response, [422])).toBe('validation_failed')
+        }
+      },
+    )
+  })
+
+  it('arbitrary bytes under arbitrary content types', async () => {
+    await check(
+      'POST /v1/generations with random bytes and Content-Types',
+      { seed: 404, numRuns: 120, outcome: '400/413/415 with a stable code' },
+      fc.record({
+        type: fc.oneof(
+          fc.constantFrom(
+            'application/json',
+            'APPLICATION/JSON; charset=utf-16',
+            'application/x-www-form-urlencoded',
+            'multipart/form-data; boundary=x',
+            'text/plain',
+            'application/problem+json',
+            '',
+          ),
+          fc.string({ unit: 'grapheme-ascii', maxLength: 30 }),
+        ),
+        body: fc.uint8Array({ maxLength: 2048 }),
+      }),
+      ({ type, body }) =>
+        worker('/v1/generations', {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${rig.apiKey}`, 'Content-Type': type },
+          body,
+        }),
+      (response) => {
+        expectErrorBody(response, [400, 413, 415, 422])
+      },
+    )
+  })
+
+  it('adversarial headers (Idempotency-Key, X-Request-Id, Accept, Authorization)', async () => {
+    // Everything fetch lets a client send (visible ASCII, space, tab); raw bytes are the raw-socket
+    // test's job.
+    const headerValue = fc
+      .string({
+        unit: fc.oneof(
+          fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)),
+          fc.constant('\t'),
+        ),
+        maxLength: 300,
+      })
+      .map((s) => s.trim())
+    await check(
+      'POST /v1/generations with fuzzed header values',
+      { seed: 505, numRuns: 120, outcome: '200 or 4xx; no header reflected unvalidated' },
+      fc.record({
+        idempotencyKey: fc.option(headerValue, { nil: undefined }),
+        requestId: fc.option(headerValue, { nil: undefined }),
+        accept: fc.option(headerValue, { nil: undefined }),
+        authSuffix: fc.option(headerValue, { nil: undefined }),
+      }),
+      (h) => {
+        const headers: Record<string, string> = authed()
+        if (h.idempotencyKey !== undefined) headers['Idempotency-Key'] = h.idempotencyKey
+        if (h.requestId !== undefined) headers['X-Request-Id'] = h.requestId
+        if (h.accept !== undefined) headers['Accept'] = h.accept.replace(/event-stream/gi, '')
+        if (h.authSuffix !== undefined) headers['Authorization'] += h.authSuffix
+        // One fixed seeded body: the first run generates, the rest are cache hits or replays.
+        return worker('/v1/generations', {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ prompt: 'header fuzz', seed: 9 }),
+        })
+      },
+      (response, h) => {
+        if (response.status !== 200) {
+          expect(expectErrorBody(response, [400, 401, 409, 422])).toMatch(
+            /^(invalid_idempotency_key|malformed_authorization|unauthorized|idempotency_key_reused|idempotency_in_progress)$/,
+          )
+        }
+        const echoed = response.headers.get('x-client-request-id')
+        if (echoed !== null) expect(echoed).toMatch(/^[\w.=-]{1,128}$/)
+        if (h.requestId !== undefined && !/^[\w.=-]{1,128}$/.test(h.requestId)) {
+          expect(echoed).toBeNull()
+        }
+        expect(response.headers.get('x-request-id')).toMatch(/^req_/)
+      },
+    )
+  })
+
+  it('random generation ids, image names, methods and paths', async () => {
+    await check(
+      'GET /v1/generations/<random id>',
+      { seed: 606, numRuns: 100, outcome: '404 generation_not_found / route_not_found' },
+      fc.oneof(
+        fc.string({ unit: 'binary', minLength: 1, maxLength: 80 }),
+        fc.string({ minLength: 1, maxLength: 60 }).map((s) => `gen_${s}`),
+      ),
+      (id) =>
+        worker(`/v1/generations/${encodeURIComponent(id)}`, {
+          headers: { Authorization: `Bearer ${rig.apiKey}` },
+        }),
+      (response) => {
+        expect(expectErrorBody(response, [404])).toMatch(/^(generation_not_found|route_not_found)$/)
+      },
+    )
+    await check(
+      'GET /v1/images/<random name>?exp=&sig=',
+      { seed: 607, numRuns: 100, outcome: '403 image_url_invalid / 404 image_not_found' },
+      fc.record({
+        name: fc.oneof(
+          fc.string({ minLength: 1, maxLength: 80 }),
+          fc.stringMatching(/^[0-9a-f]{64}\.png$/),
+        ),
+        exp: fc.oneof(fc.string({ maxLength: 20 }), fc.nat().map(String)),
+        sig: fc.string({ maxLength: 80 }),
+      }),
+      ({ name, exp, sig }) =>
+        worker(
+          `/v1/images/${encodeURIComponent(name)}?exp=${encodeURIComponent(exp)}&sig=${encodeURIComponent(sig)}`,
+        ),
+      (response) => {
+        expect(expectErrorBody(response, [403, 404])).toMatch(
+          /^(image_url_invalid|image_url_expired|image_not_found|route_not_found)$/,
+        )
+      },
+    )
+    await check(
+      'random method × path',
+      { seed: 608, numRuns: 100, outcome: 'no 5xx; every error is JSON' },
+      fc.record({
+        method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH'),
+        path: fc.oneof(
+          fc.webPath(),
+          fc.constantFrom('/v1/generations', '/v1/models', '/v1/models/piflow-emoji', '/v1/images'),
+        ),
+      }),
+      ({ method, path }) =>
+        worker(path.startsWith('/') ? path : `/${path}`, {
+          method,
+          headers: authed(),
+          ...(method === 'GET' ? {} : { body: '{}' }),
+        }),
+      (response) => {
+        if (response.status >= 400) expectErrorBody(response)
+      },
+    )
+  })
+
+  it('deeply nested, huge and lying bodies; worker memory stays bounded', async () => {
+    const before = rssOfListener(rig.workerUrl)
+    const deepArray = `${'['.repeat(6000)}${']'.repeat(6000)}`
+    const deepObject = `${'{"prompt":'.repeat(1300)}"x"${'}'.repeat(1300)}`
+    const mib = (n: number) => 'x'.repeat(n * 1024 * 1024)
+    const cases: { name: string; init: () => RequestInit; statuses: number[] }[] = [
+      { name: 'array nested 6000 deep', init: () => ({ body: deepArray }), statuses: [400, 422] },
+      { name: 'object nested 1300 deep', init: () => ({ body: deepObject }), statuses: [400, 422] },
+      { name: '8 MiB body with Content-Length', init: () => ({ body: mib(8) }), statuses: [413] },
+      { name: 'empty body', init: () => ({ body: '' }), statuses: [400] },
+      {
+        name: 'UTF-8 BOM + JSON',
+        init: () => ({ body: '\ufeff{"prompt":"a"}' }),
+        statuses: [200, 400],
+      },
+      {
+        name: 'invalid UTF-8',
+        init: () => ({ body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]) }),
+        statuses: [400],
+      },
+    ]
+    const outcomes: string[] = []
+    let survived = 0
+    for (const c of cases) {
+      const response = await worker('/v1/generations', {
+        method: 'POST',
+        headers: authed(),
+        ...c.init(),
+      })
+      const ok = c.statuses.includes(response.status)
+      if (ok && response.status >= 400) expectErrorBody(response)
+      outcomes.push(`${c.name}: ${response.status}`)
+      if (ok) survived++
+    }
+    // A lying client: no Content-Length, 64 MiB streamed. The worker must answer 413 without
+    // buffering it. What the client then sees depends on the local dev proxy in front of workerd
+    // (miniflare's entry worker turns the early close into a text/plain 500 "Network connection lost",
+    // or the socket resets), so the worker's own answer is read from wrangler's request log.
+    const logged413 = () =>
+      rig.logs.filter((l) => /POST \/v1\/generations 413 Payload Too Large/.test(l)).length
+    const before413 = logged413()
+    const chunked = await chunkedUpload(
+      `${rig.workerUrl}/v1/generations`,
+      authed(),
+      64 * 1024 * 1024,
+    )
+    await new Promise((r) => setTimeout(r, 500))
+    const workerAnswered413 = logged413() === before413 + 1
+    const clientSaw =
+      chunked === 'reset'
+        ? 'reset'
+        : chunked.status === 413
+          ? 'json-413'
+          : /^Error: Network connection lost/.test(chunked.text)
+            ? 'miniflare-500'
+            : `unexpected ${chunked.status} ${chunked.text.slice(0, 100)}`
+    outcomes.push('64 MiB chunked body, no Content-Length: worker answered 413')
+    if (workerAnswered413 && ['reset', 'json-413', 'miniflare-500'].includes(clientSaw)) survived++
+    const after = rssOfListener(rig.workerUrl)
+    const growthMiB = Math.max(0, after - before) / 1024
+    record(SUITE, {
+      check: `deep / huge / chunked / empty / non-UTF-8 bodies (${cases.length + 1} cases)`,
+      tried: cases.length + 1,
+      survived,
+      outcome: `no 5xx; oversized bodies refused before buffering; a UTF-8 BOM is tolerated (${outcomes.join('; ')}); worker RSS growth < 128 MiB`,
+    })
+    expect(workerAnswered413).toBe(true)
+    expect(['reset', 'json-413', 'miniflare-500']).toContain(clientSaw)
+    expect(outcomes.join('\n')).not.toMatch(/: 5\d\d$/m)
+    expect(survived).toBe(cases.length + 1)
+    expect(growthMiB).toBeLessThan(128)
+  })
+
+  it('raw-socket header injection and request smuggling attempts', async () => {
+    const raw = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const { port } = new URL(rig.workerUrl)
+        const socket = connect(Number(port), '127.0.0.1')
+        let out = ''
+        socket.setTimeout(10_000, () => {
+          socket.destroy()
+          reject(new Error('raw request timed out'))
+        })
+        socket.on('data', (d) => {
+          out += d.toString('latin1')
+        })
+        socket.on('end', () => resolve(out))
+        socket.on('close', () => resolve(out))
+        socket.on('error', () => resolve(out))
+        socket.end(text)
+      })
+    const body = '{"prompt":"raw","seed":3}'
+    const head = (extra: string) =>
+      `POST /v1/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${rig.apiKey}\r\nContent-Type: application/json\r\nConnection: close\r\n${extra}`
+    const cases = [
+      {
+        name: 'obs-fold continuation line',
+        text: `${head('X-Request-Id: a\r\n Set-Cookie: pwn=1\r\n')}Content-Length: ${body.length}\r\n\r\n${body}`,
+      },
+      {
+        name: 'bare CR inside a header value',
+        text: `${head('Idempotency-Key: a\rSet-Cookie: pwn=1\r\n')}Content-Length: ${body.length}\r\n\r\n${body}`,
+      },
+      {
+        name: 'NUL in a header value',
+        text: `${head('X-Request-Id: a\u0000b\r\n')}Content-Length: ${body.length}\r\n\r\n${body}`,
+      },
+      {
+        name: 'Content-Length + Transfer-Encoding (smuggling)',
+        text: `${head('Transfer-Encoding: chunked\r\n')}Content-Length: 4\r\n\r\n0\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n`,
+      },
+      {
+        name: 'duplicate Content-Length',
+        text: `${head('')}Content-Length: ${body.length}\r\nContent-Length: 2\r\n\r\n${body}`,
+      },
+      {
+        name: 'header name with spaces',
+        text: `${head('Bad Header: 1\r\n')}Content-Length: ${body.length}\r\n\r\n${body}`,
+      },
+    ]
+    const outcomes: string[] = []
+    let survived = 0
+    for (const c of cases) {
+      const answer = await raw(c.text)
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(answer)?.[1] ?? 0)
+      const headers = answer.split('\r\n\r\n')[0] ?? ''
+      // Either the connection is refused at the HTTP layer (no response / 4xx) or the worker answers
+      // normally; an injected header must never come back and nothing may 5xx.
+      const ok = status < 500 && !/^set-cookie:/im.test(headers)
+      outcomes.push(`${c.name}: ${status || 'closed'}`)
+      if (ok) survived++
+    }
+    record(SUITE, {
+      check: `raw HTTP header injection / smuggling (${cases.length} cases)`,
+      tried: cases.length,
+      survived,
+      outcome: `no 5xx, no injected header reflected (${outcomes.join('; ')})`,
+    })
+    expect(survived).toBe(cases.length)
+  })
+})
+
+describe('backend protocol (backend process, direct)', () => {
+  const backend = (path: string, body: Uint8Array | string, headers: Record<string, string> = {}) =>
+    call(`${rig.backendUrls[0]}${path}`, {
+      method: 'POST',
+      headers: {
+        'X-Piflow-Backend-Secret': rig.backendSecret,
+        'Content-Type': 'application/octet-stream',
+        ...headers,
+      },
+      body: body as BodyInit,
+    })
+  const PROTOCOL_CODES =
+    /^(malformed_safetensors|missing_tensor|unexpected_tensor|invalid_dtype|invalid_shape|batch_too_large|non_finite|invalid_value|invalid_metadata|unsupported_media_type|payload_too_large|model_not_found|not_found)$/
+  const protocolError = (response: ReadResponse) => {
+    expect(expectErrorBody(response, [400, 404, 413, 415])).toMatch(PROTOCOL_CODES)
+  }
+  let rssBefore = 0
+
+  it('random bytes as safetensors', async () => {
+    rssBefore = rssOfListener(rig.backendUrls[0]!)
+    await check(
+      'POST /forward with random bytes (and random 8-byte header lengths)',
+      { seed: 701, numRuns: 150, outcome: '400 malformed_safetensors' },
+      fc.oneof(
+        fc.uint8Array({ maxLength: 4096 }),
+        fc
+          .tuple(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.uint8Array({ maxLength: 512 }))
+          .map(([n, rest]) => {
+            const bytes = new Uint8Array(8 + rest.length)
+            new DataView(bytes.buffer).setBigUint64(0, n, true)
+            bytes.set(rest, 8)
+            return bytes
+          }),
+        fc.jsonValue({ maxDepth: 3 }).map((header) => {
+          const json = new TextEncoder().encode(JSON.stringify(header))
+          const bytes = new Uint8Array(8 + json.length)
+          new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true)
+          bytes.set(json, 8)
+          return bytes
+        }),
+      ),
+      (bytes) => backend('/v1/models/piflow-emoji/forward', bytes),
+      (response) => {
+        expect(expectErrorBody(response, [400])).toMatch(PROTOCOL_CODES)
+      },
+    )
+  })
+
+  const DTYPES = ['F32', 'F64', 'F16', 'I64', 'I32', 'U8', 'BOOL'] as const
+  const tensor = fc
+    .record({
+      dtype: fc.constantFrom(...DTYPES),
+      shape: fc.array(fc.integer({ min: 0, max: 40 }), { minLength: 0, maxLength: 5 }),
+    })
+    .filter(({ shape }) => shape.reduce((a, b) => a * b, 1) <= 8192)
+    .map(({ dtype, shape }): SafetensorsTensor => {
+      const size = shape.reduce((a, b) => a * b, 1)
+      const data =
+        dtype === 'F32'
+          ? new Float32Array(size)
+          : dtype === 'F64'
+            ? new Float64Array(size)
+            : dtype === 'I64'
+              ? new BigInt64Array(size)
+              : dtype === 'I32'
+                ? new Int32Array(size)
+                : dtype === 'F16'
+                  ? new Uint16Array(size)
+                  : new Uint8Array(size)
+      return { dtype, shape, data } as SafetensorsTensor
+    })
+
+  const validTensors = (): Record<string, SafetensorsTensor> => ({
+    x: { dtype: 'F32', shape: [1, 3, 32, 32], data: new Float32Array(3072) },
+    sigma: { dtype: 'F32', shape: [1], data: new Float32Array([0.9]) },
+    tokens: { dtype: 'I64', shape: [1, 16], data: new BigInt64Array(16) },
+  })
+  const STEP_METADATA = {
+    sigma_dst: '0.5',
+    shift: '1',
+    total_substeps: '8',
+    temperature: '1',
+    eps: '0.001',
+  }
+
+  it('structurally valid safetensors with wrong names, dtypes and shapes', async () => {
+    await check(
+      'POST /forward and /step with random tensor sets',
+      { seed: 702, numRuns: 150, outcome: '200 if still valid, else 4xx with a protocol code' },
+      fc.record({
+        step: fc.boolean(),
+        // Start from a valid request; each override replaces (or, with null, removes) one tensor.
+        overrides: fc.dictionary(
+          fc.constantFrom('x', 'sigma', 'tokens', 'guidance', 'means_u', 'junk', ''),
+          fc.option(tensor, { nil: null }),
+          { minKeys: 1, maxKeys: 3 },
+        ),
+      }),
+      ({ step, overrides }) => {
+        const tensors: Record<string, SafetensorsTensor> = validTensors()
+        for (const [name, value] of Object.entries(overrides)) {
+          if (value === null) delete tensors[name]
+          else tensors[name] = value
+        }
+        return backend(
+          `/v1/models/piflow-emoji/${step ? 'step' : 'forward'}`,
+          encodeSafetensors(tensors, step ? STEP_METADATA : undefined),
+        )
+      },
+      (response) => {
+        if (response.status !== 200) protocolError(response)
+      },
+    )
+  })
+
+  it('valid shapes, extreme values', async () => {
+    const B = 1
+    await check(
+      'POST /forward with NaN/Inf/huge x, σ outside [0,1], token ids out of range',
+      {
+        seed: 703,
+        numRuns: 100,
+        outcome: '200 for in-range values, else 400 non_finite / invalid_value',
+      },
+      fc.record({
+        xValue: fc.oneof(fc.double(), fc.constantFrom(Number.NaN, Infinity, -Infinity, 3.4e38, 0)),
+        sigma: fc.oneof(fc.double(), fc.constantFrom(-0, 1, 1.0000001, -1e-30, 0.5)),
+        token: fc.oneof(
+          fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+          fc.bigInt({ min: 0n, max: 5000n }),
+        ),
+      }),
+      ({ xValue, sigma, token }) =>
+        backend(
+          '/v1/models/piflow-emoji/forward',
+          encodeSafetensors({
+            x: {
+              dtype: 'F32',
+              shape: [B, 3, 32, 32],
+              data: new Float32Array(B * 3072).fill(xValue),
+            },
+            sigma: { dtype: 'F32', shape: [B], data: new Float32Array([sigma]) },
+            tokens: { dtype: 'I64', shape: [B, 16], data: new BigInt64Array(B * 16).fill(token) },
+          }),
+        ),
+      (response) => {
+        if (response.status !== 200) {
+          expect(expectErrorBody(response, [400])).toMatch(/^(non_finite|invalid_value)$/)
+        }
+      },
+    )
+  })
+
+  it('step metadata fuzz', async () => {
+    const numberish = fc.oneof(
+      fc.string({ maxLength: 12 }),
+      fc.double().map(String),
+      fc.constantFrom('NaN', 'Infinity', '-1', '1e309', '0x10', ' 1', '1_000', '', '0', '1e-400'),
+    )
+    await check(
+      'POST /step with fuzzed sigma_dst / shift / total_substeps / temperature / eps',
+      { seed: 704, numRuns: 60, outcome: '200 for in-range values, else 400 invalid_metadata' },
+      fc.record({
+        sigma_dst: numberish,
+        shift: numberish,
+        total_substeps: fc.oneof(numberish, fc.constantFrom('8', '10000', '10001', '99999999')),
+        temperature: numberish,
+        eps: numberish,
+      }),
+      (metadata) =>
+        backend('/v1/models/piflow-emoji/step', encodeSafetensors(validTensors(), metadata)),
+      (response) => {
+        if (response.status !== 200) {
+          expect(expectErrorBody(response, [400])).toMatch(/^(invalid_metadata|invalid_value)$/)
+        }
+      },
+    )
+  })
+
+  it('content types and oversized bodies; backend memory stays bounded', async () => {
+    await check(
+      'POST /forward with random Content-Types',
+      { seed: 705, numRuns: 60, outcome: '415 unsupported_media_type (or 400 for accepted types)' },
+      fc.oneof(
+        fc.string({ unit: 'grapheme-ascii', maxLength: 40 }),
+        fc.constantFrom('application/json', 'text/plain', 'application/safetensors; x=1', ''),
+      ),
+      (type) =>
+        backend('/v1/models/piflow-emoji/forward', new Uint8Array(16), { 'Content-Type': type }),
+      protocolError,
+    )
+    // 24 bodies of 24 MiB (under the 32 MiB limit) and a 64 MiB chunked one: RSS must not keep growing.
+    const big = new Uint8Array(24 * 1024 * 1024).fill(0x41)
+    let survived = 0
+    let afterFirst = 0
+    for (let i = 0; i < 24; i++) {
+      const response = await backend('/v1/models/piflow-emoji/forward', big)
+      if (response.status === 400) survived++
+      if (i === 0) afterFirst = rssOfListener(rig.backendUrls[0]!)
+    }
+    const chunked = await call(`${rig.backendUrls[0]}/v1/models/piflow-emoji/forward`, {
+      method: 'POST',
+      headers: {
+        'X-Piflow-Backend-Secret': rig.backendSecret,
+        'Content-Type': 'application/octet-stream',
+      },
+      body: new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (let i = 0; i < 64; i++) controller.enqueue(new Uint8Array(1024 * 1024))
+          controller.close()
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit)
+    if (chunked.status === 413) survived++
+    const rssAfter = rssOfListener(rig.backendUrls[0]!)
+    const growthMiB = (rssAfter - afterFirst) / 1024
+    record(SUITE, {
+      check: '24 × 24 MiB malformed bodies + one 64 MiB chunked body to the backend',
+      tried: 25,
+      survived,
+      outcome:
+        '400 each, then 413 for the chunked one; RSS after them < RSS after the first + 96 MiB',
+    })
+    expect(survived).toBe(25)
+    expect(growthMiB).toBeLessThan(96)
+    expect(rssAfter / 1024 - rssBefore / 1024).toBeLessThan(512)
+  })
+})
