@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -145,11 +145,12 @@ export async function startBackend(options: BackendOptions): Promise<Service> {
       '127.0.0.1',
       '--models-dir',
       options.modelsDir ?? 'models',
-      '--secret',
-      options.secret,
       ...(options.args ?? []),
     ],
     {
+      // The secret goes by environment, not argv: argv is readable by every local user (ps), and a
+      // base64url secret starting with '-' would be taken for a flag.
+      env: { PIFLOW_BACKEND_SECRET: options.secret },
       ready: /piflow-backend listening on (http:\/\/\S+)/,
       timeoutMs: 120_000,
       ...(options.log ? { log: options.log } : {}),
@@ -183,11 +184,23 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
   const vars: Record<string, string> = {
     PIFLOW_ENV: 'local',
     PIFLOW_BACKENDS: JSON.stringify(options.backends),
+    ...options.vars,
+  }
+  // Secrets go through a private env file, not `--var`: argv is readable by every local user (ps).
+  const secretsDir = mkdtempSync(join(tmpdir(), 'piflow-secrets-'))
+  const envFile = join(secretsDir, '.env')
+  const secrets = {
     PIFLOW_BACKEND_SECRET: options.backendSecret,
     PIFLOW_SIGNING_SECRET: options.signingSecret,
     PIFLOW_DEV_API_KEY: options.devApiKey,
-    ...options.vars,
   }
+  writeFileSync(
+    envFile,
+    Object.entries(secrets)
+      .map(([k, v]) => `${k}=${v}\n`)
+      .join(''),
+    { mode: 0o600 },
+  )
   const { child } = await spawnUntil(
     'wrangler dev',
     process.execPath,
@@ -205,6 +218,8 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
       '--persist-to',
       persistTo,
       '--show-interactive-dev-session=false',
+      '--env-file',
+      envFile,
       ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
     ],
     {
@@ -214,10 +229,14 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
       timeoutMs: 120_000,
       ...(options.log ? { log: options.log } : {}),
     },
-  )
+  ).catch((error: unknown) => {
+    rmSync(secretsDir, { recursive: true, force: true })
+    throw error
+  })
   const url = `http://127.0.0.1:${port}`
   const stop = async () => {
     await stopGroup(child)
+    rmSync(secretsDir, { recursive: true, force: true })
     if (temporaryState) rmSync(persistTo, { recursive: true, force: true })
   }
   // "Ready" is printed when the socket listens; wait until the worker itself answers.
