@@ -14,53 +14,23 @@
  */
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { buildSchedule, createCpuIntegrator, randn, type SegmentSpec } from '@piflow/policy'
+import { createCpuIntegrator, type SegmentSpec } from '@piflow/policy'
 import { createWebGpuIntegrator, type GpuGmOutput } from '@piflow/policy/webgpu'
 import { hasSystemVulkan, requestDawnDevice, swiftShaderEnv } from '../test/webgpu/node-dawn.ts'
+import {
+  benchRepeats,
+  BENCH_EPS as EPS,
+  firstStep,
+  gmBenchInputs,
+  median,
+  policyShape,
+  BENCH_SHAPES as SHAPES,
+  type BenchShape as Shape,
+} from './support/shapes.ts'
 
-interface Shape {
-  name: string
-  B: number
-  K: number
-  C: number
-  H: number
-  W: number
-  nfe: number
-  shift: number
-  fs: number
-}
-
-// Same shapes and inputs as bench/policy.ts (first NFE segment of each schedule).
-const SHAPES: Shape[] = [
-  {
-    name: 'pi-FLUX.1 / pi-Qwen-Image 1024²',
-    B: 1,
-    K: 8,
-    C: 16,
-    H: 128,
-    W: 128,
-    nfe: 4,
-    shift: 3.2,
-    fs: 0.5,
-  },
-  {
-    name: 'ImageNet DiT 256² (latent 32²)',
-    B: 1,
-    K: 32,
-    C: 4,
-    H: 32,
-    W: 32,
-    nfe: 1,
-    shift: 1,
-    fs: 1,
-  },
-]
-const REPEATS = Number(process.env['BENCH_REPEATS'] ?? 3)
-const EPS = 1e-4
+const REPEATS = benchRepeats(3)
 const CHILD_FLAG = 'PIFLOW_BENCH_SWIFTSHADER_CHILD'
 const STORAGE_COPY = 0x80 | 0x08 | 0x04
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 /** Median wall time of `fn` in ms over REPEATS runs after one warm-up. */
 async function timeMs(fn: () => Promise<unknown>): Promise<number> {
@@ -80,12 +50,9 @@ interface Row {
 }
 
 async function benchShape(device: GPUDevice, s: Shape): Promise<{ rows: Row[]; n: number }> {
-  const { B, K, C, H, W } = s
-  const HW = H * W
-  const shape = { batch: B, channels: C, height: H, width: W }
-  const step = buildSchedule({ nfe: s.nfe, shift: s.shift, finalStepSizeScale: s.fs }).steps[0]
+  const step = firstStep(s)
   const segment: SegmentSpec = {
-    shape,
+    shape: policyShape(s),
     sigmaSrc: step.sigmaSrc,
     sigmaDst: step.sigmaDst,
     shift: s.shift,
@@ -93,14 +60,8 @@ async function benchShape(device: GPUDevice, s: Shape): Promise<{ rows: Row[]; n
     eps: EPS,
     temperature: step.temperature,
   }
-  const output = {
-    type: 'gm' as const,
-    k: K,
-    meansU: randn(new Float32Array(B * K * C * HW), 1),
-    logweights: randn(new Float32Array(B * K * HW), 2),
-    logstds: Float32Array.of(-2),
-  }
-  const xSrc = randn(new Float32Array(B * C * HW), 3)
+  const { xSrc, ...gm } = gmBenchInputs(s, (n) => new Float32Array(n))
+  const output = { type: 'gm' as const, k: s.K, ...gm }
   const x = xSrc.slice()
   const rows: Row[] = []
 
@@ -123,7 +84,7 @@ async function benchShape(device: GPUDevice, s: Shape): Promise<{ rows: Row[]; n
   }
   const gpuOutput: GpuGmOutput = {
     type: 'gm',
-    k: K,
+    k: s.K,
     meansU: upload(output.meansU),
     logweights: upload(output.logweights),
     logstds: upload(output.logstds),

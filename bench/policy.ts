@@ -12,58 +12,22 @@
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import {
-  buildSchedule,
-  createGmPolicy,
-  type FloatArray,
-  randn,
-  rollout,
-  warp,
-} from '@piflow/policy'
+import { createGmPolicy, type FloatArray, rollout, warp } from '@piflow/policy'
 import { naiveGmSubstep } from './support/gm-naive.ts'
+import {
+  benchRepeats,
+  BENCH_EPS as EPS,
+  firstStep,
+  gmBenchInputs,
+  median,
+  policyShape,
+  BENCH_SHAPES as SHAPES,
+  type BenchShape as Shape,
+} from './support/shapes.ts'
 
-interface Shape {
-  name: string
-  B: number
-  K: number
-  C: number
-  H: number
-  W: number
-  nfe: number
-  shift: number
-  fs: number
-}
-
-const SHAPES: Shape[] = [
-  {
-    name: 'pi-FLUX.1 / pi-Qwen-Image 1024²',
-    B: 1,
-    K: 8,
-    C: 16,
-    H: 128,
-    W: 128,
-    nfe: 4,
-    shift: 3.2,
-    fs: 0.5,
-  },
-  {
-    name: 'ImageNet DiT 256² (latent 32²)',
-    B: 1,
-    K: 32,
-    C: 4,
-    H: 32,
-    W: 32,
-    nfe: 1,
-    shift: 1,
-    fs: 1,
-  },
-]
-const REPEATS = Number(process.env['BENCH_REPEATS'] ?? 5)
-const EPS = 1e-4
+const REPEATS = benchRepeats(5)
 const PYTHON = '/usr/bin/python3'
 const TORCH_SCRIPT = fileURLToPath(new URL('./policy_torch.py', import.meta.url))
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 /**
  * Median CPU time (user + system of this process) of `fn` in ms over `repeats` samples after a warm-up;
@@ -92,7 +56,7 @@ interface Row {
 function benchShape(s: Shape): Row[] {
   const { B, K, C, H, W } = s
   const HW = H * W
-  const step = buildSchedule({ nfe: s.nfe, shift: s.shift, finalStepSizeScale: s.fs }).steps[0]
+  const step = firstStep(s)
   const n = step.numSubsteps
   const h = (step.rawSrc - step.rawDst) / n
   const sigmas = Array.from({ length: n + 1 }, (_, i) =>
@@ -100,10 +64,7 @@ function benchShape(s: Shape): Row[] {
   )
 
   // Inputs: reproducible noise; log-weights of a plausible scale; σ_src = 1 (first NFE).
-  const meansU = randn(new Float32Array(B * K * C * HW), 1)
-  const logweights = randn(new Float32Array(B * K * HW), 2)
-  const xSrc = randn(new Float32Array(B * C * HW), 3)
-  const logstds = Float32Array.of(-2)
+  const { meansU, logweights, logstds, xSrc } = gmBenchInputs(s, (n) => new Float32Array(n))
   const readElements = B * (K * C * HW + K * HW + 2 * C * HW)
   const rows: Row[] = []
 
@@ -197,20 +158,13 @@ function runChild(shapeIndex: number, dtype: 'float32' | 'float64', readElements
 /** Child: build the policy and time whole-segment rollouts (substeps as the sampler runs them). */
 function child(shapeIndex: number, dtype: 'float32' | 'float64'): void {
   const s = SHAPES[shapeIndex]
-  const { B, K, C, H, W } = s
-  const HW = H * W
-  const shape = { batch: B, channels: C, height: H, width: W }
-  const step = buildSchedule({ nfe: s.nfe, shift: s.shift, finalStepSizeScale: s.fs }).steps[0]
-  const make = (n: number, seed: number): FloatArray =>
-    randn(dtype === 'float32' ? new Float32Array(n) : new Float64Array(n), seed)
-  const output = {
-    type: 'gm' as const,
-    k: K,
-    meansU: make(B * K * C * HW, 1),
-    logweights: make(B * K * HW, 2),
-    logstds: (dtype === 'float32' ? Float32Array : Float64Array).of(-2),
-  }
-  const src = make(B * C * HW, 3)
+  const shape = policyShape(s)
+  const step = firstStep(s)
+  const { xSrc: src, ...gm } = gmBenchInputs(
+    s,
+    (n): FloatArray => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n)),
+  )
+  const output = { type: 'gm' as const, k: s.K, ...gm }
   const x = src.slice()
   let policy = createGmPolicy(output, src, [step.sigmaSrc], shape, { eps: EPS })
   const buildMs = timeMs(() => {
@@ -267,8 +221,7 @@ const summary: string[] = []
 for (const s of SHAPES) {
   const rows = benchShape(s)
   const fast32 = rows[0].msPerSubstep
-  const n = buildSchedule({ nfe: s.nfe, shift: s.shift, finalStepSizeScale: s.fs }).steps[0]
-    .numSubsteps
+  const n = firstStep(s).numSubsteps
   console.log(
     `## ${s.name}: B=${s.B}, K=${s.K}, C=${s.C}, ${s.H}×${s.W}, ${n} substeps in the first NFE\n`,
   )

@@ -15,8 +15,8 @@
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import type { Page } from 'playwright-core'
-import { browserUnavailable, launchChromium } from '../test/browser/support/browser.ts'
 import { startStaticServer } from '../test/browser/support/static-server.ts'
+import { browserUnavailable, launchChromium } from '../test/support/chromium.ts'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 3)

@@ -1,9 +1,10 @@
 import { join } from 'node:path'
-import { buildSchedule, type GmOutput, randn, sample } from '@piflow/policy'
+import { type GmOutput, sample } from '@piflow/policy'
 import * as ort from 'onnxruntime-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { latentToRgba } from './image.ts'
 import { nfeSettings, parseManifest } from './manifest.ts'
+import { initialLatents, latentShape, samplingFor } from './plan.ts'
 import { FIXTURES_DIR, MODEL_DIR, readJson } from './test-support.ts'
 import { createTokenizer, tokenize } from './tokenizer.ts'
 
@@ -45,28 +46,23 @@ describe('end to end: onnxruntime student + @piflow/policy sampler vs PyTorch', 
     const { channels, height, width } = manifest.latent
     const batch = fixture.seeds.length
     const per = channels * height * width
-    const shape = { batch, channels, height, width }
-    const xInit = new Float32Array(batch * per)
-    fixture.seeds.forEach((seed, i) => {
-      randn(xInit.subarray(i * per, (i + 1) * per), seed)
-    })
+    // the reference sampled consecutive seeds, i.e. one request per the seed contract
+    const seed = fixture.seeds[0]!
+    expect(fixture.seeds).toEqual(fixture.seeds.map((_, i) => seed + i))
+    const shape = latentShape(manifest, batch)
+    const xInit = initialLatents(manifest, seed, batch)
     const tokens = new ort.Tensor('int64', tokenize(tokenizer, Array(batch).fill(fixture.prompt)), [
       batch,
       tokenizer.maxLength,
     ])
     const k = manifest.policy.type === 'gm' ? manifest.policy.k : 0
-    const settings = nfeSettings(manifest, fixture.nfe)
+    const { schedule, eps, temperature } = samplingFor(manifest, fixture.nfe)
     const x = await sample<Float32Array>({
       xInit,
       shape,
-      schedule: buildSchedule({
-        nfe: fixture.nfe,
-        shift: settings.shift,
-        finalStepSizeScale: settings.finalStepSizeScale,
-        totalSubsteps: settings.totalSubsteps,
-      }),
-      eps: manifest.sampling.eps,
-      temperature: settings.temperature,
+      schedule,
+      eps,
+      temperature,
       forward: async (xt, sigmaSrc): Promise<GmOutput<Float32Array>> => {
         const out = await session.run({
           x: new ort.Tensor('float32', xt.slice(), [batch, channels, height, width]),

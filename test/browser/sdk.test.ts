@@ -13,8 +13,9 @@ import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { browserUnavailable, launchChromium } from '../support/chromium.ts'
+import { streamEventTypes } from '../support/sse.ts'
 import { type Stack, startStack } from '../support/stack.ts'
-import { browserUnavailable, launchChromium } from './support/browser.ts'
 import { type StaticServer, startStaticServer } from './support/static-server.ts'
 
 const MAX_LEVEL_DIFF = 2
@@ -164,15 +165,7 @@ describe.skipIf(skipReason)('SDK in headless Chromium', () => {
       },
       [stack!.workerUrl, stack!.apiKey] as const,
     )
-    expect(summary.types).toEqual([
-      'id',
-      'progress',
-      'progress',
-      'progress',
-      'progress',
-      'image',
-      'done',
-    ])
+    expect(summary.types).toEqual(streamEventTypes(4))
     expect(summary.previews).toBe(4)
     expect(summary.doneId).toBe(summary.id)
     expect(summary.status).toBe('succeeded')

@@ -6,6 +6,7 @@ import { createServer, request as httpRequest, type IncomingHttpHeaders } from '
 import { decode } from 'fast-png'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { randomSecret, type Service, startWorker } from '../../scripts/local-stack.ts'
+import { type SseEvent, sseEvents, streamEventTypes } from '../support/sse.ts'
 import { type Stack, startStack } from '../support/stack.ts'
 
 interface Generation {
@@ -16,45 +17,6 @@ interface Generation {
   integration: string
   progress: { step: number; nfe: number }
   images: { url: string; sha256: string; width: number }[]
-}
-
-interface SseEvent {
-  event: string
-  data: string
-  id?: string
-}
-
-/** Incremental SSE parser over a fetch body; yields events as they arrive, counts comments. */
-async function* sseEvents(body: ReadableStream<Uint8Array>, stats?: { comments: number }) {
-  const decoder = new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>
-  const reader = body.pipeThrough(decoder).getReader()
-  let buffer = ''
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) return
-    buffer += value
-    let end = buffer.indexOf('\n\n')
-    while (end >= 0) {
-      const block = buffer.slice(0, end)
-      buffer = buffer.slice(end + 2)
-      end = buffer.indexOf('\n\n')
-      const event: SseEvent = { event: 'message', data: '' }
-      const data: string[] = []
-      for (const line of block.split('\n')) {
-        if (line.startsWith(':')) {
-          if (stats) stats.comments++
-          continue
-        }
-        const colon = line.indexOf(':')
-        const field = colon < 0 ? line : line.slice(0, colon)
-        const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '')
-        if (field === 'event') event.event = text
-        else if (field === 'data') data.push(text)
-        else if (field === 'id') event.id = text
-      }
-      if (data.length > 0) yield { ...event, data: data.join('\n') }
-    }
-  }
 }
 
 let stack: Stack
@@ -105,15 +67,7 @@ describe('local stack end to end', () => {
     for await (const event of sseEvents(res.body!, stats)) events.push(event)
     // The slowed backend leaves the stream idle for longer than the 100 ms keepalive interval.
     expect(stats.comments).toBeGreaterThan(0)
-    expect(events.map((e) => e.event)).toEqual([
-      'id',
-      'progress',
-      'progress',
-      'progress',
-      'progress',
-      'image',
-      'done',
-    ])
+    expect(events.map((e) => e.event)).toEqual(streamEventTypes(4))
     for (const progress of events.slice(1, 5).map((e) => JSON.parse(e.data))) {
       const b64 = (progress.preview as string).replace(/^data:image\/png;base64,/, '')
       const preview = decode(Buffer.from(b64, 'base64'))

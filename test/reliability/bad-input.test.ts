@@ -391,7 +391,10 @@ describe('public API (worker)', () => {
       authed(),
       64 * 1024 * 1024,
     )
-    await new Promise((r) => setTimeout(r, 500))
+    // wrangler prints its request log line asynchronously, later under load: wait for it (bounded).
+    for (let waited = 0; logged413() === before413 && waited < 15_000; waited += 100) {
+      await new Promise((r) => setTimeout(r, 100))
+    }
     const workerAnswered413 = logged413() === before413 + 1
     const clientSaw =
       chunked === 'reset'

@@ -7,6 +7,7 @@
  * pixel against a healthy reference (`size` 64 of the same seed: a nearest 2× upscale of the latent).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { sseEvents } from '../support/sse.ts'
 import {
   diffAgainstDouble,
   expectErrorBody,
@@ -14,7 +15,6 @@ import {
   type Generation,
   getGeneration,
   postGeneration,
-  sseEvents,
   waitForGeneration,
 } from './support/api.ts'
 import type { FaultMode } from './support/fault-proxy.ts'

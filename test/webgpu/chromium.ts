@@ -2,33 +2,19 @@
  * @module test/webgpu/chromium
  * Runs the WebGPU conformance cases inside real headless Chromium: esbuild bundles browser-entry.ts
  * (the twin + the shared case parser and checks), a local node:http server serves it with the raw
- * golden files, playwright-core drives /usr/bin/chromium with `--enable-unsafe-webgpu` (SwiftShader
- * adapter on machines without a GPU; notes/toolchain.md). Browser and server are always closed.
+ * golden files, playwright-core drives system Chromium (test/support/chromium.ts) with WebGPU on
+ * (SwiftShader adapter on machines without a GPU; notes/toolchain.md). Browser and server are always
+ * closed.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build, type Plugin } from 'esbuild'
-import { chromium } from 'playwright-core'
+import { browserUnavailable, launchChromium } from '../support/chromium.ts'
 import type { RuntimeReport } from './report.ts'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
-export const CHROMIUM_PATH = process.env['PIFLOW_CHROMIUM'] ?? '/usr/bin/chromium'
-
-/** Flags from notes/toolchain.md, plus the one that exposes WebGPU in headless mode. */
-export const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-  '--enable-unsafe-webgpu',
-]
 
 /**
  * test/conformance/cases.ts imports node:fs/path/url for its directory loader; the browser only uses
@@ -101,17 +87,11 @@ function serve(script: string, dir: string, files: readonly string[]): Promise<S
  * adapter is reported as a skip with its reason, never as a failure.
  */
 export async function runInChromium(dir: string, files: readonly string[]): Promise<RuntimeReport> {
-  if (!existsSync(CHROMIUM_PATH)) {
-    return {
-      runtime: 'chromium',
-      adapter: null,
-      skipped: `no Chromium at ${CHROMIUM_PATH}`,
-      results: [],
-    }
-  }
+  const unavailable = browserUnavailable()
+  if (unavailable) return { runtime: 'chromium', adapter: null, skipped: unavailable, results: [] }
   const script = await bundle()
   const server = await serve(script, dir, files)
-  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS })
+  const browser = await launchChromium({ webgpu: true })
   try {
     const page = await browser.newPage()
     const logs: string[] = []

@@ -5,15 +5,19 @@
  * here at the edge with the shared CPU integrator, or on the backend (`/step`) when the manifest does
  * not allow edge integration (large latents: shipping K means costs more than integrating).
  */
-import { latentToRgba } from '@piflow/models'
 import {
-  buildSchedule,
+  initialLatents,
+  latentShape,
+  latentToRgba,
+  ManifestError,
+  samplingFor,
+} from '@piflow/models'
+import {
   createCpuIntegrator,
   decodeSafetensors,
   encodeSafetensors,
   type LatentShape,
   type PolicyOutput,
-  randn,
   type SafetensorsTensor,
   type Schedule,
   sample,
@@ -54,19 +58,14 @@ export interface GenerationOutcome {
   timings: { forwardMs: number; integrateMs: number; encodeMs: number }
 }
 
-/** The schedule and sampling options of `nfe` from the manifest. */
+/** The schedule and sampling options of `nfe`; a manifest without them is a server fault (500). */
 function samplingOf(model: LoadedModel, nfe: number) {
-  const { sampling } = model.manifest
-  const perNfe = sampling.perNfe[String(nfe)]
-  if (!perNfe)
+  try {
+    return samplingFor(model.manifest, nfe)
+  } catch (error) {
+    if (!(error instanceof ManifestError)) throw error
     throw new ApiError(500, 'model_manifest_invalid', `No sampling settings for nfe ${nfe}`)
-  const schedule = buildSchedule({
-    nfe,
-    shift: perNfe.shift,
-    finalStepSizeScale: perNfe.finalStepSizeScale,
-    totalSubsteps: perNfe.totalSubsteps,
-  })
-  return { perNfe, schedule, eps: sampling.eps }
+  }
 }
 
 /** The conditioning tensors shared by every forward of a request. */
@@ -221,20 +220,10 @@ export async function runGeneration(
   signal?: AbortSignal,
 ): Promise<GenerationOutcome> {
   const { model, request } = plan
-  const { latent } = model.manifest
-  const shape: LatentShape = {
-    batch: request.count,
-    channels: latent.channels,
-    height: latent.height,
-    width: latent.width,
-  }
+  const shape = latentShape(model.manifest, request.count)
   const perImage = shape.channels * shape.height * shape.width
   const valueRange = model.manifest.image.valueRange
-  const xInit = new Float32Array(request.count * perImage)
-  for (let i = 0; i < request.count; i++) {
-    // Contract: image i of a request with seed s uses randn(x_i, (s + i) mod 2^32).
-    randn(xInit.subarray(i * perImage, (i + 1) * perImage), (request.seed + i) >>> 0)
-  }
+  const xInit = initialLatents(model.manifest, request.seed, request.count)
   const { perNfe, schedule, eps } = samplingOf(model, request.nfe)
   const cond = conditioning(model, request)
   const backends = new Set<string>()

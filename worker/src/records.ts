@@ -3,6 +3,7 @@
  * What the Ledger stores per generation and how it becomes the public `Generation` JSON. Images are
  * stored as R2 keys; URLs are signed when rendered, so records never hold expiring data.
  */
+import type { GenerationParams } from '@piflow/models'
 import type { Generation } from './schemas.ts'
 
 /** A stored image (R2 key `images/<sha256>.png`: content-addressed, shared by cache hits). */
@@ -17,16 +18,9 @@ export interface StoredImage {
 }
 
 /** The normalised request a generation runs (also what the cache key hashes). */
-export interface NormalizedRequest {
-  model: string
+export interface NormalizedRequest extends GenerationParams {
   /** sha256 of the student file serving this nfe, so a model update never hits stale cache */
   modelVersion: string
-  prompt: string
-  nfe: number
-  seed: number
-  size: number
-  guidance: number
-  count: number
   format: 'png'
 }
 

@@ -1,6 +1,7 @@
 import { env, SELF } from 'cloudflare:test'
 import { decode } from 'fast-png'
 import { describe, expect, it } from 'vitest'
+import { streamEventTypes } from '../../test/support/sse.ts'
 import { forgetMemo } from '../src/cache.ts'
 import { hmac, sha256Hex } from '../src/crypto.ts'
 import {
@@ -92,15 +93,7 @@ describe.skipIf(!backendAvailable())('generation through a real backend', () => 
     expect(res.headers.get('Content-Type')).toContain('text/event-stream')
     expect(res.headers.get('Cache-Control')).toContain('no-transform')
     const events = await readSse(res)
-    expect(events.map((e) => e.event)).toEqual([
-      'id',
-      'progress',
-      'progress',
-      'progress',
-      'progress',
-      'image',
-      'done',
-    ])
+    expect(events.map((e) => e.event)).toEqual(streamEventTypes(4))
     expect(events.map((e) => Number(e.id))).toEqual([0, 1, 2, 3, 4, 5, 6])
     const id = JSON.parse(events[0]!.data).id as string
     const progress = events.slice(1, 5).map((e) => JSON.parse(e.data))

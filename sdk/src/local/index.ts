@@ -8,19 +8,21 @@
 /// <reference types="@webgpu/types" />
 import {
   createTokenizer,
+  type GenerationParams,
+  initialLatents,
+  latentShape,
   latentToRgba,
   type Manifest,
   parseManifest,
+  samplingFor,
   splitWords,
   type Tokenizer,
   tokenize,
 } from '@piflow/models'
 import {
-  buildSchedule,
   createCpuIntegrator,
   type LatentShape,
   type PolicyOutput,
-  randn,
   type SegmentIntegrator,
   sample,
 } from '@piflow/policy'
@@ -196,26 +198,11 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
     const { opened, integrator } = await prepare(model, request.nfe, signal)
     const loadedAt = performance.now()
     const { manifest } = model
-    const { latent, policy } = manifest
-    const shape: LatentShape = {
-      batch: request.count,
-      channels: latent.channels,
-      height: latent.height,
-      width: latent.width,
-    }
+    const { policy } = manifest
+    const shape = latentShape(manifest, request.count)
     const perImage = shape.channels * shape.height * shape.width
-    const xInit = new Float32Array(request.count * perImage)
-    for (let i = 0; i < request.count; i++) {
-      // Contract: image i of a request with seed s uses randn(x_i, (s + i) mod 2^32).
-      randn(xInit.subarray(i * perImage, (i + 1) * perImage), (request.seed + i) >>> 0)
-    }
-    const perNfe = manifest.sampling.perNfe[String(request.nfe)]!
-    const schedule = buildSchedule({
-      nfe: request.nfe,
-      shift: perNfe.shift,
-      finalStepSizeScale: perNfe.finalStepSizeScale,
-      totalSubsteps: perNfe.totalSubsteps,
-    })
+    const xInit = initialLatents(manifest, request.seed, request.count)
+    const { schedule, eps, temperature } = samplingFor(manifest, request.nfe)
     const feeds = conditioningFeeds(await ortOf(), model, request)
     const timings = { loadMs: loadedAt - started, forwardMs: 0, integrateMs: 0, encodeMs: 0 }
     let stepStarted = 0
@@ -224,8 +211,8 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
       xInit,
       shape,
       schedule,
-      eps: manifest.sampling.eps,
-      temperature: perNfe.temperature,
+      eps,
+      temperature,
       ...(policy.type === 'dx'
         ? { dx: { segmentSize: policy.segmentSize, shift: policy.shift, mode: policy.mode } }
         : {}),
@@ -344,15 +331,7 @@ const resolveBaseUrl = (url: string) => {
 }
 
 /** The request as the worker normalises it (routes/generations.ts `normalize`), for the same image. */
-interface NormalizedRequest {
-  model: string
-  prompt: string
-  nfe: number
-  seed: number
-  size: number
-  guidance: number
-  count: number
-}
+type NormalizedRequest = GenerationParams
 
 const normalize = (input: GenerateInput, model: LoadedModel): NormalizedRequest => {
   const { manifest } = model

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { streamEventTypes } from '../../../test/support/sse.ts'
 import { createClient } from '../client.ts'
 import { ApiError, LocalInferenceError, ValidationError } from '../errors.ts'
 import {
@@ -183,15 +184,7 @@ describe("client fallback: 'local'", () => {
     for await (const event of client.stream(INPUT, { onProgress: (p) => progress.push(p.step) })) {
       events.push(event)
     }
-    expect(events.map((e) => e.type)).toEqual([
-      'id',
-      'progress',
-      'progress',
-      'progress',
-      'progress',
-      'image',
-      'done',
-    ])
+    expect(events.map((e) => e.type)).toEqual(streamEventTypes(4))
     expect(progress).toEqual([1, 2, 3, 4])
     expect(events[0]).toMatchObject({
       type: 'id',

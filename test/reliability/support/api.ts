@@ -126,34 +126,6 @@ export function diffAgainstDouble(
   return max
 }
 
-/** Incremental SSE parser over a fetch body. */
-export async function* sseEvents(
-  body: ReadableStream<Uint8Array>,
-): AsyncGenerator<{ event: string; data: string }> {
-  // lib.dom's TextDecoderStream typing does not line up with Node's ReadableStream generics.
-  const decoder = new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>
-  const reader = body.pipeThrough(decoder).getReader()
-  let buffer = ''
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) return
-    buffer += value
-    let end = buffer.indexOf('\n\n')
-    while (end >= 0) {
-      const block = buffer.slice(0, end)
-      buffer = buffer.slice(end + 2)
-      end = buffer.indexOf('\n\n')
-      let event = 'message'
-      const data: string[] = []
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event:')) event = line.slice(6).trim()
-        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
-      }
-      if (data.length > 0) yield { event, data: data.join('\n') }
-    }
-  }
-}
-
 /** Polls GET /v1/generations/:id until it is no longer running. */
 export async function waitForGeneration(
   workerUrl: string,

@@ -1,0 +1,208 @@
+"""The resumable training loop both trainers share (teacher and pi-ID student): run setup, checkpoint
+save/resume, warm-up learning rate, EMA, time budget, SIGTERM/SIGINT handling and JSON-lines logging.
+Each trainer only supplies its loss for one step."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .common import (
+    DATA_DIR,
+    MODEL_DIR,
+    EmojiData,
+    JsonLog,
+    ema_decay,
+    ema_update,
+    env_warnings,
+    parse_deadline,
+    save_atomic,
+    setup_torch,
+)
+from .nets import EmojiNet, NetConfig
+from .tokenizer import Tokenizer
+
+# (loss, extra log fields) of one step; the extras join the periodic log line before "lr"
+StepResult = tuple[torch.Tensor, dict]
+
+
+def add_run_args(p: argparse.ArgumentParser, *, batch: int, lr: float, warmup: int, ema: float) -> None:
+    """Where the run lives, its data, its budget (--until / --minutes / --max-steps) and the optimiser
+    settings, with the trainer's defaults."""
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", default=DATA_DIR)
+    p.add_argument("--tokenizer", default=os.path.join(MODEL_DIR, "tokenizer.json"))
+    p.add_argument("--until", default=None, help="stop by HH:MM UTC")
+    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--ema", type=float, default=ema)
+
+
+def add_loop_args(p: argparse.ArgumentParser, log_every: int) -> None:
+    """Checkpoint cadence, log cadence, threads and seed."""
+    p.add_argument("--ckpt-minutes", type=float, default=4.0)
+    p.add_argument("--log-every", type=int, default=log_every)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+
+
+@dataclass
+class Run:
+    """What every trainer sets up first: the log, the deadline, the data and the checkpoint path."""
+
+    log: JsonLog
+    deadline: float
+    tok: Tokenizer
+    data: EmojiData
+    ckpt_path: str
+
+
+def start_run(a: argparse.Namespace) -> Run:
+    setup_torch(a.threads)
+    log = JsonLog(os.path.join(a.run, "train.log.jsonl"))
+    for w in env_warnings():
+        log(warning=w)
+    deadline = parse_deadline(a.until, a.minutes)
+    tok = Tokenizer.load(a.tokenizer)
+    data = EmojiData(a.data, tok)
+    return Run(log, deadline, tok, data, os.path.join(a.run, "checkpoints", "last.pt"))
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint restores: weights, EMA weights, optimiser, step and both RNG streams."""
+
+    net: EmojiNet
+    ema: EmojiNet
+    opt: torch.optim.Optimizer
+    step: int
+    rng: np.random.Generator
+    gen: torch.Generator
+
+    def __post_init__(self) -> None:
+        for pe in self.ema.parameters():
+            pe.requires_grad_(False)
+
+
+def _adamw(net: EmojiNet, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+
+
+def resume_state(run: Run, lr: float) -> TrainState | None:
+    """The state saved at the run's checkpoint (logged as "resume"), or None when there is none yet."""
+    if not os.path.exists(run.ckpt_path):
+        return None
+    ck = torch.load(run.ckpt_path)
+    net = EmojiNet(NetConfig.from_dict(ck["config"]))
+    net.load_state_dict(ck["model"])
+    ema = copy.deepcopy(net)
+    ema.load_state_dict(ck["ema"])
+    opt = _adamw(net, lr)
+    opt.load_state_dict(ck["opt"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = ck["np_rng"]
+    gen = torch.Generator()
+    gen.set_state(ck["torch_rng"])
+    run.log(event="resume", step=ck["step"])
+    return TrainState(net, ema, opt, ck["step"], rng, gen)
+
+
+def fresh_state(net: EmojiNet, lr: float, np_seed: int, torch_seed: int) -> TrainState:
+    """Step 0 of a new run; the EMA starts as a copy of the initial weights."""
+    return TrainState(net, copy.deepcopy(net), _adamw(net, lr), 0, np.random.default_rng(np_seed),
+                      torch.Generator().manual_seed(torch_seed))
+
+
+def save_checkpoint(st: TrainState, path: str, kind: str, extra: dict) -> None:
+    """Atomic replace of path; extra (e.g. run settings, args) is stored after the state."""
+    save_atomic(
+        {
+            "kind": kind,
+            "config": st.net.cfg.to_dict(),
+            "model": st.net.state_dict(),
+            "ema": st.ema.state_dict(),
+            "opt": st.opt.state_dict(),
+            "step": st.step,
+            "np_rng": st.rng.bit_generator.state,
+            "torch_rng": st.gen.get_state(),
+            **extra,
+        },
+        path,
+    )
+
+
+def train_loop(
+    st: TrainState,
+    loss_step: Callable[[], StepResult],
+    checkpoint: Callable[[], None],
+    a: argparse.Namespace,
+    run: Run,
+    *,
+    step_time: float,
+    skip_non_finite: bool = False,
+) -> None:
+    """Train until the deadline, --max-steps or SIGTERM/SIGINT, then write the final checkpoint.
+
+    a supplies lr, warmup, ema, log_every, ckpt_minutes, max_steps. step_time is the first guess of
+    seconds per step for the deadline margin. skip_non_finite: skip a step whose loss or gradient is
+    not finite instead of applying it (more than 20 non-finite losses abort the run)."""
+    log = run.log
+    stop = {"flag": False}
+    # SIGTERM/SIGINT: finish the current step, write the checkpoint, exit cleanly
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    last_ckpt = time.time()
+    t_window, loss_acc, n_acc, bad = time.time(), 0.0, 0, 0
+    while True:
+        # stop with margin for one more step plus the final checkpoint
+        if stop["flag"] or time.time() + 3 * step_time + 10 > run.deadline or (
+            a.max_steps is not None and st.step >= a.max_steps
+        ):
+            break
+        t0 = time.time()
+        lr = a.lr * min(1.0, (st.step + 1) / a.warmup)
+        for g in st.opt.param_groups:
+            g["lr"] = lr
+        loss, extra = loss_step()
+        st.opt.zero_grad(set_to_none=True)
+        if skip_non_finite and not torch.isfinite(loss):
+            # never let one bad batch poison the weights an unattended export would ship
+            bad += 1
+            log(warning="non-finite loss, step skipped", step=st.step, skipped=bad)
+            if bad > 20:
+                raise RuntimeError("distillation diverged (more than 20 non-finite losses)")
+            continue
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(st.net.parameters(), 1.0)
+        if skip_non_finite and not torch.isfinite(gnorm):
+            bad += 1
+            log(warning="non-finite gradient, step skipped", step=st.step, skipped=bad)
+            continue
+        st.opt.step()
+        ema_update(st.ema, st.net, ema_decay(st.step, a.ema))
+        st.step += 1
+        step_time = 0.9 * step_time + 0.1 * (time.time() - t0) if st.step > 1 else time.time() - t0
+        loss_acc += loss.item()
+        n_acc += 1
+        if st.step % a.log_every == 0:
+            now = time.time()
+            log(step=st.step, loss=round(loss_acc / n_acc, 5), s_per_step=round((now - t_window) / n_acc, 3),
+                **extra, lr=lr)
+            t_window, loss_acc, n_acc = now, 0.0, 0
+        if time.time() - last_ckpt > 60.0 * a.ckpt_minutes:
+            checkpoint()
+            last_ckpt = time.time()
+            log(event="checkpoint", step=st.step)
+    checkpoint()
+    log(event="done", step=st.step, reason="signal" if stop["flag"] else "budget")
