@@ -4,21 +4,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { decodeSafetensors, encodeSafetensors, randn, type SafetensorsTensor } from '@piflow/policy'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { BatcherStats as Stats } from '../src/batcher.ts'
 import { DEFAULT_MODELS_DIR, type SpawnedBackend, spawnBackend } from './spawn-backend.ts'
 
 // The backend as a real process over HTTP: real onnxruntime, the shipped default model.
 const MODEL = 'piflow-emoji'
-
-interface Stats {
-  requests: number
-  runs: number
-  rowsRun: number
-  largestBatch: number
-  queued: number
-  rejectedQueueFull: number
-  cancelled: number
-  timedOut: number
-}
 
 function inputs(seed: number, batch = 1, sigma = 0.8): Record<string, SafetensorsTensor> {
   const tokens = new BigInt64Array(batch * 16)
