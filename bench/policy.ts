@@ -2,7 +2,8 @@
  * @module bench/policy
  * `npm run bench -- policy`: one GM substep (posterior velocity + Euler update) at the released models'
  * shapes, with every baseline measured in the same run:
- * - the policy module (`createGmPolicy` + `rollout`), Float32Array (fast path) and Float64Array;
+ * - the policy module (`createGmPolicy` + `rollout`): Float32Array on the wasm kernel (default) and the
+ *   JS kernel, and Float64Array (JS);
  * - a direct transcription of the formulas (bench/support/gm-naive.ts: no precomputation, allocating);
  * - the same math vectorised in PyTorch CPU, one thread (`/usr/bin/python3 bench/policy_torch.py`);
  * - a plain copy of the means buffer (`Float32Array.prototype.set`), the memory-bound floor.
@@ -12,7 +13,13 @@
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { createGmPolicy, type FloatArray, rollout, warp } from '@piflow/policy'
+import {
+  configureGmKernel,
+  createGmPolicy,
+  type FloatArray,
+  rollout,
+  warp,
+} from '@piflow/policy'
 import { naiveGmSubstep } from './support/gm-naive.ts'
 import {
   benchRepeats,
@@ -26,6 +33,12 @@ import {
 } from './support/shapes.ts'
 
 const REPEATS = benchRepeats(5)
+/** The policy-module rows: float32 on each GM kernel, float64 (always the JS kernel). */
+const VARIANTS = [
+  ['float32', 'wasm'],
+  ['float32', 'js'],
+  ['float64', 'js'],
+] as const
 const PYTHON = '/usr/bin/python3'
 const TORCH_SCRIPT = fileURLToPath(new URL('./policy_torch.py', import.meta.url))
 
@@ -68,9 +81,9 @@ function benchShape(s: Shape): Row[] {
   const readElements = B * (K * C * HW + K * HW + 2 * C * HW)
   const rows: Row[] = []
 
-  // Each dtype runs in its own process so V8 sees one typed-array kind in the kernel (as in production).
-  for (const dtype of ['float32', 'float64'] as const)
-    rows.push(runChild(SHAPES.indexOf(s), dtype, readElements))
+  // Each variant runs in its own process so V8 sees one typed-array kind in the kernel (as in production).
+  for (const [dtype, kernel] of VARIANTS)
+    rows.push(runChild(SHAPES.indexOf(s), dtype, kernel, readElements))
 
   // naive transcription: a few substeps are enough (it is slow and allocates ~3 K·C·H·W arrays each)
   const naiveSteps = Math.min(n, s.H >= 128 ? 3 : 16)
@@ -124,11 +137,16 @@ function benchShape(s: Shape): Row[] {
 }
 
 /** Policy-module timing of one shape and dtype, in a child process (see `child` below). */
-function runChild(shapeIndex: number, dtype: 'float32' | 'float64', readElements: number): Row {
-  const path = `policy module, ${dtype === 'float32' ? 'Float32Array' : 'Float64Array'}`
+function runChild(
+  shapeIndex: number,
+  dtype: 'float32' | 'float64',
+  kernel: 'wasm' | 'js',
+  readElements: number,
+): Row {
+  const path = `policy module, ${dtype === 'float32' ? 'Float32Array' : 'Float64Array'}, ${kernel} kernel`
   const r = spawnSync(
     process.execPath,
-    [...process.execArgv, SELF, '--child', String(shapeIndex), dtype],
+    [...process.execArgv, SELF, '--child', String(shapeIndex), dtype, kernel],
     {
       encoding: 'utf8',
     },
@@ -156,7 +174,8 @@ function runChild(shapeIndex: number, dtype: 'float32' | 'float64', readElements
 }
 
 /** Child: build the policy and time whole-segment rollouts (substeps as the sampler runs them). */
-function child(shapeIndex: number, dtype: 'float32' | 'float64'): void {
+function child(shapeIndex: number, dtype: 'float32' | 'float64', kernel: 'wasm' | 'js'): void {
+  configureGmKernel({ kernel })
   const s = SHAPES[shapeIndex]
   const shape = policyShape(s)
   const step = firstStep(s)
@@ -207,7 +226,11 @@ const fmt = (v: number, digits = 3) => (Number.isFinite(v) ? v.toFixed(digits) :
 
 const childAt = process.argv.indexOf('--child')
 if (childAt >= 0) {
-  child(Number(process.argv[childAt + 1]), process.argv[childAt + 2] as 'float32' | 'float64')
+  child(
+    Number(process.argv[childAt + 1]),
+    process.argv[childAt + 2] as 'float32' | 'float64',
+    process.argv[childAt + 3] as 'wasm' | 'js',
+  )
   process.exit(0)
 }
 
@@ -225,7 +248,7 @@ for (const s of SHAPES) {
   console.log(
     `## ${s.name}: B=${s.B}, K=${s.K}, C=${s.C}, ${s.H}×${s.W}, ${n} substeps in the first NFE\n`,
   )
-  console.log('| path | ms / substep | GB/s read | relative to policy module f32 | note |')
+  console.log('| path | ms / substep | GB/s read | relative to policy module f32 (wasm) | note |')
   console.log('|---|---:|---:|---:|---|')
   for (const r of rows) {
     const gbs = r.bytesRead / (r.msPerSubstep * 1e6)
@@ -246,8 +269,9 @@ for (const s of SHAPES) {
 }
 console.log(
   'GB/s = bytes a direct evaluation must read per substep (means, log-weights, x_t, x_src) / time. ' +
-    'At K ≤ C the policy module integrates in the span of the means (K² Gram work per pixel, built once ' +
-    'per NFE: the "policy build" column), so its figure is an effective rate.\n',
+    'The wasm kernel (Float32Array default) evaluates directly, f32x4 SIMD across pixels. The JS kernel at ' +
+    'K ≤ C integrates in the span of the means (K² Gram work per pixel, built once per NFE: the "policy ' +
+    'build" column), so its figure is an effective rate.\n',
 )
 console.log('Targets at 1024²: ≥ 5× faster than PyTorch CPU, within 3× of the means copy.\n')
 console.log(summary.join('\n'))

@@ -40,6 +40,15 @@ import {
   checkTensor,
   MAX_ELEMENTS,
 } from './validate.ts'
+import {
+  activeGmKernel,
+  fromGroupMajor,
+  type GmKernelChoice,
+  type GmKernelScalars,
+  GmWasmRegion,
+  GmWasmState,
+  toGroupMajor,
+} from './wasm/gm-wasm.ts'
 
 /** piFlow's GMFlowPolicy default. */
 export const GM_DEFAULT_EPS = 1e-4
@@ -50,6 +59,8 @@ export interface GmPolicy<T extends FloatArray = FloatArray> extends Policy<T> {
   readonly k: number
   readonly eps: number
   readonly temperature: number
+  /** which kernel evaluates it: `wasm` (Float32Array fast path) or `js` (see wasm/gm-wasm.ts) */
+  readonly kernel: 'js' | 'wasm'
   /** σ_src per sample */
   readonly sigmaSrc: Float64Array
   /** var_x0 per sample, after temperature */
@@ -136,55 +147,12 @@ export function createGmPolicy<T extends FloatArray>(
     if (temperature < 1) varX0[b] *= temperature
   }
 
-  // Pack [x_src | per k: means_x0, effective log-weight, |means_x0|²] pixel-major (see module doc).
+  const lwEff = effectiveLogweights(logweights, mask, temperature, eps, B, K, HW)
+  const wasm = pickWasmState(xSrc, options.kernel, B, K, C, HW)
   const compStride = C + 2
   const pixStride = C + K * compStride
-  if (B * HW * pixStride > MAX_ELEMENTS) {
-    throw new PolicyShapeError(
-      `GM policy of ${dims} needs ${B * HW * pixStride} packed values (max ${MAX_ELEMENTS})`,
-    )
-  }
-  const packed = allocLike(xSrc, B * HW * pixStride)
-  const lw = new Float64Array(K) // per-pixel scratch for the log-weight transform
-  const invT = 1 / Math.max(temperature, eps)
-  let finiteCheck = 0 // NaN/∞ anywhere in means or x_src propagates into this sum
-  for (let b = 0; b < B; b++) {
-    const s = sigmaSrcs[b]
-    for (let p = 0; p < HW; p++) {
-      const base = (b * HW + p) * pixStride
-      for (let c = 0; c < C; c++) packed[base + c] = xSrc[(b * C + c) * HW + p]
-      let lwMax = Number.NEGATIVE_INFINITY
-      for (let k = 0; k < K; k++) {
-        const v = mask?.[b * K + k] ? Number.NEGATIVE_INFINITY : logweights[(b * K + k) * HW + p]
-        if (Number.isNaN(v) || v === Number.POSITIVE_INFINITY) {
-          throw new PolicyValueError(`output.logweights[${(b * K + k) * HW + p}] is ${v}`)
-        }
-        lw[k] = temperature < 1 ? v * invT : v
-        if (lw[k] > lwMax) lwMax = lw[k]
-      }
-      if (lwMax === Number.NEGATIVE_INFINITY) {
-        throw new PolicyValueError(`all K log-weights of sample ${b}, pixel ${p} are −∞`)
-      }
-      if (temperature < 1) logSoftmaxInPlace(lw, lwMax)
-      for (let k = 0; k < K; k++) {
-        const o = base + C + k * compStride
-        let sq = 0
-        for (let c = 0; c < C; c++) {
-          const m = xSrc[(b * C + c) * HW + p] - s * meansU[((b * K + k) * C + c) * HW + p]
-          packed[o + c] = m
-          // |m|² from the stored (possibly float32-rounded) value keeps the logit consistent with it
-          const mr = packed[o + c]
-          sq += mr * mr
-        }
-        packed[o + C] = lw[k]
-        packed[o + C + 1] = sq
-        finiteCheck += sq
-      }
-    }
-  }
-  if (!Number.isFinite(finiteCheck)) {
-    throw new PolicyValueError('output.meansU or xSrc contains a non-finite value (or overflows)')
-  }
+  const packed = wasm ? null : packPixelMajor(meansU, xSrc, lwEff, sigmaSrcs, B, K, C, HW, dims)
+  if (wasm) packGroupMajor(wasm, meansU as Float32Array, xSrc as Float32Array, lwEff, sigmaSrcs)
 
   const geometry = { B, K, C, HW, pixStride }
   let gram: T | null = null // built on the first source rollout (see module doc)
@@ -234,12 +202,54 @@ export function createGmPolicy<T extends FloatArray>(
     checkSigmasInPlace('sigmaT', sigmaT, B)
   }
 
+  // The one kernel pass every query and step goes through: out = cx·x_t + c0·x0_hat at the
+  // coefficients `prepare` left in `coefs` (the WebAssembly kernel when this policy has one).
+  const wasmScalars: GmKernelScalars = {
+    alpha: 0,
+    beta: 0,
+    halfZeta: 0,
+    invD: 0,
+    variance: 0,
+    a: 0,
+    b: 0,
+  }
+  const setWasmScalars = (b: number) => {
+    const o = b * COEFS
+    wasmScalars.alpha = coefs[o + ALPHA]
+    wasmScalars.beta = coefs[o + BETA]
+    wasmScalars.halfZeta = coefs[o + HALF_ZETA]
+    wasmScalars.invD = coefs[o + INV_D]
+    wasmScalars.variance = coefs[o + VAR]
+    // out = cx·x + c0·x0 = (cx + c0)·x − c0·(x − x0): the kernel's form, exact for the identity step
+    wasmScalars.a = coefs[o + CX] + coefs[o + C0]
+    wasmScalars.b = -coefs[o + C0]
+  }
+  const runKernel = (xT: T, out: T, weightsOut: T | null) => {
+    if (wasm === null) {
+      gmKernel(packed as T, geometry, xT, out, coefs, scratch, weightsOut)
+      return
+    }
+    wasm.load(GmWasmRegion.QueryIn, xT)
+    for (let b = 0; b < B; b++) {
+      setWasmScalars(b)
+      wasm.run(
+        b,
+        GmWasmRegion.QueryIn,
+        GmWasmRegion.QueryOut,
+        wasmScalars,
+        (weightsOut ?? undefined) as Float32Array | undefined,
+      )
+    }
+    wasm.store(GmWasmRegion.QueryOut, out as Float32Array)
+  }
+
   const policy: GmPolicy<T> = {
     type: 'gm',
     shape: { ...shape },
     k: K,
     eps,
     temperature,
+    kernel: wasm ? 'wasm' : 'js',
     sigmaSrc: sigmaSrcs,
     varX0,
     dropoutMaskEffective: mask,
@@ -247,7 +257,7 @@ export function createGmPolicy<T extends FloatArray>(
     velocity(out, xT, sigmaT) {
       checkQuery('out', out, xT, sigmaT)
       prepare(OutMode.Velocity, sigmaT, null)
-      gmKernel(packed, geometry, xT, out, coefs, scratch, null)
+      runKernel(xT, out, null)
       return out
     },
 
@@ -255,14 +265,14 @@ export function createGmPolicy<T extends FloatArray>(
       checkQuery('x', x, x, sigmaT)
       checkSigmasInPlace('sigmaNext', sigmaNext, B)
       prepare(OutMode.Euler, sigmaT, sigmaNext)
-      gmKernel(packed, geometry, x, x, coefs, scratch, null)
+      runKernel(x, x, null)
       return x
     },
 
     x0Hat(out, xT, sigmaT) {
       checkQuery('out', out, xT, sigmaT)
       prepare(OutMode.X0, sigmaT, null)
-      gmKernel(packed, geometry, xT, out, coefs, scratch, null)
+      runKernel(xT, out, null)
       return out
     },
 
@@ -271,17 +281,37 @@ export function createGmPolicy<T extends FloatArray>(
       checkTensor('xT', xT, size, xDims)
       checkSigmasInPlace('sigmaT', sigmaT, B)
       prepare(OutMode.X0, sigmaT, null)
-      const sink = allocLike(xT, size)
-      gmKernel(packed, geometry, xT, sink, coefs, scratch, out)
+      runKernel(xT, allocLike(xT, size), out)
       return out
     },
 
     startRollout(x) {
+      if (wasm !== null) {
+        // the state stays in wasm memory for the whole segment; any start state works
+        checkTensor('x', x, size, xDims)
+        wasm.load(GmWasmRegion.State, x)
+        return {
+          step(sigmaT, sigmaNext) {
+            checkSigmasInPlace('sigmaT', sigmaT, B)
+            checkSigmasInPlace('sigmaNext', sigmaNext, B)
+            prepare(OutMode.Euler, sigmaT, sigmaNext)
+            for (let b = 0; b < B; b++) {
+              if (sigmaNext[b] === sigmaT[b]) continue // dσ = 0: the Euler update is the identity
+              setWasmScalars(b)
+              wasm.run(b, GmWasmRegion.State, GmWasmRegion.State, wasmScalars)
+            }
+          },
+          write(out) {
+            checkTensor('x', out, size, xDims)
+            return wasm.store(GmWasmRegion.State, out as Float32Array) as T
+          },
+        }
+      }
       // K > C: the span is no smaller than the C channels, the direct kernel is cheaper
-      if (K > C || B * HW * K * (K + 2) > MAX_ELEMENTS || !sameAsSource(packed, geometry, x))
+      if (K > C || B * HW * K * (K + 2) > MAX_ELEMENTS || !sameAsSource(packed as T, geometry, x))
         return null
-      gram ??= buildGram(packed, geometry, allocLike(xSrc, B * HW * K * (K + 2)))
-      return createSubspaceRollout(packed, gram, geometry, {
+      gram ??= buildGram(packed as T, geometry, allocLike(xSrc, B * HW * K * (K + 2)))
+      return createSubspaceRollout(packed as T, gram, geometry, {
         eps,
         sigmaSrc: sigmaSrcs,
         varX0,
@@ -295,12 +325,15 @@ export function createGmPolicy<T extends FloatArray>(
 
     meansX0(out = allocLike(xSrc, B * K * C * HW)) {
       checkTensor('out', out, B * K * C * HW, mDims)
+      if (wasm !== null)
+        return fromGroupMajor(wasm.f32, wasm.means, out as Float32Array, B, K * C, HW) as T
+      const data = packed as T
       for (let b = 0; b < B; b++) {
         for (let p = 0; p < HW; p++) {
           const base = (b * HW + p) * pixStride + C
           for (let k = 0; k < K; k++) {
             for (let c = 0; c < C; c++) {
-              out[((b * K + k) * C + c) * HW + p] = packed[base + k * compStride + c]
+              out[((b * K + k) * C + c) * HW + p] = data[base + k * compStride + c]
             }
           }
         }
@@ -310,16 +343,178 @@ export function createGmPolicy<T extends FloatArray>(
 
     logweightsEffective(out = allocLike(xSrc, B * K * HW)) {
       checkTensor('out', out, B * K * HW, wDims)
-      for (let b = 0; b < B; b++) {
-        for (let p = 0; p < HW; p++) {
-          const base = (b * HW + p) * pixStride + C
-          for (let k = 0; k < K; k++) out[(b * K + k) * HW + p] = packed[base + k * compStride + C]
-        }
-      }
+      for (let i = 0; i < lwEff.length; i++) out[i] = lwEff[i]
       return out
     },
   }
   return policy
+}
+
+/** The wasm state of a new policy, or null for the JS kernel (see wasm/gm-wasm.ts for the choice). */
+function pickWasmState(
+  xSrc: FloatArray,
+  requested: GmKernelChoice | undefined,
+  B: number,
+  K: number,
+  C: number,
+  HW: number,
+): GmWasmState | null {
+  if (!(xSrc instanceof Float32Array)) {
+    if (requested === 'wasm') {
+      throw new PolicyOptionError("kernel 'wasm' computes in float32: pass Float32Array tensors")
+    }
+    return null
+  }
+  return activeGmKernel(requested) === 'wasm' ? GmWasmState.create(B, K, C, HW) : null
+}
+
+/**
+ * Log-weights after dropout and temperature (B,K,HW), float64; −∞ for dropped components.
+ * @throws {PolicyValueError} on NaN/+∞, or when every component of a pixel is dropped
+ */
+function effectiveLogweights(
+  logweights: FloatArray,
+  mask: Uint8Array | null,
+  temperature: number,
+  eps: number,
+  B: number,
+  K: number,
+  HW: number,
+): Float64Array {
+  const out = new Float64Array(B * K * HW)
+  const lw = new Float64Array(K) // one pixel's log-weights
+  const invT = 1 / Math.max(temperature, eps)
+  for (let b = 0; b < B; b++) {
+    for (let p = 0; p < HW; p++) {
+      let lwMax = Number.NEGATIVE_INFINITY
+      for (let k = 0; k < K; k++) {
+        const i = (b * K + k) * HW + p
+        const v = mask?.[b * K + k] ? Number.NEGATIVE_INFINITY : logweights[i]
+        if (Number.isNaN(v) || v === Number.POSITIVE_INFINITY) {
+          throw new PolicyValueError(`output.logweights[${i}] is ${v}`)
+        }
+        lw[k] = temperature < 1 ? v * invT : v
+        if (lw[k] > lwMax) lwMax = lw[k]
+      }
+      if (lwMax === Number.NEGATIVE_INFINITY) {
+        throw new PolicyValueError(`all K log-weights of sample ${b}, pixel ${p} are −∞`)
+      }
+      if (temperature < 1) logSoftmaxInPlace(lw, lwMax)
+      for (let k = 0; k < K; k++) out[(b * K + k) * HW + p] = lw[k]
+    }
+  }
+  return out
+}
+
+/** Throws unless every means_x0 and x_src value is finite (their squares' sum would not be). */
+function checkFinite(sum: number): void {
+  if (!Number.isFinite(sum)) {
+    throw new PolicyValueError('output.meansU or xSrc contains a non-finite value (or overflows)')
+  }
+}
+
+/** The JS kernel's data: per pixel `[x_src(C) | k0: m(C), lw, |m|² | k1: …]` (module doc). */
+function packPixelMajor<T extends FloatArray>(
+  meansU: T,
+  xSrc: T,
+  lwEff: Float64Array,
+  sigmaSrcs: Float64Array,
+  B: number,
+  K: number,
+  C: number,
+  HW: number,
+  dims: string,
+): T {
+  const compStride = C + 2
+  const pixStride = C + K * compStride
+  if (B * HW * pixStride > MAX_ELEMENTS) {
+    throw new PolicyShapeError(
+      `GM policy of ${dims} needs ${B * HW * pixStride} packed values (max ${MAX_ELEMENTS})`,
+    )
+  }
+  const packed = allocLike(xSrc, B * HW * pixStride)
+  let finiteCheck = 0 // NaN/∞ anywhere in means or x_src propagates into this sum
+  for (let b = 0; b < B; b++) {
+    const s = sigmaSrcs[b]
+    for (let p = 0; p < HW; p++) {
+      const base = (b * HW + p) * pixStride
+      for (let c = 0; c < C; c++) packed[base + c] = xSrc[(b * C + c) * HW + p]
+      for (let k = 0; k < K; k++) {
+        const o = base + C + k * compStride
+        let sq = 0
+        for (let c = 0; c < C; c++) {
+          packed[o + c] = xSrc[(b * C + c) * HW + p] - s * meansU[((b * K + k) * C + c) * HW + p]
+          // |m|² from the stored (possibly float32-rounded) value keeps the logit consistent with it
+          const mr = packed[o + c]
+          sq += mr * mr
+        }
+        packed[o + C] = lwEff[(b * K + k) * HW + p]
+        packed[o + C + 1] = sq
+        finiteCheck += sq
+      }
+    }
+  }
+  checkFinite(finiteCheck)
+  return packed
+}
+
+/** The wasm kernel's data (group-major, see wasm/gm-wasm.ts): means_x0, [lw, |m|²] pairs, x_src. */
+function packGroupMajor(
+  wasm: GmWasmState,
+  meansU: Float32Array,
+  xSrc: Float32Array,
+  lwEff: Float64Array,
+  sigmaSrcs: Float64Array,
+): void {
+  const { B, K, C, HW, f32 } = wasm
+  toGroupMajor(xSrc, f32, wasm.xsrc, B, C, HW)
+  const { groups } = wasm
+  const KC4 = K * C * 4
+  // means_x0 = x_src − σ_src·means_u, group-major. Tiled: each input plane is read in runs of TILE
+  // groups and the tile's output (TILE·K·C·16 bytes) stays in cache; a plane-by-plane copy would write
+  // 16 bytes per 2 KB across the whole buffer, a group-by-group one reads K·C streams 64 KB apart.
+  const TILE = 64
+  for (let b = 0; b < B; b++) {
+    const s = sigmaSrcs[b]
+    const base = wasm.means + b * groups * KC4
+    for (let g0 = 0; g0 < groups; g0 += TILE) {
+      const pEnd = Math.min((g0 + TILE) * 4, HW)
+      for (let k = 0; k < K; k++) {
+        for (let c = 0; c < C; c++) {
+          const u = ((b * K + k) * C + c) * HW
+          const x = (b * C + c) * HW
+          const d = base + (k * C + c) * 4
+          for (let p = g0 * 4; p < pEnd; p++) {
+            f32[d + (p >> 2) * KC4 + (p & 3)] = xSrc[x + p] - s * meansU[u + p]
+          }
+        }
+      }
+    }
+  }
+  // per group and component: [lw ×4 lanes, |m|² ×4 lanes], |m|² from the stored float32 means (as the
+  // JS pack does); pad lanes stay 0
+  let finiteCheck = 0
+  for (let b = 0; b < B; b++) {
+    for (let g = 0; g < groups; g++) {
+      const m = wasm.means + (b * groups + g) * KC4
+      const o = wasm.lwsq + (b * groups + g) * K * 8
+      const p0 = g * 4
+      const lanes = Math.min(4, HW - p0)
+      for (let k = 0; k < K; k++) {
+        for (let lane = 0; lane < lanes; lane++) {
+          let sq = 0
+          for (let c = 0; c < C; c++) {
+            const v = f32[m + (k * C + c) * 4 + lane]
+            sq += v * v
+          }
+          f32[o + k * 8 + lane] = lwEff[(b * K + k) * HW + p0 + lane]
+          f32[o + k * 8 + 4 + lane] = sq
+          finiteCheck += sq
+        }
+      }
+    }
+  }
+  checkFinite(finiteCheck)
 }
 
 /**

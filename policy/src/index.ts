@@ -58,3 +58,4 @@ export type {
   SegmentSpec,
   StepInfo,
 } from './types.ts'
+export { activeGmKernel, configureGmKernel, type GmKernelChoice } from './wasm/gm-wasm.ts'

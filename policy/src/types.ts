@@ -70,6 +70,12 @@ export interface GmPolicyOptions {
   temperature?: number
   /** (B,K) booleans, true = drop; a row with all K true is ignored. */
   dropoutMask?: ArrayLike<boolean>
+  /**
+   * Kernel for Float32Array tensors: `wasm` (SIMD, float32 arithmetic), `js` (float64 arithmetic), or
+   * `auto` = the process-wide choice of `configureGmKernel` (default: wasm where available).
+   * Float64Array policies always use `js`. @default 'auto'
+   */
+  kernel?: 'auto' | 'js' | 'wasm'
 }
 
 export interface DxPolicyOptions {

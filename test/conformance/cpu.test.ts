@@ -1,16 +1,22 @@
 /**
- * Every golden case × {float64, float32} against the CPU policy module, at the case's tolerance.
+ * Every golden case against the CPU policy module at the case's tolerance: float64 (the JS kernel, the
+ * reference) and float32 with each GM kernel (WebAssembly SIMD, the default fast path, and JS).
  * The directory is ../shared/golden or PIFLOW_GOLDEN_DIR (a missing explicit directory fails).
  */
 import { existsSync } from 'node:fs'
-import { describe, expect, it } from 'vitest'
+import { configureGmKernel, type GmKernelChoice } from '@piflow/policy'
+import { afterAll, describe, expect, it } from 'vitest'
 import { type Dtype, goldenDir, loadCases } from './cases.ts'
 import { runAndCheckCpu } from './cpu.ts'
 
 const dir = goldenDir()
 const explicit = Boolean(process.env['PIFLOW_GOLDEN_DIR'])
 const available = existsSync(dir)
-const DTYPES: Dtype[] = ['float64', 'float32']
+const VARIANTS: [Dtype, GmKernelChoice][] = [
+  ['float64', 'js'],
+  ['float32', 'wasm'],
+  ['float32', 'js'],
+]
 
 describe.skipIf(!available && !explicit)(`golden conformance, CPU (${dir})`, () => {
   const cases = available ? loadCases(dir) : []
@@ -20,9 +26,12 @@ describe.skipIf(!available && !explicit)(`golden conformance, CPU (${dir})`, () 
     expect(cases.length).toBeGreaterThan(0)
   })
 
+  afterAll(() => configureGmKernel({ kernel: 'auto' }))
+
   for (const c of cases) {
-    for (const dtype of DTYPES) {
-      it(`${c.id} [${c.kind}] ${dtype}`, async () => {
+    for (const [dtype, kernel] of VARIANTS) {
+      it(`${c.id} [${c.kind}] ${dtype}${dtype === 'float32' ? ` (${kernel} kernel)` : ''}`, async () => {
+        configureGmKernel({ kernel })
         const result = await runAndCheckCpu(c, dtype)
         const failures = result.fields.filter((f) => !f.ok).map((f) => f.message)
         expect(failures, failures.join('\n')).toEqual([])

@@ -1,21 +1,26 @@
 /**
- * `npm run conformance`: every golden case × {float64, float32} against the CPU policy module.
+ * `npm run conformance`: every golden case against the CPU policy module in float64 and in float32 with
+ * each GM kernel (wasm, js).
  * Prints one line per case and dtype, failure details, and a closing `N passed, N failed`; exits 1 on
  * any failure. Options: `--dir <path>` (else PIFLOW_GOLDEN_DIR, else ../shared/golden),
- * `--dtype float64|float32`, `--verbose` (every field), any other argument filters case ids.
+ * `--dtype float64|float32`, `--kernel wasm|js` (float32 only), `--verbose` (every field), any other
+ * argument filters case ids.
  */
+import { configureGmKernel, type GmKernelChoice } from '@piflow/policy'
 import { type Dtype, goldenDir, loadCases } from './cases.ts'
 import { runAndCheckCpu } from './cpu.ts'
 
 const args = process.argv.slice(2)
 let dir = goldenDir()
 let dtypes: Dtype[] = ['float64', 'float32']
+let kernels: GmKernelChoice[] = ['wasm', 'js']
 let verbose = false
 const filters: string[] = []
 for (let i = 0; i < args.length; i++) {
   const arg = args[i]
   if (arg === '--dir') dir = args[++i]
   else if (arg === '--dtype') dtypes = [args[++i] as Dtype]
+  else if (arg === '--kernel') kernels = [args[++i] as GmKernelChoice]
   else if (arg === '--verbose' || arg === '-v') verbose = true
   else filters.push(arg)
 }
@@ -28,9 +33,13 @@ try {
   )
   console.log(`golden cases: ${dir} (${cases.length} cases)`)
   for (const c of cases) {
-    for (const dtype of dtypes) {
+    const variants = dtypes.flatMap((d): [Dtype, GmKernelChoice][] =>
+      d === 'float64' ? [['float64', 'js']] : kernels.map((k) => [d, k]),
+    )
+    for (const [dtype, kernel] of variants) {
+      configureGmKernel({ kernel })
       const result = await runAndCheckCpu(c, dtype)
-      const label = `${c.id} [${c.kind}] ${dtype}`
+      const label = `${c.id} [${c.kind}] ${dtype}${dtype === 'float32' ? ` ${kernel}` : ''}`
       if (result.ok) {
         passed++
         console.log(`PASS ${label} (${result.fields.length} fields)`)

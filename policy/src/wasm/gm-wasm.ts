@@ -1,0 +1,279 @@
+/**
+ * @module wasm/gm-wasm
+ * The Float32Array fast path of the GM policy: the substep kernel of gm-kernel.wat (f32x4 SIMD, one lane
+ * per pixel) over the policy's data in its own WebAssembly memory.
+ *
+ * Which kernel runs is a process-wide choice ({@link configureGmKernel}), like a tensor library's
+ * backend: `auto` takes WebAssembly where the runtime can compile it and falls back to the JS kernel
+ * (gm.ts) where it cannot — Cloudflare Workers refuse to compile wasm from bytes at run time, so a
+ * Worker passes the module its bundler imported. Float64Array policies always run the JS kernel: it is
+ * the float64 reference.
+ *
+ * Data layout ("group-major", four pixels per group; see the .wat header): every per-pixel tensor with
+ * P planes per sample is stored as [b][group][plane][4 lanes], so one group's data is contiguous.
+ */
+import { PolicyOptionError } from '../errors.ts'
+import { WASM_BASE64 } from './gm-kernel.wasm.ts'
+
+/** Which GM kernel Float32Array policies use. */
+export type GmKernelChoice = 'auto' | 'js' | 'wasm'
+
+interface KernelConfig {
+  kernel: GmKernelChoice
+  module: WebAssembly.Module | null | undefined // undefined = not compiled yet, null = unavailable
+}
+
+const config: KernelConfig = { kernel: 'auto', module: undefined }
+
+/**
+ * Picks the GM kernel for Float32Array policies created from now on (default `auto`). `module` hands in
+ * a precompiled gm-kernel module, for runtimes that only accept bundled wasm (Cloudflare Workers).
+ * @throws {PolicyOptionError} for `wasm` when this runtime cannot compile or instantiate the kernel
+ * @example
+ * ```ts
+ * configureGmKernel({ kernel: 'js' }) // e.g. to compare against the JS kernel
+ * ```
+ */
+export function configureGmKernel(options: {
+  kernel?: GmKernelChoice
+  module?: WebAssembly.Module
+}): void {
+  const kernel = options.kernel ?? config.kernel
+  if (kernel !== 'auto' && kernel !== 'js' && kernel !== 'wasm') {
+    throw new PolicyOptionError(`kernel must be 'auto', 'js' or 'wasm', got ${String(kernel)}`)
+  }
+  if (options.module !== undefined) config.module = options.module
+  config.kernel = kernel
+  if (kernel === 'wasm' && gmWasmModule() === null) {
+    throw new PolicyOptionError('the WebAssembly GM kernel is not available in this runtime')
+  }
+}
+
+/** The kernel a new Float32Array policy gets: `wasm` when chosen (or `auto`) and available. */
+export function activeGmKernel(requested: GmKernelChoice = config.kernel): 'js' | 'wasm' {
+  if (requested === 'js') return 'js'
+  if (gmWasmModule() !== null) return 'wasm'
+  if (requested === 'wasm') {
+    throw new PolicyOptionError('the WebAssembly GM kernel is not available in this runtime')
+  }
+  return 'js'
+}
+
+/** The compiled kernel module, or null where WebAssembly (with SIMD) cannot be compiled here. */
+function gmWasmModule(): WebAssembly.Module | null {
+  if (config.module !== undefined) return config.module
+  try {
+    const bytes = Uint8Array.from(atob(WASM_BASE64), (ch) => ch.charCodeAt(0))
+    // validate() is false without SIMD support; the constructor throws where code generation is
+    // disallowed (Workers). Synchronous compile is fine in browsers too: the module is ~1 KB (< 4 KB).
+    config.module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null
+  } catch {
+    config.module = null
+  }
+  return config.module
+}
+
+/** Per-sample scalars of one kernel call (the .wat header's names). */
+export interface GmKernelScalars {
+  alpha: number
+  beta: number
+  halfZeta: number
+  invD: number
+  variance: number
+  /** out = a·x + b·(x − x0) */
+  a: number
+  b: number
+}
+
+/** Where the kernel reads a query from and writes its result. */
+const Region = { State: 0, QueryIn: 1, QueryOut: 2 } as const
+type Region = (typeof Region)[keyof typeof Region]
+
+export { Region as GmWasmRegion }
+
+type GmStep = (
+  means: number,
+  lwsq: number,
+  xsrc: number,
+  xin: number,
+  out: number,
+  wout: number,
+  scratch: number,
+  K: number,
+  C: number,
+  groups: number,
+  alpha: number,
+  beta: number,
+  halfZeta: number,
+  invD: number,
+  variance: number,
+  a: number,
+  b: number,
+) => void
+
+/**
+ * A GM policy's data in wasm memory and the kernel over it. Sizes are fixed at creation, so the memory
+ * never grows and the views stay valid.
+ */
+export class GmWasmState {
+  readonly B: number
+  readonly K: number
+  readonly C: number
+  readonly HW: number
+  /** pixel groups per sample, ⌈HW/4⌉ (pad lanes hold zeros: finite, never read back) */
+  readonly groups: number
+  /** the whole memory as floats */
+  readonly f32: Float32Array
+  // float offsets of each region's sample 0; per-sample strides below
+  readonly means: number
+  readonly lwsq: number
+  readonly xsrc: number
+  private readonly regions: number[]
+  private readonly weights: number
+  private readonly scratch: number
+  private readonly step: GmStep
+
+  /** Returns null when the sizes do not fit a 32-bit wasm memory (the JS kernel then serves). */
+  static create(B: number, K: number, C: number, HW: number): GmWasmState | null {
+    const module = gmWasmModule()
+    if (module === null) return null
+    const groups = Math.ceil(HW / 4)
+    const perSample = groups * 4 * (K * C + 2 * K + 4 * C + K)
+    const floats = B * perSample + 4 * (C + K)
+    if (floats * 4 > 2 ** 31) return null
+    return new GmWasmState(module, B, K, C, HW, groups, floats)
+  }
+
+  private constructor(
+    module: WebAssembly.Module,
+    B: number,
+    K: number,
+    C: number,
+    HW: number,
+    groups: number,
+    floats: number,
+  ) {
+    this.B = B
+    this.K = K
+    this.C = C
+    this.HW = HW
+    this.groups = groups
+    const memory = new WebAssembly.Memory({ initial: Math.ceil((floats * 4) / 65536) })
+    const instance = new WebAssembly.Instance(module, { env: { memory } })
+    this.step = instance.exports['gm_step'] as GmStep
+    this.f32 = new Float32Array(memory.buffer)
+    const lanes = B * groups * 4
+    let at = 0
+    const take = (planes: number) => {
+      const start = at
+      at += lanes * planes
+      return start
+    }
+    this.means = take(K * C)
+    this.lwsq = take(2 * K)
+    this.xsrc = take(C)
+    this.regions = [take(C), take(C), take(C)]
+    this.weights = take(K)
+    this.scratch = take(0)
+  }
+
+  /** Float offset of the (B,C,H,W)-shaped region `region`. */
+  regionOffset(region: Region): number {
+    return this.regions[region]
+  }
+
+  /** Copies a planar (B,C,H,W) tensor into a region. */
+  load(region: Region, x: ArrayLike<number>): void {
+    toGroupMajor(x, this.f32, this.regions[region], this.B, this.C, this.HW)
+  }
+
+  /** Copies a region out as a planar (B,C,H,W) tensor. */
+  store(region: Region, out: Float32Array): Float32Array {
+    return fromGroupMajor(this.f32, this.regions[region], out, this.B, this.C, this.HW)
+  }
+
+  /**
+   * One kernel pass over sample `b`: reads region `input`, writes region `output` (may be the same),
+   * and the posterior weights (B,K,1,H,W) into `weightsOut` when given.
+   */
+  run(
+    b: number,
+    input: Region,
+    output: Region,
+    s: GmKernelScalars,
+    weightsOut?: Float32Array,
+  ): void {
+    const { K, C, groups } = this
+    const lanes = groups * 4
+    const at = (offset: number, planes: number) => 4 * (offset + b * lanes * planes)
+    this.step(
+      at(this.means, K * C),
+      at(this.lwsq, 2 * K),
+      at(this.xsrc, C),
+      at(this.regions[input], C),
+      at(this.regions[output], C),
+      weightsOut ? at(this.weights, K) : 0,
+      4 * this.scratch,
+      K,
+      C,
+      groups,
+      s.alpha,
+      s.beta,
+      s.halfZeta,
+      s.invD,
+      s.variance,
+      s.a,
+      s.b,
+    )
+    if (weightsOut) {
+      const w = this.f32.subarray(this.weights + b * lanes * K, this.weights + (b + 1) * lanes * K)
+      fromGroupMajor(
+        w,
+        0,
+        weightsOut.subarray(b * K * this.HW, (b + 1) * K * this.HW),
+        1,
+        K,
+        this.HW,
+      )
+    }
+  }
+}
+
+/** Planar [b][plane][HW] → group-major [b][group][plane][4] at float offset `at` of `dst`. */
+export function toGroupMajor(
+  src: ArrayLike<number>,
+  dst: Float32Array,
+  at: number,
+  B: number,
+  planes: number,
+  HW: number,
+): void {
+  const lanes = Math.ceil(HW / 4) * 4
+  for (let b = 0; b < B; b++) {
+    const base = at + b * lanes * planes
+    for (let j = 0; j < planes; j++) {
+      const s = (b * planes + j) * HW
+      for (let p = 0; p < HW; p++) dst[base + (p >> 2) * planes * 4 + j * 4 + (p & 3)] = src[s + p]
+    }
+  }
+}
+
+/** Group-major → planar, the inverse of {@link toGroupMajor}. */
+export function fromGroupMajor<T extends Float32Array>(
+  src: Float32Array,
+  at: number,
+  out: T,
+  B: number,
+  planes: number,
+  HW: number,
+): T {
+  const lanes = Math.ceil(HW / 4) * 4
+  for (let b = 0; b < B; b++) {
+    const base = at + b * lanes * planes
+    for (let j = 0; j < planes; j++) {
+      const o = (b * planes + j) * HW
+      for (let p = 0; p < HW; p++) out[o + p] = src[base + (p >> 2) * planes * 4 + j * 4 + (p & 3)]
+    }
+  }
+  return out
+}
