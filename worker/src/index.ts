@@ -7,6 +7,7 @@ import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { secureHeaders } from 'hono/secure-headers'
 import { timing } from 'hono/timing'
+import './policy-kernel.ts' // before anything builds a policy
 import { settings } from './env.ts'
 import { ApiError, errorBody, NotFoundError } from './errors.ts'
 import type { AppEnv } from './hono-env.ts'

@@ -61,16 +61,23 @@ export function activeGmKernel(requested: GmKernelChoice = config.kernel): 'js' 
 
 /** The compiled kernel module, or null where WebAssembly (with SIMD) cannot be compiled here. */
 function gmWasmModule(): WebAssembly.Module | null {
-  if (config.module !== undefined) return config.module
+  if (config.module === undefined) config.module = compileKernel()
+  return config.module
+}
+
+// Cloudflare's types declare WebAssembly.Module abstract: Workers cannot compile at run time.
+type ModuleConstructor = new (bytes: BufferSource) => WebAssembly.Module
+
+function compileKernel(): WebAssembly.Module | null {
   try {
     const bytes = Uint8Array.from(atob(WASM_BASE64), (ch) => ch.charCodeAt(0))
     // validate() is false without SIMD support; the constructor throws where code generation is
     // disallowed (Workers). Synchronous compile is fine in browsers too: the module is ~1 KB (< 4 KB).
-    config.module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null
+    if (!WebAssembly.validate(bytes)) return null
+    return new (WebAssembly.Module as unknown as ModuleConstructor)(bytes)
   } catch {
-    config.module = null
+    return null
   }
-  return config.module
 }
 
 /** Per-sample scalars of one kernel call (the .wat header's names). */
