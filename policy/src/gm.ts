@@ -325,8 +325,21 @@ export function createGmPolicy<T extends FloatArray>(
 
     meansX0(out = allocLike(xSrc, B * K * C * HW)) {
       checkTensor('out', out, B * K * C * HW, mDims)
-      if (wasm !== null)
-        return fromGroupMajor(wasm.f32, wasm.means, out as Float32Array, B, K * C, HW) as T
+      if (wasm !== null) {
+        // component k of sample b: C planes at k·Cp within each group of K·Cp
+        const lanes = wasm.groups * 4
+        for (let b = 0; b < B; b++) {
+          for (let k = 0; k < K; k++) {
+            const at = wasm.means + b * lanes * K * wasm.Cp + k * wasm.Cp * 4
+            const dst = (out as Float32Array).subarray(
+              (b * K + k) * C * HW,
+              (b * K + k + 1) * C * HW,
+            )
+            fromGroupMajor(wasm.f32, at, dst, 1, C, HW, K * wasm.Cp)
+          }
+        }
+        return out
+      }
       const data = packed as T
       for (let b = 0; b < B; b++) {
         for (let p = 0; p < HW; p++) {
@@ -467,9 +480,9 @@ function packGroupMajor(
   sigmaSrcs: Float64Array,
 ): void {
   const { B, K, C, HW, f32 } = wasm
-  toGroupMajor(xSrc, f32, wasm.xsrc, B, C, HW)
-  const { groups } = wasm
-  const KC4 = K * C * 4
+  const { groups, Cp } = wasm
+  toGroupMajor(xSrc, f32, wasm.xsrc, B, C, HW, Cp)
+  const KC4 = K * Cp * 4 // floats per group of means (channels padded to Cp with zeros)
   // means_x0 = x_src − σ_src·means_u, group-major. Tiled: each input plane is read in runs of TILE
   // groups and the tile's output (TILE·K·C·16 bytes) stays in cache; a plane-by-plane copy would write
   // 16 bytes per 2 KB across the whole buffer, a group-by-group one reads K·C streams 64 KB apart.
@@ -483,7 +496,7 @@ function packGroupMajor(
         for (let c = 0; c < C; c++) {
           const u = ((b * K + k) * C + c) * HW
           const x = (b * C + c) * HW
-          const d = base + (k * C + c) * 4
+          const d = base + (k * Cp + c) * 4
           for (let p = g0 * 4; p < pEnd; p++) {
             f32[d + (p >> 2) * KC4 + (p & 3)] = xSrc[x + p] - s * meansU[u + p]
           }
@@ -504,7 +517,7 @@ function packGroupMajor(
         for (let lane = 0; lane < lanes; lane++) {
           let sq = 0
           for (let c = 0; c < C; c++) {
-            const v = f32[m + (k * C + c) * 4 + lane]
+            const v = f32[m + (k * Cp + c) * 4 + lane]
             sq += v * v
           }
           f32[o + k * 8 + lane] = lwEff[(b * K + k) * HW + p0 + lane]

@@ -7,7 +7,10 @@
 ;;   out_c = a·x_c + b·(x_c − x0_c)        velocity (0, 1/σ̃), x0 (1, −1), Euler step (1, dσ/σ̃)
 ;; Layout (all f32, group-major so each group's data is one contiguous run — planar (K,C,H,W) planes
 ;; would make every group touch K·C pages): means [g][k][c][4], lwsq [g][k][lw ×4, |m|² ×4],
-;; xsrc / xin / out [g][c][4], wout [g][k][4]. Pointers are byte offsets, 16-byte aligned.
+;; xsrc / xin / out [g][c][4], wout [g][k][4]. C is padded to a multiple of 4 with zero channels (they
+;; add nothing to any dot product or sum), so every channel loop runs in unrolled blocks of four:
+;; at small C (RGB: 3) loop overhead, not arithmetic, would dominate otherwise.
+;; Pointers are byte offsets, 16-byte aligned.
 ;; Build: `npm run build:wasm -w @piflow/policy` (wabt) regenerates gm-kernel.wasm.ts; a test keeps it current.
 (module
   (memory (import "env" "memory") 1)
@@ -38,20 +41,22 @@
           (i32.const 23)))
       (f32x4.gt (local.get $x) (f32x4.splat (f32.const -87)))))
 
-  ;; One sample of `groups` pixel groups. Writes out (may alias xin) and, when wout ≠ 0, the posterior
-  ;; weights. scratch: C + K vectors (ν_c, then the logits / weights of the current group).
+  ;; One sample of `groups` pixel groups; C is the padded channel count (a multiple of 4). Writes out
+  ;; (may alias xin) and, when wout ≠ 0, the posterior weights. scratch: C + K vectors (ν_c, then the
+  ;; logits / weights of the current group).
   (func (export "gm_step")
     (param $means i32) (param $lwsq i32) (param $xsrc i32) (param $xin i32) (param $out i32)
     (param $wout i32) (param $scratch i32) (param $K i32) (param $C i32) (param $groups i32)
     (param $alpha f32) (param $beta f32) (param $half_zeta f32) (param $inv_d f32) (param $var f32)
     (param $a f32) (param $b f32)
-    (local $g i32) (local $k i32) (local $c i32) (local $q i32) (local $s i32) (local $w i32)
-    (local $cstride i32) (local $weights i32)
+    (local $g i32) (local $k i32) (local $q i32) (local $s i32) (local $t i32) (local $w i32)
+    (local $cstride i32) (local $weights i32) (local $weights_end i32)
     (local $valpha v128) (local $vbeta v128) (local $vhz v128) (local $vinvd v128) (local $vvar v128)
-    (local $va v128) (local $vb v128) (local $max v128) (local $sum v128) (local $acc v128)
-    (local $v v128) (local $x v128)
+    (local $va v128) (local $vb v128) (local $max v128) (local $sum v128) (local $v v128)
+    (local $acc0 v128) (local $acc1 v128) (local $acc2 v128) (local $acc3 v128)
     (local.set $cstride (i32.shl (local.get $C) (i32.const 4)))
     (local.set $weights (i32.add (local.get $scratch) (local.get $cstride)))
+    (local.set $weights_end (i32.add (local.get $weights) (i32.shl (local.get $K) (i32.const 4))))
     (local.set $valpha (f32x4.splat (local.get $alpha)))
     (local.set $vbeta (f32x4.splat (local.get $beta)))
     (local.set $vhz (f32x4.splat (local.get $half_zeta)))
@@ -64,93 +69,105 @@
       (loop $group
         (br_if $done (i32.ge_u (local.get $g) (local.get $groups)))
 
-        ;; ν_c
-        (local.set $c (i32.const 0))
+        ;; ν_c = α·x_c − β·xsrc_c, four channels per iteration (s = byte offset of the channel block)
+        (local.set $s (i32.const 0))
         (loop $nu
-          (local.set $s (i32.shl (local.get $c) (i32.const 4)))
-          (v128.store (i32.add (local.get $scratch) (local.get $s))
-            (f32x4.sub
-              (f32x4.mul (local.get $valpha) (v128.load (i32.add (local.get $xin) (local.get $s))))
-              (f32x4.mul (local.get $vbeta) (v128.load (i32.add (local.get $xsrc) (local.get $s))))))
-          (local.set $c (i32.add (local.get $c) (i32.const 1)))
-          (br_if $nu (i32.lt_u (local.get $c) (local.get $C))))
+          (call $nu4 (i32.add (local.get $scratch) (local.get $s)) (i32.add (local.get $xin) (local.get $s))
+            (i32.add (local.get $xsrc) (local.get $s)) (local.get $valpha) (local.get $vbeta))
+          (local.set $s (i32.add (local.get $s) (i32.const 64)))
+          (br_if $nu (i32.lt_u (local.get $s) (local.get $cstride))))
 
-        ;; logits and their max; q walks m_00, m_01, …, m_K−1,C−1 of this group
+        ;; logits and their max; q walks m_00, m_01, …, m_K−1,C−1 of this group, t walks ν
         (local.set $max (f32x4.splat (f32.const -inf)))
         (local.set $q (local.get $means))
-        (local.set $k (i32.const 0))
+        (local.set $s (local.get $lwsq))
+        (local.set $w (local.get $weights))
         (loop $logit
-          (local.set $acc (v128.const f32x4 0 0 0 0))
-          (local.set $c (i32.const 0))
+          (local.set $acc0 (v128.const f32x4 0 0 0 0))
+          (local.set $t (local.get $scratch))
           (loop $dot
-            (local.set $acc
-              (f32x4.add (local.get $acc)
-                (f32x4.mul
-                  (v128.load (local.get $q))
-                  (v128.load (i32.add (local.get $scratch) (i32.shl (local.get $c) (i32.const 4)))))))
-            (local.set $q (i32.add (local.get $q) (i32.const 16)))
-            (local.set $c (i32.add (local.get $c) (i32.const 1)))
-            (br_if $dot (i32.lt_u (local.get $c) (local.get $C))))
-          (local.set $s (i32.add (local.get $lwsq) (i32.shl (local.get $k) (i32.const 5))))
+            (local.set $acc0
+              (f32x4.add (local.get $acc0)
+                (f32x4.add
+                  (f32x4.add
+                    (f32x4.mul (v128.load (local.get $q)) (v128.load (local.get $t)))
+                    (f32x4.mul (v128.load offset=16 (local.get $q)) (v128.load offset=16 (local.get $t))))
+                  (f32x4.add
+                    (f32x4.mul (v128.load offset=32 (local.get $q)) (v128.load offset=32 (local.get $t)))
+                    (f32x4.mul (v128.load offset=48 (local.get $q)) (v128.load offset=48 (local.get $t)))))))
+            (local.set $q (i32.add (local.get $q) (i32.const 64)))
+            (local.set $t (i32.add (local.get $t) (i32.const 64)))
+            (br_if $dot (i32.lt_u (local.get $t) (local.get $weights))))
+          ;; l_k = lw_k + (dot − ½ζ·|m_k|²)/D
           (local.set $v
             (f32x4.add
               (v128.load (local.get $s))
               (f32x4.mul
-                (f32x4.sub (local.get $acc) (f32x4.mul (local.get $vhz) (v128.load offset=16 (local.get $s))))
+                (f32x4.sub (local.get $acc0) (f32x4.mul (local.get $vhz) (v128.load offset=16 (local.get $s))))
                 (local.get $vinvd))))
-          (v128.store (i32.add (local.get $weights) (i32.shl (local.get $k) (i32.const 4))) (local.get $v))
+          (v128.store (local.get $w) (local.get $v))
           (local.set $max (f32x4.max (local.get $max) (local.get $v)))
-          (local.set $k (i32.add (local.get $k) (i32.const 1)))
-          (br_if $logit (i32.lt_u (local.get $k) (local.get $K))))
+          (local.set $s (i32.add (local.get $s) (i32.const 32)))
+          (local.set $w (i32.add (local.get $w) (i32.const 16)))
+          (br_if $logit (i32.lt_u (local.get $w) (local.get $weights_end))))
 
         ;; softmax: e_k = exp(l_k − max), then w_k = e_k / Σe in place
         (local.set $sum (v128.const f32x4 0 0 0 0))
-        (local.set $k (i32.const 0))
+        (local.set $w (local.get $weights))
         (loop $exp
-          (local.set $s (i32.add (local.get $weights) (i32.shl (local.get $k) (i32.const 4))))
-          (local.set $v (call $exp_nonpos (f32x4.sub (v128.load (local.get $s)) (local.get $max))))
-          (v128.store (local.get $s) (local.get $v))
+          (local.set $v (call $exp_nonpos (f32x4.sub (v128.load (local.get $w)) (local.get $max))))
+          (v128.store (local.get $w) (local.get $v))
           (local.set $sum (f32x4.add (local.get $sum) (local.get $v)))
-          (local.set $k (i32.add (local.get $k) (i32.const 1)))
-          (br_if $exp (i32.lt_u (local.get $k) (local.get $K))))
+          (local.set $w (i32.add (local.get $w) (i32.const 16)))
+          (br_if $exp (i32.lt_u (local.get $w) (local.get $weights_end))))
         (local.set $sum (f32x4.div (f32x4.splat (f32.const 1)) (local.get $sum)))
-        (local.set $k (i32.const 0))
+        (local.set $w (local.get $weights))
+        (local.set $t (local.get $wout))
         (loop $normalise
-          (local.set $s (i32.shl (local.get $k) (i32.const 4)))
-          (local.set $v (f32x4.mul (v128.load (i32.add (local.get $weights) (local.get $s))) (local.get $sum)))
-          (v128.store (i32.add (local.get $weights) (local.get $s)) (local.get $v))
+          (local.set $v (f32x4.mul (v128.load (local.get $w)) (local.get $sum)))
+          (v128.store (local.get $w) (local.get $v))
           (if (local.get $wout)
-            (then (v128.store (i32.add (local.get $wout) (local.get $s)) (local.get $v))))
-          (local.set $k (i32.add (local.get $k) (i32.const 1)))
-          (br_if $normalise (i32.lt_u (local.get $k) (local.get $K))))
+            (then
+              (v128.store (local.get $t) (local.get $v))
+              (local.set $t (i32.add (local.get $t) (i32.const 16)))))
+          (local.set $w (i32.add (local.get $w) (i32.const 16)))
+          (br_if $normalise (i32.lt_u (local.get $w) (local.get $weights_end))))
 
-        ;; per channel: Σ_k w_k·m_kc (q walks m_0c, m_1c, …), x0 and the output
-        (local.set $c (i32.const 0))
-        (loop $channel
-          (local.set $s (i32.shl (local.get $c) (i32.const 4)))
-          (local.set $acc (v128.const f32x4 0 0 0 0))
+        ;; per block of four channels: Σ_k w_k·m_kc in four independent sums (q walks m_0c, m_1c, …),
+        ;; then x0 and the outputs
+        (local.set $s (i32.const 0))
+        (loop $channels
+          (local.set $acc0 (v128.const f32x4 0 0 0 0))
+          (local.set $acc1 (v128.const f32x4 0 0 0 0))
+          (local.set $acc2 (v128.const f32x4 0 0 0 0))
+          (local.set $acc3 (v128.const f32x4 0 0 0 0))
           (local.set $q (i32.add (local.get $means) (local.get $s)))
           (local.set $w (local.get $weights))
-          (local.set $k (i32.const 0))
           (loop $mix
-            (local.set $acc
-              (f32x4.add (local.get $acc) (f32x4.mul (v128.load (local.get $w)) (v128.load (local.get $q)))))
+            (local.set $v (v128.load (local.get $w)))
+            (local.set $acc0 (f32x4.add (local.get $acc0) (f32x4.mul (local.get $v) (v128.load (local.get $q)))))
+            (local.set $acc1 (f32x4.add (local.get $acc1) (f32x4.mul (local.get $v) (v128.load offset=16 (local.get $q)))))
+            (local.set $acc2 (f32x4.add (local.get $acc2) (f32x4.mul (local.get $v) (v128.load offset=32 (local.get $q)))))
+            (local.set $acc3 (f32x4.add (local.get $acc3) (f32x4.mul (local.get $v) (v128.load offset=48 (local.get $q)))))
             (local.set $q (i32.add (local.get $q) (local.get $cstride)))
             (local.set $w (i32.add (local.get $w) (i32.const 16)))
-            (local.set $k (i32.add (local.get $k) (i32.const 1)))
-            (br_if $mix (i32.lt_u (local.get $k) (local.get $K))))
-          (local.set $x (v128.load (i32.add (local.get $xin) (local.get $s))))
-          ;; x − x0 = x − (Σ w·m + var·ν)/D
-          (local.set $v
-            (f32x4.sub (local.get $x)
-              (f32x4.mul
-                (f32x4.add (local.get $acc)
-                  (f32x4.mul (local.get $vvar) (v128.load (i32.add (local.get $scratch) (local.get $s)))))
-                (local.get $vinvd))))
-          (v128.store (i32.add (local.get $out) (local.get $s))
-            (f32x4.add (f32x4.mul (local.get $va) (local.get $x)) (f32x4.mul (local.get $vb) (local.get $v))))
-          (local.set $c (i32.add (local.get $c) (i32.const 1)))
-          (br_if $channel (i32.lt_u (local.get $c) (local.get $C))))
+            (br_if $mix (i32.lt_u (local.get $w) (local.get $weights_end))))
+          (local.set $t (i32.add (local.get $scratch) (local.get $s)))
+          (local.set $q (i32.add (local.get $xin) (local.get $s)))
+          (local.set $w (i32.add (local.get $out) (local.get $s)))
+          (call $out1 (local.get $w) (local.get $q) (local.get $t) (local.get $acc0)
+            (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
+          (call $out1 (i32.add (local.get $w) (i32.const 16)) (i32.add (local.get $q) (i32.const 16))
+            (i32.add (local.get $t) (i32.const 16)) (local.get $acc1)
+            (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
+          (call $out1 (i32.add (local.get $w) (i32.const 32)) (i32.add (local.get $q) (i32.const 32))
+            (i32.add (local.get $t) (i32.const 32)) (local.get $acc2)
+            (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
+          (call $out1 (i32.add (local.get $w) (i32.const 48)) (i32.add (local.get $q) (i32.const 48))
+            (i32.add (local.get $t) (i32.const 48)) (local.get $acc3)
+            (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
+          (local.set $s (i32.add (local.get $s) (i32.const 64)))
+          (br_if $channels (i32.lt_u (local.get $s) (local.get $cstride))))
 
         ;; next group
         (local.set $means (i32.add (local.get $means) (i32.mul (local.get $K) (local.get $cstride))))
@@ -161,4 +178,33 @@
         (if (local.get $wout)
           (then (local.set $wout (i32.add (local.get $wout) (i32.shl (local.get $K) (i32.const 4))))))
         (local.set $g (i32.add (local.get $g) (i32.const 1)))
-        (br $group)))))
+        (br $group))))
+
+  ;; ν for four channels: dst[i] = α·x[i] − β·xsrc[i]
+  (func $nu4 (param $dst i32) (param $x i32) (param $xsrc i32) (param $valpha v128) (param $vbeta v128)
+    (v128.store (local.get $dst)
+      (f32x4.sub (f32x4.mul (local.get $valpha) (v128.load (local.get $x)))
+        (f32x4.mul (local.get $vbeta) (v128.load (local.get $xsrc)))))
+    (v128.store offset=16 (local.get $dst)
+      (f32x4.sub (f32x4.mul (local.get $valpha) (v128.load offset=16 (local.get $x)))
+        (f32x4.mul (local.get $vbeta) (v128.load offset=16 (local.get $xsrc)))))
+    (v128.store offset=32 (local.get $dst)
+      (f32x4.sub (f32x4.mul (local.get $valpha) (v128.load offset=32 (local.get $x)))
+        (f32x4.mul (local.get $vbeta) (v128.load offset=32 (local.get $xsrc)))))
+    (v128.store offset=48 (local.get $dst)
+      (f32x4.sub (f32x4.mul (local.get $valpha) (v128.load offset=48 (local.get $x)))
+        (f32x4.mul (local.get $vbeta) (v128.load offset=48 (local.get $xsrc))))))
+
+  ;; One channel's output: out = a·x + b·(x − x0), x0 = (Σ w·m + var·ν)/D
+  (func $out1 (param $out i32) (param $xin i32) (param $nu i32) (param $acc v128) (param $vvar v128)
+    (param $vinvd v128) (param $va v128) (param $vb v128)
+    (local $x v128)
+    (local.set $x (v128.load (local.get $xin)))
+    (v128.store (local.get $out)
+      (f32x4.add (f32x4.mul (local.get $va) (local.get $x))
+        (f32x4.mul (local.get $vb)
+          (f32x4.sub (local.get $x)
+            (f32x4.mul
+              (f32x4.add (local.get $acc) (f32x4.mul (local.get $vvar) (v128.load (local.get $nu))))
+              (local.get $vinvd)))))))
+)

@@ -10,7 +10,8 @@
  * the float64 reference.
  *
  * Data layout ("group-major", four pixels per group; see the .wat header): every per-pixel tensor with
- * P planes per sample is stored as [b][group][plane][4 lanes], so one group's data is contiguous.
+ * P planes per sample is stored as [b][group][plane][4 lanes], so one group's data is contiguous;
+ * channels are padded with zeros to a multiple of 4 (`Cp`) so the kernel's channel loops are unrolled.
  */
 import { PolicyOptionError } from '../errors.ts'
 import { WASM_BASE64 } from './gm-kernel.wasm.ts'
@@ -126,6 +127,8 @@ export class GmWasmState {
   readonly B: number
   readonly K: number
   readonly C: number
+  /** C padded to a multiple of 4: the kernel's channel count */
+  readonly Cp: number
   readonly HW: number
   /** pixel groups per sample, ⌈HW/4⌉ (pad lanes hold zeros: finite, never read back) */
   readonly groups: number
@@ -145,8 +148,9 @@ export class GmWasmState {
     const module = gmWasmModule()
     if (module === null) return null
     const groups = Math.ceil(HW / 4)
-    const perSample = groups * 4 * (K * C + 2 * K + 4 * C + K)
-    const floats = B * perSample + 4 * (C + K)
+    const Cp = Math.ceil(C / 4) * 4
+    const perSample = groups * 4 * (K * Cp + 2 * K + 4 * Cp + K)
+    const floats = B * perSample + 4 * (Cp + K)
     if (floats * 4 > 2 ** 31) return null
     return new GmWasmState(module, B, K, C, HW, groups, floats)
   }
@@ -163,6 +167,8 @@ export class GmWasmState {
     this.B = B
     this.K = K
     this.C = C
+    this.Cp = Math.ceil(C / 4) * 4
+    const Cp = this.Cp
     this.HW = HW
     this.groups = groups
     const memory = new WebAssembly.Memory({ initial: Math.ceil((floats * 4) / 65536) })
@@ -176,10 +182,10 @@ export class GmWasmState {
       at += lanes * planes
       return start
     }
-    this.means = take(K * C)
+    this.means = take(K * Cp)
     this.lwsq = take(2 * K)
-    this.xsrc = take(C)
-    this.regions = [take(C), take(C), take(C)]
+    this.xsrc = take(Cp)
+    this.regions = [take(Cp), take(Cp), take(Cp)]
     this.weights = take(K)
     this.scratch = take(0)
   }
@@ -191,12 +197,12 @@ export class GmWasmState {
 
   /** Copies a planar (B,C,H,W) tensor into a region. */
   load(region: Region, x: ArrayLike<number>): void {
-    toGroupMajor(x, this.f32, this.regions[region], this.B, this.C, this.HW)
+    toGroupMajor(x, this.f32, this.regions[region], this.B, this.C, this.HW, this.Cp)
   }
 
   /** Copies a region out as a planar (B,C,H,W) tensor. */
   store(region: Region, out: Float32Array): Float32Array {
-    return fromGroupMajor(this.f32, this.regions[region], out, this.B, this.C, this.HW)
+    return fromGroupMajor(this.f32, this.regions[region], out, this.B, this.C, this.HW, this.Cp)
   }
 
   /**
@@ -210,19 +216,19 @@ export class GmWasmState {
     s: GmKernelScalars,
     weightsOut?: Float32Array,
   ): void {
-    const { K, C, groups } = this
+    const { K, Cp, groups } = this
     const lanes = groups * 4
     const at = (offset: number, planes: number) => 4 * (offset + b * lanes * planes)
     this.step(
-      at(this.means, K * C),
+      at(this.means, K * Cp),
       at(this.lwsq, 2 * K),
-      at(this.xsrc, C),
-      at(this.regions[input], C),
-      at(this.regions[output], C),
+      at(this.xsrc, Cp),
+      at(this.regions[input], Cp),
+      at(this.regions[output], Cp),
       weightsOut ? at(this.weights, K) : 0,
       4 * this.scratch,
       K,
-      C,
+      Cp,
       groups,
       s.alpha,
       s.beta,
@@ -246,7 +252,10 @@ export class GmWasmState {
   }
 }
 
-/** Planar [b][plane][HW] → group-major [b][group][plane][4] at float offset `at` of `dst`. */
+/**
+ * Planar [b][plane][HW] → group-major [b][group][plane][4] at float offset `at` of `dst`, with
+ * `stride` ≥ `planes` planes per group (the extra ones are padding, left untouched).
+ */
 export function toGroupMajor(
   src: ArrayLike<number>,
   dst: Float32Array,
@@ -254,13 +263,14 @@ export function toGroupMajor(
   B: number,
   planes: number,
   HW: number,
+  stride = planes,
 ): void {
   const lanes = Math.ceil(HW / 4) * 4
   for (let b = 0; b < B; b++) {
-    const base = at + b * lanes * planes
+    const base = at + b * lanes * stride
     for (let j = 0; j < planes; j++) {
       const s = (b * planes + j) * HW
-      for (let p = 0; p < HW; p++) dst[base + (p >> 2) * planes * 4 + j * 4 + (p & 3)] = src[s + p]
+      for (let p = 0; p < HW; p++) dst[base + (p >> 2) * stride * 4 + j * 4 + (p & 3)] = src[s + p]
     }
   }
 }
@@ -273,13 +283,14 @@ export function fromGroupMajor<T extends Float32Array>(
   B: number,
   planes: number,
   HW: number,
+  stride = planes,
 ): T {
   const lanes = Math.ceil(HW / 4) * 4
   for (let b = 0; b < B; b++) {
-    const base = at + b * lanes * planes
+    const base = at + b * lanes * stride
     for (let j = 0; j < planes; j++) {
       const o = (b * planes + j) * HW
-      for (let p = 0; p < HW; p++) out[o + p] = src[base + (p >> 2) * planes * 4 + j * 4 + (p & 3)]
+      for (let p = 0; p < HW; p++) out[o + p] = src[base + (p >> 2) * stride * 4 + j * 4 + (p & 3)]
     }
   }
   return out
