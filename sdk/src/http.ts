@@ -1,9 +1,11 @@
 /**
  * @module http
  * The one place that knows about ky: builds the HTTP instance (auth, timeout, retries) and maps ky's
- * errors onto the SDK's error classes in `hooks.beforeError`, so ky never reaches a caller.
+ * errors onto the SDK's error classes (`toPiflowError`, which every call site applies), so ky never
+ * reaches a caller. ky 1.x rather than 2.x: 1.14 has every option used here in ~5 KB min+gzip, ky 2
+ * needs ~9 KB, more than the root entry's whole 8 KB budget.
  */
-import ky, { type KyInstance } from 'ky'
+import ky, { type HTTPError, type KyInstance } from 'ky'
 import {
   ApiError,
   type FieldError,
@@ -33,7 +35,7 @@ export interface HttpOptions {
 /** Creates the ky instance every call of one client goes through. */
 export const createHttp = (options: HttpOptions): KyInstance =>
   ky.create({
-    baseUrl: options.baseUrl,
+    prefixUrl: options.baseUrl,
     timeout: options.timeout,
     headers: {
       ...options.headers,
@@ -54,8 +56,20 @@ export const createHttp = (options: HttpOptions): KyInstance =>
       // ±25 % (fal's retry.ts): enough to spread a thundering herd without stretching the wait.
       jitter: (delay) => delay * (0.75 + Math.random() * 0.5),
     },
-    hooks: { beforeError: [({ error }) => toPiflowError(error)] },
+    // The error body is read here, while ky still hands out the response; toPiflowError maps it.
+    hooks: { beforeError: [withBody] },
   })
+
+/** An HTTPError carrying its parsed JSON body (undefined when the body is not JSON). */
+type HTTPErrorWithBody = HTTPError & { body?: unknown }
+
+const withBody = async (error: HTTPErrorWithBody): Promise<HTTPError> => {
+  error.body = await error.response
+    .clone()
+    .json()
+    .catch(() => undefined)
+  return error
+}
 
 /**
  * Maps any error from ky (or from reading a body) onto the SDK's classes. A caller's own abort reason
@@ -65,11 +79,12 @@ export const toPiflowError = (error: unknown): Error => {
   if (!(error instanceof Error)) return new PiflowError(String(error))
   if (error instanceof PiflowError || error.name === 'AbortError') return error
   if (error.name === 'HTTPError') {
-    const { response, data } = error as unknown as { response: Response; data: unknown }
-    return apiErrorFrom(response.status, response.headers, data, error)
+    const { response, body } = error as HTTPErrorWithBody
+    return apiErrorFrom(response.status, response.headers, body, error)
   }
   if (error.name === 'TimeoutError') return new TimeoutError(error.message, { cause: error })
-  if (error.name === 'NetworkError') {
+  // fetch rejects with a TypeError when the request never got a response (DNS, refused, reset, CORS)
+  if (error.name === 'TypeError' || error.name === 'NetworkError') {
     return new NetworkError(error.message, { cause: error })
   }
   return new PiflowError(error.message, { cause: error })
