@@ -209,6 +209,7 @@ export function createGmPolicy<T extends FloatArray>(
     beta: 0,
     halfZeta: 0,
     invD: 0,
+    invDLog2: 0,
     variance: 0,
     a: 0,
     b: 0,
@@ -219,6 +220,7 @@ export function createGmPolicy<T extends FloatArray>(
     wasmScalars.beta = coefs[o + BETA]
     wasmScalars.halfZeta = coefs[o + HALF_ZETA]
     wasmScalars.invD = coefs[o + INV_D]
+    wasmScalars.invDLog2 = coefs[o + INV_D] * Math.LOG2E
     wasmScalars.variance = coefs[o + VAR]
     // out = cx·x + c0·x0 = (cx + c0)·x − c0·(x − x0): the kernel's form, exact for the identity step
     wasmScalars.a = coefs[o + CX] + coefs[o + C0]
@@ -486,43 +488,37 @@ function packGroupMajor(
   // means_x0 = x_src − σ_src·means_u, group-major. Tiled: each input plane is read in runs of TILE
   // groups and the tile's output (TILE·K·C·16 bytes) stays in cache; a plane-by-plane copy would write
   // 16 bytes per 2 KB across the whole buffer, a group-by-group one reads K·C streams 64 KB apart.
+  // Per component and tile, |m|² accumulates over the channel planes (from the stored float32 values,
+  // as the JS pack does) and is written with the log-weight as [lw·log2e ×4 lanes, |m|² ×4 lanes].
   const TILE = 64
+  const sq = new Float64Array(TILE * 4)
+  let finiteCheck = 0
   for (let b = 0; b < B; b++) {
     const s = sigmaSrcs[b]
     const base = wasm.means + b * groups * KC4
+    const lwsq = wasm.lwsq + b * groups * K * 8
     for (let g0 = 0; g0 < groups; g0 += TILE) {
+      const p0 = g0 * 4
       const pEnd = Math.min((g0 + TILE) * 4, HW)
       for (let k = 0; k < K; k++) {
+        sq.fill(0)
         for (let c = 0; c < C; c++) {
           const u = ((b * K + k) * C + c) * HW
           const x = (b * C + c) * HW
           const d = base + (k * Cp + c) * 4
-          for (let p = g0 * 4; p < pEnd; p++) {
-            f32[d + (p >> 2) * KC4 + (p & 3)] = xSrc[x + p] - s * meansU[u + p]
+          for (let p = p0; p < pEnd; p++) {
+            const v = Math.fround(xSrc[x + p] - s * meansU[u + p])
+            f32[d + (p >> 2) * KC4 + (p & 3)] = v
+            sq[p - p0] += v * v
           }
         }
-      }
-    }
-  }
-  // per group and component: [lw ×4 lanes, |m|² ×4 lanes], |m|² from the stored float32 means (as the
-  // JS pack does); pad lanes stay 0
-  let finiteCheck = 0
-  for (let b = 0; b < B; b++) {
-    for (let g = 0; g < groups; g++) {
-      const m = wasm.means + (b * groups + g) * KC4
-      const o = wasm.lwsq + (b * groups + g) * K * 8
-      const p0 = g * 4
-      const lanes = Math.min(4, HW - p0)
-      for (let k = 0; k < K; k++) {
-        for (let lane = 0; lane < lanes; lane++) {
-          let sq = 0
-          for (let c = 0; c < C; c++) {
-            const v = f32[m + (k * Cp + c) * 4 + lane]
-            sq += v * v
-          }
-          f32[o + k * 8 + lane] = lwEff[(b * K + k) * HW + p0 + lane]
-          f32[o + k * 8 + 4 + lane] = sq
-          finiteCheck += sq
+        const lw = (b * K + k) * HW
+        const o = lwsq + k * 8
+        for (let p = p0; p < pEnd; p++) {
+          const at = o + (p >> 2) * K * 8 + (p & 3)
+          f32[at] = lwEff[lw + p] * Math.LOG2E // base-2 logits (see the kernel)
+          f32[at + 4] = sq[p - p0]
+          finiteCheck += sq[p - p0]
         }
       }
     }

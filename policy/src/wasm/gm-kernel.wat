@@ -2,11 +2,12 @@
 ;; time; lanes never interact, so there are no horizontal reductions. The math is `gmKernel` in ../gm.ts
 ;; (see its module doc), regrouped so that only per-sample scalars change between substeps:
 ;;   ν_c   = α·x_c − β·xsrc_c
-;;   l_k   = lw_k + (Σ_c m_kc·ν_c − ½ζ·|m_k|²)/D           w = softmax_k(l)
+;;   l_k   = lw_k + (Σ_c m_kc·ν_c − ½ζ·|m_k|²)/D           w = softmax_k(l), in base 2
+;;           (the caller stores lw_k·log2(e) and passes log2(e)/D, so w_k = 2^(l'_k − max) / Σ)
 ;;   x0_c  = (Σ_k w_k·m_kc + var·ν_c)/D
 ;;   out_c = a·x_c + b·(x_c − x0_c)        velocity (0, 1/σ̃), x0 (1, −1), Euler step (1, dσ/σ̃)
 ;; Layout (all f32, group-major so each group's data is one contiguous run — planar (K,C,H,W) planes
-;; would make every group touch K·C pages): means [g][k][c][4], lwsq [g][k][lw ×4, |m|² ×4],
+;; would make every group touch K·C pages): means [g][k][c][4], lwsq [g][k][lw·log2e ×4, |m|² ×4],
 ;; xsrc / xin / out [g][c][4], wout [g][k][4]. C is padded to a multiple of 4 with zero channels (they
 ;; add nothing to any dot product or sum), so every channel loop runs in unrolled blocks of four:
 ;; at small C (RGB: 3) loop overhead, not arithmetic, would dominate otherwise.
@@ -15,31 +16,29 @@
 (module
   (memory (import "env" "memory") 1)
 
-  ;; e^x for x ≤ 0 (a logit minus the max), relative error < 2e-7; lanes below −87 (−∞ too) give 0.
-  ;; x = n·ln2 + r, |r| ≤ ln2/2 (Cody–Waite split of ln2); e^r by Taylor to r⁶; 2^n from exponent bits
-  ;; (n ≥ −126 after the clamp, so always a normal float).
-  (func $exp_nonpos (param $x v128) (result v128)
-    (local $xc v128) (local $n v128) (local $r v128) (local $p v128)
-    (local.set $xc (f32x4.max (local.get $x) (f32x4.splat (f32.const -87))))
-    (local.set $n (f32x4.nearest (f32x4.mul (local.get $xc) (f32x4.splat (f32.const 1.44269504089)))))
-    (local.set $r
-      (f32x4.sub
-        (f32x4.sub (local.get $xc) (f32x4.mul (local.get $n) (f32x4.splat (f32.const 0.693359375))))
-        (f32x4.mul (local.get $n) (f32x4.splat (f32.const -2.12194440e-4)))))
-    (local.set $p (f32x4.splat (f32.const 0.00138888889)))
-    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (f32x4.splat (f32.const 0.00833333333))))
-    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (f32x4.splat (f32.const 0.0416666667))))
-    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (f32x4.splat (f32.const 0.166666667))))
-    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (f32x4.splat (f32.const 0.5))))
-    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (f32x4.splat (f32.const 1))))
-    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (f32x4.splat (f32.const 1))))
+  ;; 2^y for y ≤ 0 (a base-2 logit minus the max), relative error < 2e-7; lanes below −126 (−∞ too)
+  ;; give 0. y = n + f with n = round(y), |f| ≤ ½; 2^f = e^(f·ln2) by Taylor to degree 6; 2^n from
+  ;; exponent bits (n ≥ −126 after the clamp, so always a normal float). Base 2 because the logits'
+  ;; scale absorbs log2(e) for free (see gm_step), which saves the Cody–Waite reduction of e^x.
+  (func $exp2_nonpos (param $y v128) (result v128)
+    (local $yc v128) (local $n v128) (local $f v128) (local $p v128)
+    (local.set $yc (f32x4.max (local.get $y) (f32x4.splat (f32.const -126))))
+    (local.set $n (f32x4.nearest (local.get $yc)))
+    (local.set $f (f32x4.sub (local.get $yc) (local.get $n)))
+    (local.set $p (f32x4.splat (f32.const 1.5403530393381606e-4)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $f)) (f32x4.splat (f32.const 1.3333558146428443e-3))))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $f)) (f32x4.splat (f32.const 9.618129107628477e-3))))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $f)) (f32x4.splat (f32.const 5.550410866482158e-2))))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $f)) (f32x4.splat (f32.const 0.2402265069591007))))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $f)) (f32x4.splat (f32.const 0.6931471805599453))))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $f)) (f32x4.splat (f32.const 1))))
     (v128.and
       (f32x4.mul
         (local.get $p)
         (i32x4.shl
           (i32x4.add (i32x4.trunc_sat_f32x4_s (local.get $n)) (i32x4.splat (i32.const 127)))
           (i32.const 23)))
-      (f32x4.gt (local.get $x) (f32x4.splat (f32.const -87)))))
+      (f32x4.gt (local.get $y) (f32x4.splat (f32.const -126)))))
 
   ;; One sample of `groups` pixel groups; C is the padded channel count (a multiple of 4). Writes out
   ;; (may alias xin) and, when wout ≠ 0, the posterior weights. scratch: C + K vectors (ν_c, then the
@@ -47,12 +46,12 @@
   (func (export "gm_step")
     (param $means i32) (param $lwsq i32) (param $xsrc i32) (param $xin i32) (param $out i32)
     (param $wout i32) (param $scratch i32) (param $K i32) (param $C i32) (param $groups i32)
-    (param $alpha f32) (param $beta f32) (param $half_zeta f32) (param $inv_d f32) (param $var f32)
-    (param $a f32) (param $b f32)
+    (param $alpha f32) (param $beta f32) (param $half_zeta f32) (param $inv_d f32)
+    (param $inv_d_log2 f32) (param $var f32) (param $a f32) (param $b f32)
     (local $g i32) (local $k i32) (local $q i32) (local $s i32) (local $t i32) (local $w i32)
     (local $cstride i32) (local $weights i32) (local $weights_end i32)
-    (local $valpha v128) (local $vbeta v128) (local $vhz v128) (local $vinvd v128) (local $vvar v128)
-    (local $va v128) (local $vb v128) (local $max v128) (local $sum v128) (local $v v128)
+    (local $valpha v128) (local $vbeta v128) (local $vhz v128) (local $vinvd v128) (local $vinvd2 v128)
+    (local $vvar v128) (local $va v128) (local $vb v128) (local $max v128) (local $sum v128) (local $v v128)
     (local $acc0 v128) (local $acc1 v128) (local $acc2 v128) (local $acc3 v128)
     (local.set $cstride (i32.shl (local.get $C) (i32.const 4)))
     (local.set $weights (i32.add (local.get $scratch) (local.get $cstride)))
@@ -61,6 +60,7 @@
     (local.set $vbeta (f32x4.splat (local.get $beta)))
     (local.set $vhz (f32x4.splat (local.get $half_zeta)))
     (local.set $vinvd (f32x4.splat (local.get $inv_d)))
+    (local.set $vinvd2 (f32x4.splat (local.get $inv_d_log2)))
     (local.set $vvar (f32x4.splat (local.get $var)))
     (local.set $va (f32x4.splat (local.get $a)))
     (local.set $vb (f32x4.splat (local.get $b)))
@@ -98,42 +98,40 @@
             (local.set $q (i32.add (local.get $q) (i32.const 64)))
             (local.set $t (i32.add (local.get $t) (i32.const 64)))
             (br_if $dot (i32.lt_u (local.get $t) (local.get $weights))))
-          ;; l_k = lw_k + (dot − ½ζ·|m_k|²)/D
+          ;; base-2 logit: l_k·log2(e) = lw_k·log2(e) (stored so) + (dot − ½ζ·|m_k|²)·log2(e)/D
           (local.set $v
             (f32x4.add
               (v128.load (local.get $s))
               (f32x4.mul
                 (f32x4.sub (local.get $acc0) (f32x4.mul (local.get $vhz) (v128.load offset=16 (local.get $s))))
-                (local.get $vinvd))))
+                (local.get $vinvd2))))
           (v128.store (local.get $w) (local.get $v))
           (local.set $max (f32x4.max (local.get $max) (local.get $v)))
           (local.set $s (i32.add (local.get $s) (i32.const 32)))
           (local.set $w (i32.add (local.get $w) (i32.const 16)))
           (br_if $logit (i32.lt_u (local.get $w) (local.get $weights_end))))
 
-        ;; softmax: e_k = exp(l_k − max), then w_k = e_k / Σe in place
+        ;; softmax: e_k = 2^(l_k − max) in place (base-2 logits); the 1/Σe is applied once per channel sum below
         (local.set $sum (v128.const f32x4 0 0 0 0))
         (local.set $w (local.get $weights))
         (loop $exp
-          (local.set $v (call $exp_nonpos (f32x4.sub (v128.load (local.get $w)) (local.get $max))))
+          (local.set $v (call $exp2_nonpos (f32x4.sub (v128.load (local.get $w)) (local.get $max))))
           (v128.store (local.get $w) (local.get $v))
           (local.set $sum (f32x4.add (local.get $sum) (local.get $v)))
           (local.set $w (i32.add (local.get $w) (i32.const 16)))
           (br_if $exp (i32.lt_u (local.get $w) (local.get $weights_end))))
         (local.set $sum (f32x4.div (f32x4.splat (f32.const 1)) (local.get $sum)))
-        (local.set $w (local.get $weights))
-        (local.set $t (local.get $wout))
-        (loop $normalise
-          (local.set $v (f32x4.mul (v128.load (local.get $w)) (local.get $sum)))
-          (v128.store (local.get $w) (local.get $v))
-          (if (local.get $wout)
-            (then
-              (v128.store (local.get $t) (local.get $v))
-              (local.set $t (i32.add (local.get $t) (i32.const 16)))))
-          (local.set $w (i32.add (local.get $w) (i32.const 16)))
-          (br_if $normalise (i32.lt_u (local.get $w) (local.get $weights_end))))
+        (if (local.get $wout)
+          (then
+            (local.set $w (local.get $weights))
+            (local.set $t (local.get $wout))
+            (loop $normalise
+              (v128.store (local.get $t) (f32x4.mul (v128.load (local.get $w)) (local.get $sum)))
+              (local.set $t (i32.add (local.get $t) (i32.const 16)))
+              (local.set $w (i32.add (local.get $w) (i32.const 16)))
+              (br_if $normalise (i32.lt_u (local.get $w) (local.get $weights_end))))))
 
-        ;; per block of four channels: Σ_k w_k·m_kc in four independent sums (q walks m_0c, m_1c, …),
+        ;; per block of four channels: Σ_k e_k·m_kc in four independent sums (q walks m_0c, m_1c, …),
         ;; then x0 and the outputs
         (local.set $s (i32.const 0))
         (loop $channels
@@ -155,16 +153,16 @@
           (local.set $t (i32.add (local.get $scratch) (local.get $s)))
           (local.set $q (i32.add (local.get $xin) (local.get $s)))
           (local.set $w (i32.add (local.get $out) (local.get $s)))
-          (call $out1 (local.get $w) (local.get $q) (local.get $t) (local.get $acc0)
+          (call $out1 (local.get $w) (local.get $q) (local.get $t) (f32x4.mul (local.get $acc0) (local.get $sum))
             (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
           (call $out1 (i32.add (local.get $w) (i32.const 16)) (i32.add (local.get $q) (i32.const 16))
-            (i32.add (local.get $t) (i32.const 16)) (local.get $acc1)
+            (i32.add (local.get $t) (i32.const 16)) (f32x4.mul (local.get $acc1) (local.get $sum))
             (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
           (call $out1 (i32.add (local.get $w) (i32.const 32)) (i32.add (local.get $q) (i32.const 32))
-            (i32.add (local.get $t) (i32.const 32)) (local.get $acc2)
+            (i32.add (local.get $t) (i32.const 32)) (f32x4.mul (local.get $acc2) (local.get $sum))
             (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
           (call $out1 (i32.add (local.get $w) (i32.const 48)) (i32.add (local.get $q) (i32.const 48))
-            (i32.add (local.get $t) (i32.const 48)) (local.get $acc3)
+            (i32.add (local.get $t) (i32.const 48)) (f32x4.mul (local.get $acc3) (local.get $sum))
             (local.get $vvar) (local.get $vinvd) (local.get $va) (local.get $vb))
           (local.set $s (i32.add (local.get $s) (i32.const 64)))
           (br_if $channels (i32.lt_u (local.get $s) (local.get $cstride))))
@@ -195,7 +193,7 @@
       (f32x4.sub (f32x4.mul (local.get $valpha) (v128.load offset=48 (local.get $x)))
         (f32x4.mul (local.get $vbeta) (v128.load offset=48 (local.get $xsrc))))))
 
-  ;; One channel's output: out = a·x + b·(x − x0), x0 = (Σ w·m + var·ν)/D
+  ;; One channel's output: out = a·x + b·(x − x0), x0 = (Σ w·m + var·ν)/D (acc = Σ w·m)
   (func $out1 (param $out i32) (param $xin i32) (param $nu i32) (param $acc v128) (param $vvar v128)
     (param $vinvd v128) (param $va v128) (param $vb v128)
     (local $x v128)

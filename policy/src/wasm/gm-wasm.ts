@@ -87,6 +87,8 @@ export interface GmKernelScalars {
   beta: number
   halfZeta: number
   invD: number
+  /** log2(e)/D: the kernel's softmax is base 2 (lw is stored times log2(e)) */
+  invDLog2: number
   variance: number
   /** out = a·x + b·(x − x0) */
   a: number
@@ -114,6 +116,7 @@ type GmStep = (
   beta: number,
   halfZeta: number,
   invD: number,
+  invDLog2: number,
   variance: number,
   a: number,
   b: number,
@@ -234,6 +237,7 @@ export class GmWasmState {
       s.beta,
       s.halfZeta,
       s.invD,
+      s.invDLog2,
       s.variance,
       s.a,
       s.b,
