@@ -56,11 +56,33 @@ export interface PiflowClient {
    * Streams a generation's events (`id`, `progress`, `image`, `done`). Iterate it with `for await`,
    * or pass callbacks and `await stream.done()`.
    */
-  stream(input: GenerateInput, options?: RequestOptions & StreamCallbacks): GenerationStream
-  /** Status or result of an earlier generation, e.g. to resume after a dropped stream. */
+  stream(
+    input: GenerateInput,
+    options?: RequestOptions & StreamCallbacks & StreamResumeOptions,
+  ): GenerationStream
+  /**
+   * Streams an earlier generation's events (after `lastEventId` when given), following it until `done`:
+   * for a page reload or another device. `stream` already reconnects by itself after a dropped connection.
+   * @example
+   * for await (const e of client.resume(id, { lastEventId: '2' })) console.log(e.type)
+   */
+  resume(
+    id: string,
+    options?: RequestOptions & StreamCallbacks & StreamResumeOptions & { lastEventId?: string },
+  ): GenerationStream
+  /** Status or result of an earlier generation. */
   get(id: string, options?: RequestOptions): Promise<Result<Generation>>
   /** The models the API serves. */
   models(options?: RequestOptions): Promise<Result<ModelInfo[]>>
+}
+
+/** Reconnection of a dropped event stream. */
+export interface StreamResumeOptions {
+  /**
+   * Reconnect with `Last-Event-ID` when the connection drops before `done` (up to `retry.limit` times,
+   * with the retry backoff). `false` throws a NetworkError at the first drop instead. @default true
+   */
+  resume?: boolean
 }
 
 /** An async iterable of {@link StreamEvent}s that can also be awaited as a whole. */
@@ -95,11 +117,15 @@ const DEFAULT_RETRY: Required<RetryOptions> = {
 export const createClient = (options: ClientOptions): PiflowClient => {
   if (!options?.baseUrl) throw new PiflowError('createClient: `baseUrl` is required')
   const retry = options.retry ?? {}
+  const normalisedRetry: Required<RetryOptions> = {
+    ...DEFAULT_RETRY,
+    ...(typeof retry === 'number' ? { limit: retry } : retry),
+  }
   const http = createHttp({
     baseUrl: options.baseUrl.replace(/\/*$/, '/'),
     apiKey: options.apiKey,
     fetch: options.fetch,
-    retry: { ...DEFAULT_RETRY, ...(typeof retry === 'number' ? { limit: retry } : retry) },
+    retry: normalisedRetry,
     timeout: options.timeout ?? 120_000,
     headers: options.headers ?? {},
   })
@@ -136,9 +162,24 @@ export const createClient = (options: ClientOptions): PiflowClient => {
     }
   }
 
+  /** `GET /v1/generations/:id` as an event stream, from after `lastEventId` (all events without one). */
+  const follow = (id: string, lastEventId: string | undefined, opts: RequestOptions) =>
+    http.get(`v1/generations/${encodeURIComponent(id)}`, {
+      headers: {
+        accept: 'text/event-stream',
+        ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }),
+      },
+      signal: opts.signal ?? null,
+    })
+
+  /**
+   * The events of one generation: from the POST's response, or (`resume`) from an id. When the
+   * connection drops before `done`, reconnects with `Last-Event-ID` (up to `retry.limit` times, with the
+   * retry backoff), so a flaky network costs a reconnect, never a lost or duplicated event.
+   */
   async function* streamEvents(
-    input: GenerateInput,
-    opts: RequestOptions & StreamCallbacks,
+    start: { input: GenerateInput } | { id: string; lastEventId?: string },
+    opts: RequestOptions & StreamCallbacks & StreamResumeOptions,
   ): AsyncGenerator<StreamEvent> {
     const emit = (event: StreamEvent) => {
       opts.onEvent?.(event)
@@ -147,45 +188,76 @@ export const createClient = (options: ClientOptions): PiflowClient => {
       return event
     }
     const started = now()
+    let id = 'id' in start ? start.id : undefined
+    let lastEventId = 'id' in start ? start.lastEventId : undefined
     let response: Response
     try {
-      response = await post(input, opts, 'text/event-stream')
+      response =
+        'input' in start
+          ? await post(start.input, opts, 'text/event-stream')
+          : await follow(start.id, lastEventId, opts)
     } catch (error) {
       const mapped = toPiflowError(error)
-      if (!shouldFallback(mapped, opts.signal)) throw mapped
-      yield* localEvents(await loadLocal(), input, opts, emit)
+      if (!('input' in start) || !shouldFallback(mapped, opts.signal)) throw mapped
+      yield* localEvents(await loadLocal(), start.input, opts, emit)
       return
     }
-    if (!response.body) throw new PiflowError('The stream response has no body')
-    let finished = false
-    try {
-      for await (const message of parseSse(response.body)) {
-        const data = parseJson(message.data)
-        // The stream itself was a 200; the failed generation's own status is not sent, so 500.
-        if (message.event === 'error') throw apiErrorFrom(500, response.headers, data)
-        if (message.event === 'id') yield emit({ ...data, type: 'id', id: String(data.id) })
-        else if (message.event === 'progress') yield emit({ type: 'progress', ...data })
-        else if (message.event === 'image')
-          yield emit({ type: 'image', image: toImage(data.image ?? data) })
-        else if (message.event === 'done') {
-          finished = true
-          yield emit({
-            type: 'done',
-            result: toResult(toGeneration(data), response, data, started),
-          })
-        }
+    const limit = opts.resume === false ? 0 : normalisedRetry.limit
+    for (let reconnects = 0; ; reconnects++) {
+      if (response.status === 204) {
+        // Nothing after Last-Event-ID: the stream had ended; the stored result is the outcome.
+        const result = await getJson(
+          `v1/generations/${encodeURIComponent(id ?? '')}`,
+          opts,
+          toGeneration,
+        )
+        yield emit({ type: 'done', result })
+        return
       }
-    } catch (error) {
-      throw toPiflowError(error)
-    }
-    if (!finished) {
-      // The connection dropped mid-generation: nothing is lost, `client.get(id)` returns the result.
-      throw new NetworkError('The event stream ended before `done`; resume with client.get(id)')
+      if (!response.body) throw new PiflowError('The stream response has no body')
+      let dropped: PiflowError
+      try {
+        for await (const message of parseSse(response.body)) {
+          if (message.id !== undefined) lastEventId = message.id
+          const data = parseJson(message.data)
+          // The stream itself was a 200; the failed generation's own status is not sent, so 500.
+          if (message.event === 'error') throw apiErrorFrom(500, response.headers, data)
+          if (message.event === 'id') {
+            id = String(data.id)
+            yield emit({ ...data, type: 'id', id })
+          } else if (message.event === 'progress') yield emit({ type: 'progress', ...data })
+          else if (message.event === 'image')
+            yield emit({ type: 'image', image: toImage(data.image ?? data) })
+          else if (message.event === 'done') {
+            yield emit({
+              type: 'done',
+              result: toResult(toGeneration(data), response, data, started),
+            })
+            return
+          }
+        }
+        dropped = new NetworkError('The event stream ended before `done`')
+      } catch (error) {
+        const mapped = toPiflowError(error)
+        if (!(mapped instanceof NetworkError)) throw mapped
+        dropped = mapped
+      }
+      // The connection dropped mid-generation. Nothing is lost server-side: follow it by id.
+      if (id === undefined || reconnects >= limit || opts.signal?.aborted) {
+        const how = id === undefined ? 'client.get' : `client.resume('${id}')`
+        throw new NetworkError(`${dropped.message}; resume with ${how}`, { cause: dropped })
+      }
+      await sleep(backoff(normalisedRetry, reconnects + 1), opts.signal)
+      try {
+        response = await follow(id, lastEventId, opts)
+      } catch (error) {
+        throw toPiflowError(error)
+      }
     }
   }
 
-  const stream = (input: GenerateInput, opts: RequestOptions & StreamCallbacks = {}) => {
-    const events = streamEvents(input, opts)
+  /** Wraps an event generator as a {@link GenerationStream}. */
+  const asStream = (events: AsyncGenerator<StreamEvent>): GenerationStream => {
     let last: Result<Generation> | undefined
     const iterate = async function* () {
       for await (const event of events) {
@@ -221,7 +293,14 @@ export const createClient = (options: ClientOptions): PiflowClient => {
 
   return {
     generate,
-    stream,
+    stream: (input, opts = {}) => asStream(streamEvents({ input }, opts)),
+    resume: (id, opts = {}) =>
+      asStream(
+        streamEvents(
+          { id, ...(opts.lastEventId === undefined ? {} : { lastEventId: opts.lastEventId }) },
+          opts,
+        ),
+      ),
     get: (id, opts = {}) => getJson(`v1/generations/${encodeURIComponent(id)}`, opts, toGeneration),
     models: (opts = {}) => getJson('v1/models', opts, (body) => body.data),
   }
@@ -315,3 +394,22 @@ const toResult = <T>(data: T, response: Response, body: Json, started: number): 
   // Server stage timings, with totalMs as the caller saw it (network and retries included).
   timings: { ...body?.timings, totalMs: now() - started },
 })
+
+/** The retry policy's delay before reconnect `attempt` (1-based): doubling, capped, ±25 % jitter. */
+const backoff = (retry: Required<RetryOptions>, attempt: number) =>
+  Math.min(retry.delay * 2 ** (attempt - 1), retry.maxDelay) * (0.75 + Math.random() * 0.5)
+
+/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
+const sleep = (ms: number, signal: AbortSignal | undefined) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason)
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = () => {
+      clearTimeout(timer)
+      reject(signal?.reason)
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })

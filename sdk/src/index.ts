@@ -9,6 +9,7 @@ export {
   type GenerationStream,
   LOCAL_FALLBACK_CODES,
   type PiflowClient,
+  type StreamResumeOptions,
 } from './client.ts'
 export {
   ApiError,

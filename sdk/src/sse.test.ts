@@ -153,17 +153,103 @@ describe('client.stream', () => {
     expect(error).toMatchObject({ code: 'backend_failed', requestId: 'r9', message: 'boom' })
   })
 
-  it('throws NetworkError when the stream ends before done', async () => {
+  it('throws NetworkError when the stream ends before done and resume is off', async () => {
     const c = await serveStream(
       'event: id\ndata: {"id":"gen_1"}\n\nevent: progress\ndata: {"step":1,"nfe":4}\n\n',
     )
     const types: string[] = []
     const error = await (async () => {
-      for await (const e of c.stream({ prompt: 'a' })) types.push(e.type)
+      for await (const e of c.stream({ prompt: 'a' }, { resume: false })) types.push(e.type)
     })().catch((e) => e)
     expect(types).toEqual(['id', 'progress'])
     expect(error).toBeInstanceOf(NetworkError)
-    expect(error.message).toMatch(/client\.get/)
+    expect(error.message).toMatch(/client\.resume\('gen_1'\)/)
+    expect(server?.requests).toHaveLength(1)
+  })
+
+  it('reconnects after a dropped connection with Last-Event-ID: no event lost or repeated', async () => {
+    // What the worker sends: ids fixed by each event's place in the complete stream.
+    const all = [
+      'id: 0\nevent: id\ndata: {"id":"gen_1"}\n\n',
+      'id: 1\nevent: progress\ndata: {"step":1,"nfe":2}\n\n',
+      'id: 2\nevent: progress\ndata: {"step":2,"nfe":2}\n\n',
+      `id: 3\nevent: image\ndata: ${JSON.stringify({ image })}\n\n`,
+      `id: 4\nevent: done\ndata: ${JSON.stringify(done)}\n\n`,
+    ]
+    server = await startScriptServer(async (req, res) => {
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'x-request-id': `req_${req.method}`,
+      })
+      if (req.method === 'POST') {
+        res.write(all[0] + all[1])
+        await new Promise((r) => setTimeout(r, 20))
+        res.destroy() // the connection drops mid-generation
+        return
+      }
+      const after = Number(req.headers['last-event-id'] ?? -1)
+      res.end(all.slice(after + 1).join(''))
+    })
+    const c = createClient({ baseUrl: server.url, apiKey: 'k', retry: { delay: 1 } })
+    const events: StreamEvent[] = []
+    for await (const e of c.stream({ prompt: 'a', nfe: 2 })) events.push(e)
+    expect(events.map((e) => (e.type === 'progress' ? `progress ${e.step}` : e.type))).toEqual([
+      'id',
+      'progress 1',
+      'progress 2',
+      'image',
+      'done',
+    ])
+    const resumed = server.requests[1]
+    expect(resumed).toMatchObject({ method: 'GET', url: '/v1/generations/gen_1' })
+    expect(resumed?.headers).toMatchObject({
+      accept: 'text/event-stream',
+      'last-event-id': '1',
+      authorization: 'Bearer k',
+    })
+    const last = events.at(-1) as Extract<StreamEvent, { type: 'done' }>
+    expect(last.result.requestId).toBe('req_GET')
+  })
+
+  it('gives up after retry.limit reconnects with a NetworkError naming client.resume', async () => {
+    server = await startScriptServer(async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.end('id: 0\nevent: id\ndata: {"id":"gen_9"}\n\n') // ends, never reaches done
+    })
+    const c = createClient({ baseUrl: server.url, retry: { limit: 2, delay: 1 } })
+    const error = await c
+      .stream({ prompt: 'a' })
+      .done()
+      .catch((e) => e)
+    expect(error).toBeInstanceOf(NetworkError)
+    expect(error.message).toMatch(/client\.resume\('gen_9'\)/)
+    expect(server.requests.map((r) => r.method)).toEqual(['POST', 'GET', 'GET'])
+  })
+
+  it('client.resume follows a generation by id; a 204 (nothing after Last-Event-ID) yields its result', async () => {
+    server = await startScriptServer(async (req, res) => {
+      if (req.headers.accept === 'text/event-stream' && req.headers['last-event-id'] === '4') {
+        res.writeHead(204).end()
+        return
+      }
+      if (req.headers.accept === 'text/event-stream') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' })
+        res.end(
+          `id: 3\nevent: image\ndata: ${JSON.stringify({ image })}\n\nid: 4\nevent: done\ndata: ${JSON.stringify(done)}\n\n`,
+        )
+        return
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'req_json' })
+      res.end(JSON.stringify({ ...done, status: 'succeeded' }))
+    })
+    const c = createClient({ baseUrl: server.url })
+    const types: string[] = []
+    for await (const e of c.resume('gen_1', { lastEventId: '2' })) types.push(e.type)
+    expect(types).toEqual(['image', 'done'])
+    expect(server.requests[0]?.headers['last-event-id']).toBe('2')
+    const result = await c.resume('gen_1', { lastEventId: '4' }).done()
+    expect(result.data.id).toBe('gen_1')
+    expect(result.requestId).toBe('req_json')
   })
 
   it('releases the connection when the consumer stops early', async () => {
