@@ -106,6 +106,41 @@ describe('local stack end to end', () => {
     expect((await fetch(gen!.images[0]!.url)).status).toBe(200)
   })
 
+  it('a dropped stream resumes with Last-Event-ID and follows the generation to done', async () => {
+    const controller = new AbortController()
+    const res = await post(
+      { prompt: 'moon with face', seed: 105 },
+      { Accept: 'text/event-stream' },
+      controller.signal,
+    )
+    const seen: SseEvent[] = []
+    for await (const event of sseEvents(res.body!)) {
+      seen.push(event)
+      if (event.event === 'progress') {
+        controller.abort()
+        break
+      }
+    }
+    const id = JSON.parse(seen[0]!.data).id as string
+    const url = `${stack.workerUrl}/v1/generations/${id}`
+    // Still running, so the rest has to come from following it.
+    expect(((await (await fetch(url, { headers: auth() })).json()) as Generation).status).toBe(
+      'running',
+    )
+    const resumed = await fetch(url, {
+      headers: { ...auth(), Accept: 'text/event-stream', 'Last-Event-ID': seen.at(-1)!.id! },
+    })
+    expect(resumed.headers.get('Content-Type')).toContain('text/event-stream')
+    const rest: SseEvent[] = []
+    for await (const event of sseEvents(resumed.body!)) rest.push(event)
+    const all = [...seen, ...rest]
+    expect(all.map((e) => e.event)).toEqual(streamEventTypes(4))
+    expect(all.map((e) => e.id)).toEqual(['0', '1', '2', '3', '4', '5', '6'])
+    const done = JSON.parse(all.at(-1)!.data) as Generation
+    expect(done).toMatchObject({ id, status: 'succeeded', progress: { step: 4, nfe: 4 } })
+    expect((await fetch(done.images[0]!.url)).status).toBe(200)
+  })
+
   it('seeded repeats are cache hits; the same image bytes come back', async () => {
     const body = { prompt: 'green apple', seed: 103 }
     const first = (await (await post(body)).json()) as Generation

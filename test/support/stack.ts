@@ -33,6 +33,8 @@ export interface StackOptions {
   backendArgs?: string[]
   /** print the children's output (debugging) */
   verbose?: boolean
+  /** wrangler state directory to use (and keep); a fresh temporary one when omitted */
+  persistTo?: string
 }
 
 /** A running stack. */
@@ -76,6 +78,7 @@ export async function startStack(options?: StackOptions): Promise<Stack> {
       devApiKey: apiKey,
       signingSecret: randomSecret(),
       ...(options?.env ? { vars: options.env } : {}),
+      ...(options?.persistTo ? { persistTo: options.persistTo } : {}),
       ...(log ? { log } : {}),
     })
     services.push(worker)

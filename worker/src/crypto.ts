@@ -5,19 +5,8 @@
 
 const encoder = new TextEncoder()
 
-/** Lower-case hex of the bytes. */
-export function toHex(bytes: ArrayBuffer | Uint8Array): string {
-  const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes)
-  let out = ''
-  for (const b of view) out += b.toString(16).padStart(2, '0')
-  return out
-}
-
-/** SHA-256 of a string (UTF-8) or bytes, as lower-case hex. */
-export async function sha256Hex(data: string | Uint8Array): Promise<string> {
-  const bytes = typeof data === 'string' ? encoder.encode(data) : data
-  return toHex(await crypto.subtle.digest('SHA-256', bytes))
-}
+// Hashing lives in hash.ts, which Node scripts (scripts/keys.ts) import too.
+export { sha256Hex, toHex } from './hash.ts'
 
 /** Base64url without padding. */
 export function base64Url(bytes: Uint8Array): string {

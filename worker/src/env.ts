@@ -24,6 +24,7 @@ export interface Env {
   PIFLOW_BACKEND_TIMEOUT_MS?: string
   PIFLOW_RATE_LIMIT?: string
   PIFLOW_SSE_KEEPALIVE_MS?: string
+  PIFLOW_PUBLIC_ORIGIN?: string
 }
 
 /** One inference backend the worker may route student forwards to. */
@@ -49,6 +50,8 @@ export interface Settings {
   rateLimit: { limit: number; windowSeconds: number }
   /** idle proxies cut silent streams (~100 s at Cloudflare); comments every this many ms */
   sseKeepaliveMs: number
+  /** origin of every absolute URL the worker emits; unset (local only): the request's own origin */
+  publicOrigin: string | undefined
 }
 
 const backendList = z
@@ -85,6 +88,42 @@ function parseRateLimit(raw: string | undefined): Settings['rateLimit'] {
   return { limit: Number(match[1]), windowSeconds: Math.max(1, Number(match[2])) }
 }
 
+/**
+ * `PIFLOW_PUBLIC_ORIGIN`, normalised to `scheme://host[:port]`. Required in production: signed image
+ * URLs built from the request's Host would let whoever controls that header (a proxy, a second route)
+ * point clients' image URLs at their own host.
+ */
+function parsePublicOrigin(raw: string | undefined, production: boolean): string | undefined {
+  if (raw === undefined || raw.trim() === '') {
+    if (production) {
+      throw new ConfigError(
+        'PIFLOW_PUBLIC_ORIGIN is required in production (e.g. https://api.example.com): image and model URLs are built from it',
+      )
+    }
+    return undefined
+  }
+  let url: URL | undefined
+  try {
+    url = new URL(raw.trim())
+  } catch {
+    url = undefined
+  }
+  if (
+    !url ||
+    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+    url.pathname !== '/' ||
+    url.search !== '' ||
+    url.hash !== '' ||
+    url.username !== '' ||
+    url.password !== ''
+  ) {
+    throw new ConfigError(
+      `PIFLOW_PUBLIC_ORIGIN must be an origin like https://api.example.com, got ${JSON.stringify(raw)}`,
+    )
+  }
+  return url.origin
+}
+
 const cache = new WeakMap<object, Settings>()
 
 /** Typed settings for this env (memoised per env object, i.e. per isolate). */
@@ -114,6 +153,7 @@ export function settings(env: Env): Settings {
     backendTimeoutMs: Math.max(100, Number(env.PIFLOW_BACKEND_TIMEOUT_MS ?? 30_000) || 30_000),
     rateLimit: parseRateLimit(env.PIFLOW_RATE_LIMIT),
     sseKeepaliveMs: Math.max(50, Number(env.PIFLOW_SSE_KEEPALIVE_MS ?? 15_000) || 15_000),
+    publicOrigin: parsePublicOrigin(env.PIFLOW_PUBLIC_ORIGIN, env.PIFLOW_ENV === 'production'),
   }
   cache.set(env, result)
   return result

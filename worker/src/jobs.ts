@@ -9,6 +9,7 @@ import type { BackendRouter } from './backends.ts'
 import { type CachedResult, storeResult } from './cache.ts'
 import type { Ledger } from './durable/ledger.ts'
 import { ApiError } from './errors.ts'
+import { withoutPreview } from './events.ts'
 import type { ProgressInfo } from './generate.ts'
 import { type GenerationPlan, runGeneration } from './generate.ts'
 import type { GenerationRecord, StoredImage } from './records.ts'
@@ -28,14 +29,31 @@ export interface JobOptions {
   cacheHash?: string
   /** set when the request carried an Idempotency-Key */
   idempotencyKey?: string
+  /**
+   * Record each step and image in the Ledger as it happens (for `GET` progress and SSE resumes of
+   * the running generation). Streamed requests only: a JSON caller sees nothing until the end, and
+   * these writes cost a Durable Object call each (~2 ms of worker time per call locally, and billed).
+   * The final record carries every step either way.
+   */
+  recordProgress: boolean
 }
 
 export class GenerationJob {
+  /**
+   * The running record is stored: a GET finds the generation from here on. Not awaited before the
+   * generation starts (a Durable Object round trip saved); the SSE `id` event waits for it.
+   */
+  readonly stored: Promise<void>
+  /** The final record is stored (and the Idempotency-Key settled): what a response waits for. */
   readonly done: Promise<GenerationRecord>
   readonly #events: JobEvent[] = []
   readonly #listeners = new Set<(event: JobEvent) => void>()
 
   constructor(options: JobOptions) {
+    // Issued first on this stub, so each later write of the job lands after it (calls on one stub
+    // arrive in order); a failure surfaces through `done`, whose final put would fail alike.
+    this.stored = options.ledger.putGeneration(options.record)
+    this.stored.catch((error) => console.error('storing the running generation failed', error))
     this.done = this.#run(options)
   }
 
@@ -54,23 +72,36 @@ export class GenerationJob {
   async #run(options: JobOptions): Promise<GenerationRecord> {
     const { record, ledger } = options
     const started = Date.now()
-    const pending: Promise<unknown>[] = []
+    const pending: Promise<unknown>[] = [this.stored]
+    const steps: ProgressInfo[] = []
+    const images: StoredImage[] = []
     let next: GenerationRecord
     try {
       const outcome = await runGeneration(options.plan, options.router, options.bucket, {
         onProgress: (progress) => {
+          steps.push(progress)
+          this.#emit({ type: 'progress', progress })
+          if (!options.recordProgress) return
           // Calls on one stub arrive in order, so the final put below lands after these patches.
+          // Resumed streams (GET with Last-Event-ID) replay `steps`; only the latest preview is kept.
           pending.push(
             ledger.patchGeneration(record.id, {
               progress: { step: progress.step, nfe: progress.nfe },
+              steps: steps.map((step) => (step === progress ? step : withoutPreview(step))),
             }),
           )
-          this.#emit({ type: 'progress', progress })
         },
-        onImage: (image, png) => this.#emit({ type: 'image', image, png }),
+        onImage: (image, png) => {
+          images.push(image)
+          this.#emit({ type: 'image', image, png })
+          if (options.recordProgress) {
+            pending.push(ledger.patchGeneration(record.id, { images: [...images] }))
+          }
+        },
       })
       next = {
         ...record,
+        steps: steps.map(withoutPreview),
         status: 'succeeded',
         progress: { step: record.request.nfe, nfe: record.request.nfe },
         images: outcome.images,
@@ -97,6 +128,7 @@ export class GenerationJob {
       if (!(error instanceof ApiError)) console.error('generation failed', error)
       next = {
         ...record,
+        steps: steps.map(withoutPreview),
         status: 'failed',
         timings: { ...record.timings, totalMs: Date.now() - started },
         completedAt: new Date().toISOString(),
@@ -110,13 +142,15 @@ export class GenerationJob {
         },
       }
     }
-    await Promise.allSettled(pending)
-    await ledger.putGeneration(next)
+    // Issued together: arrival order on the stub keeps patches → final record → key in this order,
+    // so the response waits for one round trip instead of one per write.
+    const writes: Promise<unknown>[] = [ledger.putGeneration(next)]
     if (options.idempotencyKey) {
       // A transient backend failure releases the key so the client's retry actually runs again.
       const transient = (next.error?.status ?? 0) >= 502
-      await ledger.finishIdempotent(options.idempotencyKey, transient ? 'release' : 'keep')
+      writes.push(ledger.finishIdempotent(options.idempotencyKey, transient ? 'release' : 'keep'))
     }
+    await Promise.all([Promise.allSettled(pending), ...writes])
     return next
   }
 }

@@ -99,11 +99,36 @@ export function openApiDocument(): object {
       '/v1/generations/{id}': {
         get: {
           operationId: 'getGeneration',
-          summary: 'Status or result of an earlier generation (survives dropped streams)',
+          summary:
+            'Status or result of an earlier generation (survives dropped streams); with Accept: text/event-stream, its events after Last-Event-ID, then live until done or error',
           security: bearer,
-          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          parameters: [
+            { name: 'id', in: 'path', required: true, schema: { type: 'string' } },
+            {
+              name: 'Last-Event-ID',
+              in: 'header',
+              required: false,
+              schema: { type: 'string' },
+              description: 'SSE only: resume after this event id (0 … nfe+count+1).',
+            },
+            {
+              name: 'lastEventId',
+              in: 'query',
+              required: false,
+              schema: { type: 'string' },
+              description: 'Same as Last-Event-ID, for clients that cannot set headers.',
+            },
+          ],
           responses: {
-            200: { description: 'The generation', content: json('Generation') },
+            200: {
+              description: 'The generation (JSON) or its event stream (SSE)',
+              content: {
+                ...json('Generation'),
+                'text/event-stream': { schema: { type: 'string' } },
+              },
+            },
+            204: { description: 'SSE: Last-Event-ID was the final event; nothing follows' },
+            400: error('Last-Event-ID is not an event id of this generation'),
             404: error('Unknown id'),
           },
         },

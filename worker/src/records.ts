@@ -4,6 +4,7 @@
  * stored as R2 keys; URLs are signed when rendered, so records never hold expiring data.
  */
 import type { GenerationParams } from '@piflow/models'
+import type { ProgressInfo } from './generate.ts'
 import type { Generation } from './schemas.ts'
 
 /** A stored image (R2 key `images/<sha256>.png`: content-addressed, shared by cache hits). */
@@ -32,6 +33,13 @@ export interface GenerationRecord {
   seeded: boolean
   cached: boolean
   progress: { step: number; nfe: number }
+  /**
+   * The progress events so far, which resumed SSE streams replay (events.ts). Bounded: one entry per
+   * NFE, and only the latest keeps its preview while running (none once finished). Absent on cache
+   * hits and on records written before resume existed.
+   */
+  steps?: ProgressInfo[]
+  /** stored as each image lands in R2, so a resumed stream sends it before the generation ends */
   images: StoredImage[]
   integration: Generation['integration']
   backends: string[]

@@ -16,11 +16,20 @@ export default async function setup(project: TestProject) {
   // Without a shipped model the backend has nothing to serve; generation tests then skip with a reason.
   if (!existsSync(join(ROOT, 'models/piflow-emoji/manifest.json'))) {
     project.provide('backendUrl', 'http://127.0.0.1:9')
+    project.provide('slowBackendUrl', 'http://127.0.0.1:9')
     project.provide('backendAvailable', false)
     return
   }
-  const backend = await startBackend({ secret: backendSecret })
+  // The slowed one (per onnxruntime run) keeps a generation running long enough to drop its stream
+  // and resume it (test/resume.test.ts points a request's env at it).
+  const [backend, slow] = await Promise.all([
+    startBackend({ secret: backendSecret }),
+    startBackend({ secret: backendSecret, args: ['--debug-run-delay-ms', '300'] }),
+  ])
   project.provide('backendUrl', backend.url)
+  project.provide('slowBackendUrl', slow.url)
   project.provide('backendAvailable', true)
-  return () => backend.stop()
+  return async () => {
+    await Promise.all([backend.stop(), slow.stop()])
+  }
 }

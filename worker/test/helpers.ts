@@ -1,6 +1,8 @@
 /** Shared helpers of the workerd test files. */
-import { env, SELF } from 'cloudflare:test'
+import { createExecutionContext, env, SELF, waitOnExecutionContext } from 'cloudflare:test'
 import { inject } from 'vitest'
+import type { Env } from '../src/env.ts'
+import app from '../src/index.ts'
 import { type ApiKeyRecord, createApiKeyRecord } from '../src/keys.ts'
 
 export const BASE = 'http://piflow.test'
@@ -18,6 +20,31 @@ export function call(
   const key = init?.key === undefined ? devKey() : init.key
   if (key !== null) headers.set('Authorization', `Bearer ${key}`)
   return SELF.fetch(`${BASE}${path}`, { ...init, headers })
+}
+
+const contexts: ExecutionContext[] = []
+
+/**
+ * Like {@link call}, against the worker with some vars replaced (same KV, R2 and Durable Objects);
+ * `url` may be a path or a whole URL (any host). Await {@link settleCalls} after the test.
+ */
+export async function callWithVars(
+  vars: Partial<Env>,
+  url: string,
+  init?: RequestInit & { key?: string | null },
+): Promise<Response> {
+  const headers = new Headers(init?.headers)
+  const key = init?.key === undefined ? devKey() : init.key
+  if (key !== null) headers.set('Authorization', `Bearer ${key}`)
+  const ctx = createExecutionContext()
+  contexts.push(ctx)
+  const request = new Request(url.startsWith('/') ? `${BASE}${url}` : url, { ...init, headers })
+  return app.fetch(request, { ...env, ...vars }, ctx)
+}
+
+/** Waits for the `waitUntil` work (running generations) of {@link callWithVars} requests. */
+export async function settleCalls(): Promise<void> {
+  await Promise.all(contexts.splice(0).map((ctx) => waitOnExecutionContext(ctx)))
 }
 
 /** POST /v1/generations with a JSON body. */

@@ -2,6 +2,8 @@
 declare module 'vitest' {
   export interface ProvidedContext {
     backendUrl: string
+    /** a backend that sleeps 300 ms per run */
+    slowBackendUrl: string
     backendSecret: string
     devApiKey: string
     backendAvailable: boolean

@@ -5,6 +5,7 @@
  * another's ids or keys, and concurrent duplicates are decided by a single-threaded object.
  */
 import { DurableObject } from 'cloudflare:workers'
+import { lastSeq } from '../events.ts'
 import type { GenerationRecord } from '../records.ts'
 
 /** How long generation and idempotency records are kept. */
@@ -23,6 +24,9 @@ interface IdempotencyEntry {
   expiresAt: number
 }
 
+/** The longest one `watchGeneration` call waits (callers loop; keeps each RPC short-lived). */
+export const WATCH_MAX_MS = 30_000
+
 /** What `beginIdempotent` decided. */
 export type IdempotencyDecision =
   | { kind: 'new' }
@@ -31,9 +35,20 @@ export type IdempotencyDecision =
   | { kind: 'mismatch'; generationId: string }
 
 export class Ledger extends DurableObject {
+  /** Wake-ups of `watchGeneration` calls, per generation id (in memory: this object is the only writer). */
+  readonly #watchers = new Map<string, Set<() => void>>()
+
+  #notify(id: string): void {
+    const watchers = this.#watchers.get(id)
+    if (!watchers) return
+    this.#watchers.delete(id)
+    for (const wake of watchers) wake()
+  }
+
   /** Stores (or replaces) a generation record. */
   async putGeneration(record: GenerationRecord): Promise<void> {
     await this.ctx.storage.put(`gen:${record.id}`, record)
+    this.#notify(record.id)
     await this.scheduleCleanup()
   }
 
@@ -46,7 +61,37 @@ export class Ledger extends DurableObject {
     if (!current) return undefined
     const next = { ...current, ...patch }
     await this.ctx.storage.put(`gen:${id}`, next)
+    this.#notify(id)
     return next
+  }
+
+  /**
+   * The record as soon as it has an event after `afterSeq` or is finished, waiting at most `timeoutMs`
+   * for a write (then returns it unchanged); undefined if unknown. A resumed SSE stream follows a
+   * generation that another request (another isolate) runs with this, instead of polling.
+   */
+  async watchGeneration(
+    id: string,
+    afterSeq: number,
+    timeoutMs: number,
+  ): Promise<GenerationRecord | undefined> {
+    const record = await this.getGeneration(id)
+    if (record?.status !== 'running' || lastSeq(record) > afterSeq) return record
+    // Registered synchronously after the read: a write landing in between cannot be missed, since
+    // the object's input gate holds other calls while storage is read.
+    await new Promise<void>((resolve) => {
+      const watchers = this.#watchers.get(id) ?? new Set()
+      this.#watchers.set(id, watchers)
+      const wake = () => {
+        clearTimeout(timer)
+        watchers.delete(wake)
+        if (watchers.size === 0 && this.#watchers.get(id) === watchers) this.#watchers.delete(id)
+        resolve()
+      }
+      const timer = setTimeout(wake, Math.min(Math.max(0, timeoutMs), WATCH_MAX_MS))
+      watchers.add(wake)
+    })
+    return this.getGeneration(id)
   }
 
   async getGeneration(id: string): Promise<GenerationRecord | undefined> {

@@ -22,12 +22,14 @@ import {
   NotFoundError,
   ValidationError,
 } from '../errors.ts'
+import { imageSeq, parseLastEventId, progressSeq, terminalSeq } from '../events.ts'
 import type { AppEnv } from '../hono-env.ts'
 import { GenerationJob } from '../jobs.ts'
 import { auth } from '../middleware/auth.ts'
 import { readJsonBody } from '../middleware/json-body.ts'
 import { consumeQuota } from '../middleware/rate-limit.ts'
 import { getModel, type LoadedModel } from '../models.ts'
+import { publicOrigin } from '../origin.ts'
 import type { GenerationRecord, NormalizedRequest } from '../records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from '../render.ts'
 import {
@@ -37,6 +39,7 @@ import {
   MAX_BODY_BYTES,
   MAX_COUNT,
 } from '../schemas.ts'
+import { errorEventData, idEventData, streamRecord, unbuffered, wantsSse } from '../sse.ts'
 
 export const generations = new Hono<AppEnv>()
 
@@ -119,28 +122,12 @@ function idempotencyKeyOf(c: Context<AppEnv>): string | undefined {
 
 function renderOptions(c: Context<AppEnv>, inline: boolean): RenderOptions {
   return {
-    origin: new URL(c.req.url).origin,
+    origin: publicOrigin(c),
     signingSecret: c.var.settings.signingSecret,
     bucket: c.env.IMAGES,
     inline,
   }
 }
-
-/** Headers that keep proxies from buffering or compressing an event stream. */
-function unbuffered(c: Context<AppEnv>, response: Response): Response {
-  // streamSSE staged `Cache-Control: no-cache` on the context, which Hono merges over the response.
-  for (const [name, value] of [
-    ['Cache-Control', 'no-cache, no-transform'],
-    ['X-Accel-Buffering', 'no'],
-  ] as const) {
-    c.header(name, value)
-    response.headers.set(name, value)
-  }
-  return response
-}
-
-const wantsSse = (c: Context<AppEnv>) =>
-  (c.req.header('Accept') ?? '').toLowerCase().includes('text/event-stream')
 
 const ledgerOf = (c: Context<AppEnv>) =>
   c.env.LEDGER.get(c.env.LEDGER.idFromName(c.var.principal.keyId))
@@ -148,31 +135,11 @@ const ledgerOf = (c: Context<AppEnv>) =>
 /** A finished record as a response: JSON (200 or the failure's status) or a short SSE replay. */
 async function respondWithRecord(
   c: Context<AppEnv>,
+  ledger: ReturnType<typeof ledgerOf>,
   record: GenerationRecord,
   options: RenderOptions,
 ): Promise<Response> {
-  const generation = await renderGeneration(record, options)
-  if (wantsSse(c)) {
-    return unbuffered(
-      c,
-      streamSSE(c, async (stream) => {
-        let seq = 0
-        const send = (event: string, data: unknown) =>
-          stream.writeSSE({ event, data: JSON.stringify(data), id: String(seq++) })
-        await send('id', { id: record.id, status: record.status, cached: record.cached })
-        if (record.error) {
-          await send('error', { error: record.error, requestId: c.var.requestId, id: record.id })
-          return
-        }
-        for (const image of await Promise.all(
-          record.images.map((image) => renderImage(image, options)),
-        )) {
-          await send('image', image)
-        }
-        await send('done', generation)
-      }),
-    )
-  }
+  if (wantsSse(c)) return streamRecord(c, ledger, record, -1, options)
   if (record.error) {
     if (record.error.retryAfter !== undefined)
       c.header('Retry-After', String(record.error.retryAfter))
@@ -185,7 +152,7 @@ async function respondWithRecord(
       record.error.status as 500,
     )
   }
-  return c.json(generation)
+  return c.json(await renderGeneration(record, options))
 }
 
 /** Awaits `work`, recording its duration as a Server-Timing metric. */
@@ -218,12 +185,19 @@ async function serveCacheHit(
     timings: { ...base.timings, totalMs: Date.now() - Date.parse(base.createdAt) },
     completedAt: new Date().toISOString(),
   }
-  // Recorded before answering, so a GET right after the response finds it.
+  // Recorded before answering, so a GET right after the response finds it; the key is settled in
+  // the same round trip (calls on one stub arrive in order: record first).
   const [response] = await Promise.all([
-    respondWithRecord(c, record, options),
-    timed(c, 'ledger', ledger.putGeneration(record)),
+    respondWithRecord(c, ledger, record, options),
+    timed(
+      c,
+      'ledger',
+      Promise.all([
+        ledger.putGeneration(record),
+        idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'keep'),
+      ]),
+    ),
   ])
-  if (idempotencyKey !== undefined) await ledger.finishIdempotent(idempotencyKey, 'keep')
   return response
 }
 
@@ -283,7 +257,7 @@ generations.post('/', auth('generations:write'), async (c) => {
       const record = await ledger.getGeneration(decision.generationId)
       if (!record) throw new NotFoundError('The replayed generation has expired')
       c.header('Idempotent-Replayed', 'true')
-      return respondWithRecord(c, record, options)
+      return respondWithRecord(c, ledger, record, options)
     }
   }
 
@@ -317,7 +291,7 @@ generations.post('/', auth('generations:write'), async (c) => {
   let job: GenerationJob
   try {
     if (hit) return await serveCacheHit(c, ledger, base, hit, options, idempotencyKey)
-    await ledger.putGeneration(base)
+    // The job stores `base` itself, without holding up its first backend call.
     job = new GenerationJob({
       plan: { model, request, integration, preview: body.preview && wantsSse(c) },
       record: base,
@@ -330,6 +304,7 @@ generations.post('/', auth('generations:write'), async (c) => {
       ledger,
       ...(hash ? { cacheHash: hash } : {}),
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      recordProgress: wantsSse(c),
     })
   } catch (error) {
     // Until a job owns the Idempotency-Key, a failure must release it rather than leave it running.
@@ -339,53 +314,55 @@ generations.post('/', auth('generations:write'), async (c) => {
   // The job outlives the response: a client that drops the stream can still GET the result.
   c.executionCtx.waitUntil(job.done)
 
-  if (!wantsSse(c)) return respondWithRecord(c, await job.done, options)
+  if (!wantsSse(c)) {
+    return respondWithRecord(c, ledger, await timed(c, 'generate', job.done), options)
+  }
 
   return unbuffered(
     c,
     streamSSE(c, async (stream) => {
-      let seq = 0
       let chain: Promise<unknown> = Promise.resolve()
       // Writes are serialised through one chain; after a disconnect they become no-ops while the job
-      // itself runs on.
+      // itself runs on. Ids are structural (events.ts), so a resume continues where this stopped.
       const enqueue = (task: () => Promise<unknown>) => {
         chain = chain.then(task).catch(() => undefined)
       }
-      const write = async (event: string, data: unknown) => {
+      const write = async (event: string, seq: number, data: unknown) => {
         if (!stream.aborted) {
-          await stream.writeSSE({ event, data: JSON.stringify(data), id: String(seq++) })
+          await stream.writeSSE({ event, data: JSON.stringify(data), id: String(seq) })
         }
       }
-      enqueue(() =>
-        write('id', {
-          id,
-          status: 'running',
-          model: request.model,
-          nfe: request.nfe,
-          seed: request.seed,
-          count: request.count,
-        }),
-      )
+      // Once the id is out, a client may GET it: the running record must be stored by then.
+      enqueue(async () => {
+        await job.stored.catch(() => undefined)
+        await write('id', 0, idEventData(base))
+      })
       const keepalive = setInterval(() => {
         enqueue(async () => {
           if (!stream.aborted) await stream.write(': keepalive\n\n')
         })
       }, settings.sseKeepaliveMs)
       const unsubscribe = job.subscribe((event) => {
-        if (event.type === 'progress') enqueue(() => write('progress', event.progress))
-        else enqueue(async () => write('image', await renderImage(event.image, options, event.png)))
+        if (event.type === 'progress') {
+          enqueue(() => write('progress', progressSeq(event.progress.step), event.progress))
+        } else {
+          enqueue(async () =>
+            write(
+              'image',
+              imageSeq(request, event.image.index),
+              await renderImage(event.image, options, event.png),
+            ),
+          )
+        }
       })
       try {
         const record = await job.done
         await chain
+        const end = terminalSeq(request)
         if (record.error) {
-          await write('error', {
-            error: { code: record.error.code, message: record.error.message },
-            requestId: c.var.requestId,
-            id,
-          })
+          await write('error', end, errorEventData(id, record.error, c.var.requestId))
         } else {
-          await write('done', await renderGeneration(record, options))
+          await write('done', end, await renderGeneration(record, options))
         }
       } finally {
         clearInterval(keepalive)
@@ -395,16 +372,25 @@ generations.post('/', auth('generations:write'), async (c) => {
   )
 })
 
+/**
+ * JSON: the generation's current state. SSE (`Accept: text/event-stream`): its events after
+ * `Last-Event-ID` (or `?lastEventId=`; all of them without one), then the live ones until `done` or
+ * `error`; 204 when the client already has the last event (EventSource then stops reconnecting).
+ */
 generations.get('/:id', auth('generations:read'), async (c) => {
   const id = c.req.param('id')
-  const record = /^gen_[A-Za-z0-9_-]{1,64}$/.test(id)
-    ? await ledgerOf(c).getGeneration(id)
-    : undefined
+  const ledger = ledgerOf(c)
+  const record = /^gen_[A-Za-z0-9_-]{1,64}$/.test(id) ? await ledger.getGeneration(id) : undefined
   if (!record)
     throw new NotFoundError(`No generation "${id}" for this API key`, 'generation_not_found')
-  const generation = await renderGeneration(
-    record,
-    renderOptions(c, c.req.query('response') === 'base64'),
-  )
-  return c.json(generation)
+  const options = renderOptions(c, c.req.query('response') === 'base64')
+  if (wantsSse(c)) {
+    const after = parseLastEventId(
+      c.req.header('Last-Event-ID') ?? c.req.query('lastEventId'),
+      record.request,
+    )
+    if (after >= terminalSeq(record.request)) return c.body(null, 204)
+    return streamRecord(c, ledger, record, after, options)
+  }
+  return c.json(await renderGeneration(record, options))
 })

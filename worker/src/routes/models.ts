@@ -12,11 +12,12 @@ import { Hono } from 'hono'
 import { NotFoundError } from '../errors.ts'
 import type { AppEnv } from '../hono-env.ts'
 import { getModel, type LoadedModel } from '../models.ts'
+import { publicOrigin } from '../origin.ts'
 
 export const models = new Hono<AppEnv>()
 
 function describe(c: Context<AppEnv>, model: LoadedModel) {
-  const origin = new URL(c.req.url).origin
+  const origin = publicOrigin(c)
   return {
     id: model.id,
     object: 'model' as const,
