@@ -13,13 +13,7 @@
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import {
-  configureGmKernel,
-  createGmPolicy,
-  type FloatArray,
-  rollout,
-  warp,
-} from '@piflow/policy'
+import { configureGmKernel, createGmPolicy, type FloatArray, rollout, warp } from '@piflow/policy'
 import { naiveGmSubstep } from './support/gm-naive.ts'
 import {
   benchRepeats,

@@ -6,16 +6,19 @@
  */
 import { createReadStream, statSync } from 'node:fs'
 import { createServer } from 'node:http'
+import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
-import { extname, join, normalize, sep } from 'node:path'
+import { dirname, extname, join, normalize, sep } from 'node:path'
 
 const root = join(import.meta.dirname, '../../..')
+// The ky the SDK depends on (npm may nest it under sdk/node_modules when versions differ).
+const kyDir = dirname(createRequire(join(root, 'sdk/package.json')).resolve('ky'))
 
 /** URL prefix → directory on disk. */
 const MOUNTS: Record<string, string> = {
   '/demo/': join(root, 'sdk/demo'),
   '/sdk/': join(root, 'sdk/dist'),
-  '/vendor/ky/': join(root, 'node_modules/ky/distribution'),
+  '/vendor/ky/': kyDir,
   '/ort/': join(root, 'node_modules/onnxruntime-web/dist'),
   '/models/': join(root, 'models'),
   '/bench/': join(root, 'bench'),
