@@ -5,7 +5,7 @@
  * optional fallback to in-browser generation that is only loaded when it is needed.
  */
 import { ApiError, NetworkError, PiflowError } from './errors.ts'
-import { apiErrorFrom, createHttp, toPiflowError } from './http.ts'
+import { apiErrorFrom, backoffDelay, createHttp, jitter, toPiflowError } from './http.ts'
 import type { LocalGenerator, LocalOptions } from './local/types.ts'
 import { parseSse } from './sse.ts'
 import type {
@@ -395,9 +395,9 @@ const toResult = <T>(data: T, response: Response, body: Json, started: number): 
   timings: { ...body?.timings, totalMs: now() - started },
 })
 
-/** The retry policy's delay before reconnect `attempt` (1-based): doubling, capped, ±25 % jitter. */
+/** The retry policy's delay before reconnect `attempt` (1-based), as ky waits between retries. */
 const backoff = (retry: Required<RetryOptions>, attempt: number) =>
-  Math.min(retry.delay * 2 ** (attempt - 1), retry.maxDelay) * (0.75 + Math.random() * 0.5)
+  jitter(Math.min(backoffDelay(retry, attempt), retry.maxDelay))
 
 /** Waits `ms`, or rejects with the signal's reason when it aborts first. */
 const sleep = (ms: number, signal: AbortSignal | undefined) =>

@@ -32,6 +32,13 @@ export interface HttpOptions {
   headers: Record<string, string>
 }
 
+/** Backoff before retry `attempt` (1-based), before jitter and the `maxDelay` cap: doubling. */
+export const backoffDelay = (retry: Required<RetryOptions>, attempt: number) =>
+  retry.delay * 2 ** (attempt - 1)
+
+/** ±25 % (fal's retry.ts): enough to spread a thundering herd without stretching the wait. */
+export const jitter = (delay: number) => delay * (0.75 + Math.random() * 0.5)
+
 /** Creates the ky instance every call of one client goes through. */
 export const createHttp = (options: HttpOptions): KyInstance =>
   ky.create({
@@ -52,9 +59,8 @@ export const createHttp = (options: HttpOptions): KyInstance =>
       afterStatusCodes: RETRY_STATUSES,
       maxRetryAfter: options.retry.maxRetryAfter,
       backoffLimit: options.retry.maxDelay,
-      delay: (attempt) => options.retry.delay * 2 ** (attempt - 1),
-      // ±25 % (fal's retry.ts): enough to spread a thundering herd without stretching the wait.
-      jitter: (delay) => delay * (0.75 + Math.random() * 0.5),
+      delay: (attempt) => backoffDelay(options.retry, attempt),
+      jitter,
     },
     // The error body is read here, while ky still hands out the response; toPiflowError maps it.
     hooks: { beforeError: [withBody] },

@@ -193,11 +193,6 @@ export class GmWasmState {
     this.scratch = take(0)
   }
 
-  /** Float offset of the (B,C,H,W)-shaped region `region`. */
-  regionOffset(region: Region): number {
-    return this.regions[region]
-  }
-
   /** Copies a planar (B,C,H,W) tensor into a region. */
   load(region: Region, x: ArrayLike<number>): void {
     toGroupMajor(x, this.f32, this.regions[region], this.B, this.C, this.HW, this.Cp)
