@@ -47,7 +47,6 @@ import {
   type GmKernelScalars,
   GmWasmRegion,
   GmWasmState,
-  toGroupMajor,
 } from './wasm/gm-wasm.ts'
 
 /** piFlow's GMFlowPolicy default. */
@@ -147,12 +146,15 @@ export function createGmPolicy<T extends FloatArray>(
     if (temperature < 1) varX0[b] *= temperature
   }
 
-  const lwEff = effectiveLogweights(logweights, mask, temperature, eps, B, K, HW)
+  const lwKernel = kernelLogweights(logweights, mask, temperature, eps, B, K, HW)
   const wasm = pickWasmState(xSrc, options.kernel, B, K, C, HW)
   const compStride = C + 2
   const pixStride = C + K * compStride
-  const packed = wasm ? null : packPixelMajor(meansU, xSrc, lwEff, sigmaSrcs, B, K, C, HW, dims)
-  if (wasm) packGroupMajor(wasm, meansU as Float32Array, xSrc as Float32Array, lwEff, sigmaSrcs)
+  const packed = wasm
+    ? null
+    : packPixelMajor(meansU, xSrc, lwKernel.lw, sigmaSrcs, B, K, C, HW, dims)
+  if (wasm)
+    packGroupMajor(wasm, meansU as Float32Array, xSrc as Float32Array, lwKernel.lw, sigmaSrcs)
 
   const geometry = { B, K, C, HW, pixStride }
   let gram: T | null = null // built on the first source rollout (see module doc)
@@ -196,7 +198,12 @@ export function createGmPolicy<T extends FloatArray>(
     }
   }
 
+  let released = false
+  const checkAlive = () => {
+    if (released) throw new PolicyOptionError('this GM policy was released; build a new one')
+  }
   const checkQuery = (name: string, out: T, xT: T, sigmaT: ArrayLike<number>) => {
+    checkAlive()
     checkTensor(name, out, size, xDims)
     checkTensor('xT', xT, size, xDims)
     checkSigmasInPlace('sigmaT', sigmaT, B)
@@ -279,6 +286,7 @@ export function createGmPolicy<T extends FloatArray>(
     },
 
     posteriorWeights(out, xT, sigmaT) {
+      checkAlive()
       checkTensor('out', out, B * K * HW, wDims)
       checkTensor('xT', xT, size, xDims)
       checkSigmasInPlace('sigmaT', sigmaT, B)
@@ -288,12 +296,14 @@ export function createGmPolicy<T extends FloatArray>(
     },
 
     startRollout(x) {
+      checkAlive()
       if (wasm !== null) {
         // the state stays in wasm memory for the whole segment; any start state works
         checkTensor('x', x, size, xDims)
         wasm.load(GmWasmRegion.State, x)
         return {
           step(sigmaT, sigmaNext) {
+            checkAlive()
             checkSigmasInPlace('sigmaT', sigmaT, B)
             checkSigmasInPlace('sigmaNext', sigmaNext, B)
             prepare(OutMode.Euler, sigmaT, sigmaNext)
@@ -304,6 +314,7 @@ export function createGmPolicy<T extends FloatArray>(
             }
           },
           write(out) {
+            checkAlive()
             checkTensor('x', out, size, xDims)
             return wasm.store(GmWasmRegion.State, out as Float32Array) as T
           },
@@ -326,6 +337,7 @@ export function createGmPolicy<T extends FloatArray>(
     },
 
     meansX0(out = allocLike(xSrc, B * K * C * HW)) {
+      checkAlive()
       checkTensor('out', out, B * K * C * HW, mDims)
       if (wasm !== null) {
         // component k of sample b: C planes at k·Cp within each group of K·Cp
@@ -357,9 +369,16 @@ export function createGmPolicy<T extends FloatArray>(
     },
 
     logweightsEffective(out = allocLike(xSrc, B * K * HW)) {
+      checkAlive()
       checkTensor('out', out, B * K * HW, wDims)
-      for (let i = 0; i < lwEff.length; i++) out[i] = lwEff[i]
+      effectiveFromKernel(lwKernel, temperature, out, B, K, HW)
       return out
+    },
+
+    release() {
+      if (released) return
+      released = true
+      wasm?.release()
     },
   }
   return policy
@@ -384,10 +403,14 @@ function pickWasmState(
 }
 
 /**
- * Log-weights after dropout and temperature (B,K,HW), float64; −∞ for dropped components.
+ * Log-weights after dropout and temperature, shifted so each pixel's largest is 0: (B,K,HW) float64,
+ * −∞ for dropped components, plus the per-pixel shifts (B,HW). Softmax is shift-invariant, so the
+ * kernels need neither the shift nor temperature's log-normalisation (a per-pixel constant too):
+ * skipping the K exps and a log per pixel makes this ~10× cheaper, and 0-based logits keep float32
+ * kernels precise. {@link effectiveFromKernel} rebuilds the golden `logweights_effective` on demand.
  * @throws {PolicyValueError} on NaN/+∞, or when every component of a pixel is dropped
  */
-function effectiveLogweights(
+function kernelLogweights(
   logweights: FloatArray,
   mask: Uint8Array | null,
   temperature: number,
@@ -395,30 +418,65 @@ function effectiveLogweights(
   B: number,
   K: number,
   HW: number,
-): Float64Array {
-  const out = new Float64Array(B * K * HW)
-  const lw = new Float64Array(K) // one pixel's log-weights
-  const invT = 1 / Math.max(temperature, eps)
+): { lw: Float64Array; shift: Float64Array } {
+  const lw = new Float64Array(B * K * HW)
+  const shift = new Float64Array(B * HW)
+  const scale = temperature < 1 ? 1 / Math.max(temperature, eps) : 1
   for (let b = 0; b < B; b++) {
-    for (let p = 0; p < HW; p++) {
-      let lwMax = Number.NEGATIVE_INFINITY
-      for (let k = 0; k < K; k++) {
-        const i = (b * K + k) * HW + p
-        const v = mask?.[b * K + k] ? Number.NEGATIVE_INFINITY : logweights[i]
-        if (Number.isNaN(v) || v === Number.POSITIVE_INFINITY) {
-          throw new PolicyValueError(`output.logweights[${i}] is ${v}`)
+    const pixels = b * HW
+    shift.fill(Number.NEGATIVE_INFINITY, pixels, pixels + HW)
+    for (let k = 0; k < K; k++) {
+      const row = (b * K + k) * HW
+      const dropped = mask?.[b * K + k] === 1
+      for (let p = 0; p < HW; p++) {
+        const raw = logweights[row + p]
+        if (Number.isNaN(raw) || raw === Number.POSITIVE_INFINITY) {
+          throw new PolicyValueError(`output.logweights[${row + p}] is ${raw}`)
         }
-        lw[k] = temperature < 1 ? v * invT : v
-        if (lw[k] > lwMax) lwMax = lw[k]
+        const v = dropped ? Number.NEGATIVE_INFINITY : raw * scale
+        lw[row + p] = v
+        if (v > shift[pixels + p]) shift[pixels + p] = v
       }
-      if (lwMax === Number.NEGATIVE_INFINITY) {
+    }
+    for (let p = 0; p < HW; p++) {
+      if (shift[pixels + p] === Number.NEGATIVE_INFINITY) {
         throw new PolicyValueError(`all K log-weights of sample ${b}, pixel ${p} are −∞`)
       }
-      if (temperature < 1) logSoftmaxInPlace(lw, lwMax)
-      for (let k = 0; k < K; k++) out[(b * K + k) * HW + p] = lw[k]
+    }
+    for (let k = 0; k < K; k++) {
+      const row = (b * K + k) * HW
+      for (let p = 0; p < HW; p++) lw[row + p] -= shift[pixels + p]
     }
   }
-  return out
+  return { lw, shift }
+}
+
+/**
+ * Golden `logweights_effective` from {@link kernelLogweights}: log_softmax over K when T < 1 (the
+ * shifted values already have max 0), else the shift added back (dropout −∞ stays −∞).
+ */
+function effectiveFromKernel(
+  kernel: { lw: Float64Array; shift: Float64Array },
+  temperature: number,
+  out: FloatArray,
+  B: number,
+  K: number,
+  HW: number,
+): void {
+  for (let b = 0; b < B; b++) {
+    for (let p = 0; p < HW; p++) {
+      let offset = kernel.shift[b * HW + p]
+      if (temperature < 1) {
+        let sum = 0
+        for (let k = 0; k < K; k++) sum += Math.exp(kernel.lw[(b * K + k) * HW + p])
+        offset = -Math.log(sum)
+      }
+      for (let k = 0; k < K; k++) {
+        const i = (b * K + k) * HW + p
+        out[i] = kernel.lw[i] + offset
+      }
+    }
+  }
 }
 
 /** Throws unless every means_x0 and x_src value is finite (their squares' sum would not be). */
@@ -432,7 +490,7 @@ function checkFinite(sum: number): void {
 function packPixelMajor<T extends FloatArray>(
   meansU: T,
   xSrc: T,
-  lwEff: Float64Array,
+  lwShifted: Float64Array,
   sigmaSrcs: Float64Array,
   B: number,
   K: number,
@@ -463,7 +521,7 @@ function packPixelMajor<T extends FloatArray>(
           const mr = packed[o + c]
           sq += mr * mr
         }
-        packed[o + C] = lwEff[(b * K + k) * HW + p]
+        packed[o + C] = lwShifted[(b * K + k) * HW + p]
         packed[o + C + 1] = sq
         finiteCheck += sq
       }
@@ -473,55 +531,17 @@ function packPixelMajor<T extends FloatArray>(
   return packed
 }
 
-/** The wasm kernel's data (group-major, see wasm/gm-wasm.ts): means_x0, [lw, |m|²] pairs, x_src. */
+/** The wasm kernel's data (group-major, see wasm/gm-wasm.ts), packed by the kernel's own gm_pack. */
 function packGroupMajor(
   wasm: GmWasmState,
   meansU: Float32Array,
   xSrc: Float32Array,
-  lwEff: Float64Array,
+  lwShifted: Float64Array,
   sigmaSrcs: Float64Array,
 ): void {
-  const { B, K, C, HW, f32 } = wasm
-  const { groups, Cp } = wasm
-  toGroupMajor(xSrc, f32, wasm.xsrc, B, C, HW, Cp)
-  const KC4 = K * Cp * 4 // floats per group of means (channels padded to Cp with zeros)
-  // means_x0 = x_src − σ_src·means_u, group-major. Tiled: each input plane is read in runs of TILE
-  // groups and the tile's output (TILE·K·C·16 bytes) stays in cache; a plane-by-plane copy would write
-  // 16 bytes per 2 KB across the whole buffer, a group-by-group one reads K·C streams 64 KB apart.
-  // Per component and tile, |m|² accumulates over the channel planes (from the stored float32 values,
-  // as the JS pack does) and is written with the log-weight as [lw·log2e ×4 lanes, |m|² ×4 lanes].
-  const TILE = 64
-  const sq = new Float64Array(TILE * 4)
   let finiteCheck = 0
-  for (let b = 0; b < B; b++) {
-    const s = sigmaSrcs[b]
-    const base = wasm.means + b * groups * KC4
-    const lwsq = wasm.lwsq + b * groups * K * 8
-    for (let g0 = 0; g0 < groups; g0 += TILE) {
-      const p0 = g0 * 4
-      const pEnd = Math.min((g0 + TILE) * 4, HW)
-      for (let k = 0; k < K; k++) {
-        sq.fill(0)
-        for (let c = 0; c < C; c++) {
-          const u = ((b * K + k) * C + c) * HW
-          const x = (b * C + c) * HW
-          const d = base + (k * Cp + c) * 4
-          for (let p = p0; p < pEnd; p++) {
-            const v = Math.fround(xSrc[x + p] - s * meansU[u + p])
-            f32[d + (p >> 2) * KC4 + (p & 3)] = v
-            sq[p - p0] += v * v
-          }
-        }
-        const lw = (b * K + k) * HW
-        const o = lwsq + k * 8
-        for (let p = p0; p < pEnd; p++) {
-          const at = o + (p >> 2) * K * 8 + (p & 3)
-          f32[at] = lwEff[lw + p] * Math.LOG2E // base-2 logits (see the kernel)
-          f32[at + 4] = sq[p - p0]
-          finiteCheck += sq[p - p0]
-        }
-      }
-    }
+  for (let b = 0; b < wasm.B; b++) {
+    finiteCheck += wasm.pack(b, sigmaSrcs[b], meansU, xSrc, lwShifted)
   }
   checkFinite(finiteCheck)
 }
@@ -548,14 +568,6 @@ export function effectiveDropoutMask(
     if (!all) for (let k = 0; k < K; k++) out[b * K + k] = mask[b * K + k] ? 1 : 0
   }
   return out
-}
-
-/** lw ← lw − logsumexp(lw), stable, −∞ entries stay −∞; `max` is the (finite) maximum of lw. */
-function logSoftmaxInPlace(lw: Float64Array, max: number): void {
-  let sum = 0
-  for (let k = 0; k < lw.length; k++) sum += Math.exp(lw[k] - max)
-  const lse = max + Math.log(sum)
-  for (let k = 0; k < lw.length; k++) lw[k] -= lse
 }
 
 interface Geometry {

@@ -30,13 +30,17 @@ export function createCpuIntegrator(): SegmentIntegrator<FloatArray> {
     async integrate(output, x, segment, signal) {
       signal?.throwIfAborted()
       const policy = buildSegmentPolicy(output, x, segment)
-      const { numSubsteps } = rollout(policy, x, {
-        sigmaSrc: segment.sigmaSrc,
-        sigmaDst: segment.sigmaDst,
-        shift: segment.shift,
-        totalSubsteps: segment.totalSubsteps,
-      })
-      return { numSubsteps }
+      try {
+        const { numSubsteps } = rollout(policy, x, {
+          sigmaSrc: segment.sigmaSrc,
+          sigmaDst: segment.sigmaDst,
+          shift: segment.shift,
+          totalSubsteps: segment.totalSubsteps,
+        })
+        return { numSubsteps }
+      } finally {
+        policy.release?.() // the next segment's policy reuses its memory
+      }
     },
   }
 }

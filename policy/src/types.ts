@@ -53,6 +53,12 @@ export interface Policy<T extends FloatArray = FloatArray> {
    * integrate in the (K+1)-dimensional span of x_src and the K means instead of in C dimensions.
    */
   startRollout?(x: T): PolicyRollout<T> | null
+  /**
+   * Optional: hands the policy's buffers to the next policy of the same shape (the wasm GM kernel's
+   * memory, whose fresh pages cost more to fault in than the segment's packing). Afterwards every
+   * method throws. Unreleased policies are simply garbage-collected.
+   */
+  release?(): void
 }
 
 /** A rollout in progress from the policy's source state (see {@link Policy.startRollout}). */

@@ -137,6 +137,32 @@ describe('wasm GM kernel agrees with the JS kernel (float32 tolerance)', () => {
   })
 })
 
+describe('released policies and pooled memory', () => {
+  it('a released policy throws, and the next policy of its shape (reusing its memory) matches a fresh one', () => {
+    // HW = 5: pad lanes, which must read as zero again after the previous policy used them
+    const a = problem(1, 4, 3, 1, 5, 1)
+    const b = problem(1, 4, 3, 1, 5, 2)
+    const xT = randn(new Float32Array(b.size), 6)
+    const fresh = createGmPolicy(b.output, b.xSrc, b.sigmaSrc, b.shape)
+    const expected = fresh.velocity(new Float32Array(b.size), xT, [0.5])
+    const rolledFresh = b.xSrc.slice()
+    rollout(fresh, rolledFresh, { sigmaSrc: 0.9, sigmaDst: 0.1, shift: 3.2, totalSubsteps: 64 })
+
+    const first = createGmPolicy(a.output, a.xSrc, a.sigmaSrc, a.shape)
+    rollout(first, a.xSrc.slice(), { sigmaSrc: 0.9, sigmaDst: 0.1, shift: 3.2, totalSubsteps: 64 })
+    first.release?.()
+    first.release?.() // idempotent
+    expect(() => first.velocity(new Float32Array(a.size), xT, [0.5])).toThrow(PolicyOptionError)
+    expect(() => first.startRollout?.(a.xSrc)).toThrow(PolicyOptionError)
+
+    const reused = createGmPolicy(b.output, b.xSrc, b.sigmaSrc, b.shape)
+    expect(reused.velocity(new Float32Array(b.size), xT, [0.5])).toEqual(expected)
+    const rolled = b.xSrc.slice()
+    rollout(reused, rolled, { sigmaSrc: 0.9, sigmaDst: 0.1, shift: 3.2, totalSubsteps: 64 })
+    expect(rolled).toEqual(rolledFresh)
+  })
+})
+
 describe('group-major layout', () => {
   it('fromGroupMajor inverts toGroupMajor for any B, planes, HW', () => {
     fc.assert(

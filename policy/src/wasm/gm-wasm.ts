@@ -81,6 +81,20 @@ function compileKernel(): WebAssembly.Module | null {
   }
 }
 
+type GmPack = (
+  means: number,
+  lwsq: number,
+  xsrc: number,
+  stageM: number,
+  stageLw: number,
+  stageX: number,
+  K: number,
+  C: number,
+  Cp: number,
+  groups: number,
+  sigma: number,
+) => number
+
 /** Per-sample scalars of one kernel call (the .wat header's names). */
 export interface GmKernelScalars {
   alpha: number
@@ -122,6 +136,11 @@ type GmStep = (
   b: number,
 ) => void
 
+/** Released states kept for reuse: two cover a sampler (one live policy at a time) plus a spare. */
+const POOL_STATES = 2
+const POOL_BYTES = 256 * 1024 * 1024
+const pool: GmWasmState[] = []
+
 /**
  * A GM policy's data in wasm memory and the kernel over it. Sizes are fixed at creation, so the memory
  * never grows and the views stay valid.
@@ -144,16 +163,31 @@ export class GmWasmState {
   private readonly regions: number[]
   private readonly weights: number
   private readonly scratch: number
+  private readonly stageM: number
+  private readonly stageLw: number
+  private readonly stageX: number
   private readonly step: GmStep
+  private readonly packFn: GmPack
 
-  /** Returns null when the sizes do not fit a 32-bit wasm memory (the JS kernel then serves). */
+  /**
+   * A state for these sizes: a released one from the pool (zeroed) or a new one. Returns null when the
+   * sizes do not fit a 32-bit wasm memory (the JS kernel then serves).
+   */
   static create(B: number, K: number, C: number, HW: number): GmWasmState | null {
     const module = gmWasmModule()
     if (module === null) return null
+    const pooled = pool.findIndex((s) => s.B === B && s.K === K && s.C === C && s.HW === HW)
+    if (pooled >= 0) {
+      const state = pool.splice(pooled, 1)[0] as GmWasmState
+      // pad lanes and channels must start at 0 (finite) as in a fresh memory; pages are already mapped
+      state.f32.fill(0)
+      return state
+    }
     const groups = Math.ceil(HW / 4)
     const Cp = Math.ceil(C / 4) * 4
     const perSample = groups * 4 * (K * Cp + 2 * K + 4 * Cp + K)
-    const floats = B * perSample + 4 * (Cp + K)
+    const staging = groups * 4 * (K * C + K + C) // planar inputs of one sample, for gm_pack
+    const floats = B * perSample + staging + 4 * (Cp + K)
     if (floats * 4 > 2 ** 31) return null
     return new GmWasmState(module, B, K, C, HW, groups, floats)
   }
@@ -177,6 +211,7 @@ export class GmWasmState {
     const memory = new WebAssembly.Memory({ initial: Math.ceil((floats * 4) / 65536) })
     const instance = new WebAssembly.Instance(module, { env: { memory } })
     this.step = instance.exports['gm_step'] as GmStep
+    this.packFn = instance.exports['gm_pack'] as GmPack
     this.f32 = new Float32Array(memory.buffer)
     const lanes = B * groups * 4
     let at = 0
@@ -190,7 +225,69 @@ export class GmWasmState {
     this.xsrc = take(Cp)
     this.regions = [take(Cp), take(Cp), take(Cp)]
     this.weights = take(K)
-    this.scratch = take(0)
+    const plane = groups * 4 // staging holds one sample: planes of `plane` floats
+    this.stageM = at
+    this.stageLw = this.stageM + K * C * plane
+    this.stageX = this.stageLw + K * plane
+    this.scratch = this.stageX + C * plane
+  }
+
+  /**
+   * Returns this state to the pool for the next policy of the same sizes (the caller must not use it
+   * again). A segment integrated in fresh memory spends ~40 % of its build faulting pages in; the
+   * pool keeps the last {@link POOL_STATES} states up to {@link POOL_BYTES} in total.
+   */
+  release(): void {
+    if (pool.includes(this) || this.f32.byteLength > POOL_BYTES) return
+    pool.push(this)
+    let bytes = pool.reduce((n, s) => n + s.f32.byteLength, 0)
+    while (pool.length > POOL_STATES || bytes > POOL_BYTES) {
+      bytes -= (pool.shift() as GmWasmState).f32.byteLength
+    }
+  }
+
+  /**
+   * Fills sample `b`'s segment constants (means_x0 = x_src − σ·means_u, log-weights, |m|², x_src) from
+   * planar tensors: staged with bulk copies, then rearranged by gm_pack. `lw` are the kernel's
+   * log-weights (any per-pixel shift; −∞ = dropped). Returns Σ|m|² for the caller's finiteness check.
+   */
+  pack(
+    b: number,
+    sigma: number,
+    meansU: Float32Array,
+    xSrc: Float32Array,
+    lw: Float64Array,
+  ): number {
+    const { K, C, Cp, groups } = this
+    const lanes = groups * 4
+    this.stage(meansU, b * K * C, K * C, this.stageM)
+    this.stage(lw, b * K, K, this.stageLw)
+    this.stage(xSrc, b * C, C, this.stageX)
+    const at = (offset: number, planes: number) => 4 * (offset + b * lanes * planes)
+    return this.packFn(
+      at(this.means, K * Cp),
+      at(this.lwsq, 2 * K),
+      at(this.xsrc, Cp),
+      4 * this.stageM,
+      4 * this.stageLw,
+      4 * this.stageX,
+      K,
+      C,
+      Cp,
+      groups,
+      sigma,
+    )
+  }
+
+  /** Planes first…first+count of a planar tensor → staging at `to`, each padded with zeros to 4·groups. */
+  private stage(src: Float32Array | Float64Array, first: number, count: number, to: number): void {
+    const { HW } = this
+    const lanes = this.groups * 4
+    for (let j = 0; j < count; j++) {
+      const dst = to + j * lanes
+      this.f32.set(src.subarray((first + j) * HW, (first + j + 1) * HW), dst)
+      if (lanes > HW) this.f32.fill(0, dst + HW, dst + lanes)
+    }
   }
 
   /** Copies a planar (B,C,H,W) tensor into a region. */
