@@ -56,6 +56,8 @@ export interface GenerationOutcome {
   images: StoredImage[]
   backends: string[]
   timings: { forwardMs: number; integrateMs: number; encodeMs: number }
+  /** Settles when every PNG is in R2 (and its `onImage` hook has run); rejects if a write failed. */
+  stored: Promise<void>
 }
 
 /** The schedule and sampling options of `nfe`; a manifest without them is a server fault (500). */
@@ -209,8 +211,9 @@ function previewUri(
 }
 
 /**
- * Runs one generation end to end and stores its PNGs in R2. Progress and images are reported through
- * `hooks` as they happen (SSE), the outcome is returned at the end.
+ * Runs one generation end to end and writes its PNGs to R2. Progress and images are reported through
+ * `hooks` as they happen (SSE); the outcome is returned once the images are encoded, with the R2
+ * writes still in flight in `outcome.stored`.
  */
 export async function runGeneration(
   plan: GenerationPlan,
@@ -309,7 +312,10 @@ export async function runGeneration(
     )
   }
 
+  // Each PNG's R2 write starts as soon as it is encoded; the caller awaits `stored` together with its
+  // own final writes, so the response waits for one storage round trip instead of two in a row.
   const images: StoredImage[] = []
+  const puts: Promise<void>[] = []
   for (let i = 0; i < request.count; i++) {
     signal?.throwIfAborted()
     const started = performance.now()
@@ -322,7 +328,6 @@ export async function runGeneration(
     const sha256 = await sha256Hex(png)
     timings.encodeMs += performance.now() - started
     const key = imageKey(sha256)
-    await bucket.put(key, png, { httpMetadata: { contentType: 'image/png' }, sha256 })
     const image: StoredImage = {
       index: i,
       seed: (request.seed + i) >>> 0,
@@ -333,9 +338,16 @@ export async function runGeneration(
       bytes: png.byteLength,
     }
     images.push(image)
-    await hooks.onImage?.(image, png)
+    // The image event goes out once its URL can be fetched.
+    puts.push(
+      bucket
+        .put(key, png, { httpMetadata: { contentType: 'image/png' }, sha256 })
+        .then(() => hooks.onImage?.(image, png)),
+    )
   }
-  return { images, backends: [...backends], timings }
+  const stored = Promise.all(puts).then(() => undefined)
+  stored.catch(() => {}) // the caller awaits it; this only keeps an early failure from going unhandled
+  return { images, backends: [...backends], timings, stored }
 }
 
 /** Backend integration: each NFE segment is one `/step` call that returns the state at σ_dst. */

@@ -34,8 +34,8 @@ app.use(
     strictTransportSecurity: 'max-age=31536000; includeSubDomains',
   }),
 )
-// Server-Timing (auth, quota, cache, ledger, generate, total) lets clients and the bench see where
-// time goes.
+// Server-Timing (auth, quota, cache, ledger, generate, backend, store, total) lets clients and the
+// bench see where time goes.
 app.use(timing({ crossOrigin: true }))
 app.use(async (c, next) => {
   c.set('settings', settings(c.env))

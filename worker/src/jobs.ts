@@ -6,7 +6,7 @@
  * always has the result.
  */
 import type { BackendRouter } from './backends.ts'
-import { type CachedResult, storeResult } from './cache.ts'
+import { storeResult } from './cache.ts'
 import type { Ledger } from './durable/ledger.ts'
 import { ApiError } from './errors.ts'
 import { withoutPreview } from './events.ts'
@@ -48,12 +48,18 @@ export class GenerationJob {
   readonly done: Promise<GenerationRecord>
   readonly #events: JobEvent[] = []
   readonly #listeners = new Set<(event: JobEvent) => void>()
+  /** Ledger writes issued while running (the first record, progress patches). */
+  readonly #pending: Promise<unknown>[] = []
+  #finalIssued = false
+  /** Milliseconds from the images being encoded to the last write stored (the durability cost). */
+  storeMs = 0
 
   constructor(options: JobOptions) {
     // Issued first on this stub, so each later write of the job lands after it (calls on one stub
     // arrive in order); a failure surfaces through `done`, whose final put would fail alike.
     this.stored = options.ledger.putGeneration(options.record)
     this.stored.catch((error) => console.error('storing the running generation failed', error))
+    this.#pending.push(this.stored)
     this.done = this.#run(options)
   }
 
@@ -72,7 +78,7 @@ export class GenerationJob {
   async #run(options: JobOptions): Promise<GenerationRecord> {
     const { record, ledger } = options
     const started = Date.now()
-    const pending: Promise<unknown>[] = [this.stored]
+    const pending = this.#pending
     const steps: ProgressInfo[] = []
     const images: StoredImage[] = []
     let next: GenerationRecord
@@ -94,7 +100,8 @@ export class GenerationJob {
         onImage: (image, png) => {
           images.push(image)
           this.#emit({ type: 'image', image, png })
-          if (options.recordProgress) {
+          // Once the final record is issued it carries every image; a patch after it would undo that.
+          if (options.recordProgress && !this.#finalIssued) {
             pending.push(ledger.patchGeneration(record.id, { images: [...images] }))
           }
         },
@@ -109,17 +116,30 @@ export class GenerationJob {
         timings: { totalMs: Date.now() - started, ...outcome.timings },
         completedAt: new Date().toISOString(),
       }
-      if (options.cacheHash) {
-        const cached: CachedResult = {
-          images: outcome.images,
-          integration: record.integration,
-          backends: outcome.backends,
-        }
-        // Caching is an optimisation: a failed write must not fail a finished generation.
-        await storeResult(options.cacheHash, cached, options.bucket).catch((error) =>
-          console.error('caching the result failed', error),
+      // The final record is written while the PNGs are: the response waits for one storage round
+      // trip, not two in a row. A reader racing the response may see the record a moment before its
+      // PNG lands; a failed PNG write turns the record into a failure below. The cache entry follows
+      // the PNGs, so a cache hit never points at a missing image.
+      const storeStarted = Date.now()
+      const finished = this.#finish(options, next)
+      const cacheHash = options.cacheHash
+      const cached =
+        cacheHash &&
+        outcome.stored.then(
+          () =>
+            storeResult(
+              cacheHash,
+              {
+                images: outcome.images,
+                integration: record.integration,
+                backends: outcome.backends,
+              },
+              options.bucket,
+            ).catch((error) => console.error('caching the result failed', error)), // an optimisation only
         )
-      }
+      await Promise.all([outcome.stored, finished, cached])
+      this.storeMs = Date.now() - storeStarted
+      return next
     } catch (error) {
       const apiError =
         error instanceof ApiError
@@ -142,15 +162,23 @@ export class GenerationJob {
         },
       }
     }
-    // Issued together: arrival order on the stub keeps patches → final record → key in this order,
-    // so the response waits for one round trip instead of one per write.
-    const writes: Promise<unknown>[] = [ledger.putGeneration(next)]
-    if (options.idempotencyKey) {
-      // A transient backend failure releases the key so the client's retry actually runs again.
-      const transient = (next.error?.status ?? 0) >= 502
-      writes.push(ledger.finishIdempotent(options.idempotencyKey, transient ? 'release' : 'keep'))
-    }
-    await Promise.all([Promise.allSettled(pending), ...writes])
+    await this.#finish(options, next)
     return next
+  }
+
+  /**
+   * Stores the final record after every pending patch (calls on one stub arrive in order) and settles
+   * the Idempotency-Key; a transient backend failure releases it so the client's retry runs again.
+   */
+  async #finish(options: JobOptions, next: GenerationRecord): Promise<void> {
+    this.#finalIssued = true
+    const writes: Promise<unknown>[] = [options.ledger.putGeneration(next)]
+    if (options.idempotencyKey) {
+      const transient = (next.error?.status ?? 0) >= 502
+      writes.push(
+        options.ledger.finishIdempotent(options.idempotencyKey, transient ? 'release' : 'keep'),
+      )
+    }
+    await Promise.all([Promise.allSettled(this.#pending), ...writes])
   }
 }

@@ -9,7 +9,7 @@
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import { endTime, startTime } from 'hono/timing'
+import { endTime, setMetric, startTime } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
 import { type CachedResult, cacheKey, canonicalJson, lookupResult } from '../cache.ts'
 import { randomToken, sha256Hex } from '../crypto.ts'
@@ -315,7 +315,12 @@ generations.post('/', auth('generations:write'), async (c) => {
   c.executionCtx.waitUntil(job.done)
 
   if (!wantsSse(c)) {
-    return respondWithRecord(c, ledger, await timed(c, 'generate', job.done), options)
+    const record = await timed(c, 'generate', job.done)
+    // `total` − `backend` is what the worker added; `store` is the part spent making it durable
+    // (PNGs in R2, the final record in the Ledger).
+    setMetric(c, 'backend', record.timings.forwardMs)
+    setMetric(c, 'store', job.storeMs)
+    return respondWithRecord(c, ledger, record, options)
   }
 
   return unbuffered(
