@@ -1,4 +1,4 @@
-import { env } from 'cloudflare:test'
+import { env, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { backendAvailable, createKey, type ErrorJson, generate } from './helpers.ts'
 
@@ -57,6 +57,29 @@ describe.skipIf(!backendAvailable())('rate limiting over HTTP', () => {
     expect(replay.status).toBe(200)
     expect(replay.headers.get('Idempotent-Replayed')).toBe('true')
     expect(((await replay.json()) as { id: string }).id).toBe(firstJson.id)
+  })
+
+  it('a cache hit refused for quota answers 429 and leaves no record behind', async () => {
+    const key = await createKey({ rateLimit: { limit: 1, windowSeconds: 60 } })
+    const body = { prompt: 'quince', seed: 31, count: 1 }
+    const first = await generate(body, { key })
+    expect(first.status).toBe(200)
+    const { id } = (await first.json()) as { id: string }
+    // The repeat is a cache hit, whose record is written while the quota is decided …
+    const refused = await generate(body, { key })
+    expect(refused.status).toBe(429)
+    expect(((await refused.json()) as ErrorJson).error.code).toBe('rate_limited')
+    // … and deleted again once the quota refuses (in waitUntil: poll briefly).
+    const keyId = key.split('_')[1]!
+    const ledger = env.LEDGER.get(env.LEDGER.idFromName(keyId))
+    const records = () =>
+      runInDurableObject(ledger, async (_instance, state) => [
+        ...(await state.storage.list({ prefix: 'gen:' })).keys(),
+      ])
+    for (let i = 0; i < 50 && (await records()).length > 1; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    expect(await records()).toEqual([`gen:${id}`])
   })
 
   it('a request refused for quota releases its Idempotency-Key', async () => {

@@ -52,6 +52,12 @@ export class Ledger extends DurableObject {
     await this.scheduleCleanup()
   }
 
+  /** Forgets a record (a cache hit's record written before its request was refused for quota). */
+  async deleteGeneration(id: string): Promise<void> {
+    await this.ctx.storage.delete(`gen:${id}`)
+    this.#notify(id)
+  }
+
   /** Merges `patch` into an existing record; returns the new record (undefined if unknown). */
   async patchGeneration(
     id: string,

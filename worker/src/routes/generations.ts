@@ -165,17 +165,10 @@ async function timed<T>(c: Context<AppEnv>, metric: string, work: Promise<T>): P
   }
 }
 
-/** Answers from the cache: a new `cached: true` record, recorded before the response is sent. */
-async function serveCacheHit(
-  c: Context<AppEnv>,
-  ledger: ReturnType<typeof ledgerOf>,
-  base: GenerationRecord,
-  hit: CachedResult,
-  options: RenderOptions,
-  idempotencyKey: string | undefined,
-): Promise<Response> {
+/** The `cached: true` record of a cache hit. */
+function cacheHitRecord(base: GenerationRecord, hit: CachedResult): GenerationRecord {
   const nfe = base.request.nfe
-  const record: GenerationRecord = {
+  return {
     ...base,
     status: 'succeeded',
     cached: true,
@@ -185,20 +178,6 @@ async function serveCacheHit(
     timings: { ...base.timings, totalMs: Date.now() - Date.parse(base.createdAt) },
     completedAt: new Date().toISOString(),
   }
-  // Recorded before answering, so a GET right after the response finds it; the key is settled in
-  // the same round trip (calls on one stub arrive in order: record first).
-  const [response] = await Promise.all([
-    respondWithRecord(c, ledger, record, options),
-    timed(
-      c,
-      'ledger',
-      Promise.all([
-        ledger.putGeneration(record),
-        idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'keep'),
-      ]),
-    ),
-  ])
-  return response
 }
 
 generations.post('/', auth('generations:write'), async (c) => {
@@ -261,15 +240,6 @@ generations.post('/', auth('generations:write'), async (c) => {
     }
   }
 
-  let hit: Awaited<typeof pendingHit>
-  try {
-    ;[, hit] = await Promise.all([timed(c, 'quota', consumeQuota(c, request.count)), pendingHit])
-  } catch (error) {
-    // The key was reserved above; a refused or failed request must not leave it "running".
-    if (idempotencyKey !== undefined) await ledger.finishIdempotent(idempotencyKey, 'release')
-    throw error
-  }
-
   const integration = integrationFor(model, settings)
   const base: GenerationRecord = {
     id,
@@ -287,10 +257,43 @@ generations.post('/', auth('generations:write'), async (c) => {
     completedAt: null,
     error: null,
   }
+  // A cache hit's record is written while the quota is decided, so a hit costs one Durable Object
+  // round trip instead of two in a row. If the quota then refuses, the record (whose id nobody has
+  // seen) is deleted again.
+  const hitStored = pendingHit.then(async (hit) => {
+    if (!hit) return undefined
+    const record = cacheHitRecord(base, hit)
+    await timed(c, 'ledger', ledger.putGeneration(record))
+    return record
+  })
+  hitStored.catch(() => {}) // awaited below
+
+  let hitRecord: GenerationRecord | undefined
+  try {
+    ;[, hitRecord] = await Promise.all([
+      timed(c, 'quota', consumeQuota(c, request.count)),
+      hitStored,
+    ])
+  } catch (error) {
+    c.executionCtx.waitUntil(
+      hitStored.then((record) => record && ledger.deleteGeneration(record.id)).catch(() => {}),
+    )
+    // The key was reserved above; a refused or failed request must not leave it "running".
+    if (idempotencyKey !== undefined) await ledger.finishIdempotent(idempotencyKey, 'release')
+    throw error
+  }
+
+  if (hitRecord) {
+    // Stored before answering, so a GET right after the response finds it.
+    const [response] = await Promise.all([
+      respondWithRecord(c, ledger, hitRecord, options),
+      idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'keep'),
+    ])
+    return response
+  }
 
   let job: GenerationJob
   try {
-    if (hit) return await serveCacheHit(c, ledger, base, hit, options, idempotencyKey)
     // The job stores `base` itself, without holding up its first backend call.
     job = new GenerationJob({
       plan: { model, request, integration, preview: body.preview && wantsSse(c) },
