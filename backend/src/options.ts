@@ -29,7 +29,8 @@ export interface BackendOptions {
   /** onnxruntime intra-op threads (0 = onnxruntime's choice). @default 0 */
   intraOpThreads?: number
   /**
-   * Worker threads for step integrations, so rollouts never block the event loop (0 = inline).
+   * Worker threads for step integrations, so large rollouts never block the event loop (0 = all
+   * inline; rollouts under INLINE_MAX_WORK run inline anyway).
    * @default cores − 1, between 1 and 4
    */
   integrateThreads?: number
@@ -56,7 +57,8 @@ export type NormalizedBackendOptions = Required<BackendOptions>
  * - queueLimit 64: four full batches queued (~1 s of work here); past that a client does better to
  *   retry elsewhere than to wait.
  * - requestTimeoutMs 30 s: the worker's own deadline is shorter; this only reaps stuck work.
- * - integrateThreads cores − 1 (1–4): step rollouts leave the event loop free for parsing/batching.
+ * - integrateThreads cores − 1 (1–4): large step rollouts leave the event loop free for parsing and
+ *   batching; small ones (the default model's) run inline, where a thread hop would cost more.
  */
 export const DEFAULT_OPTIONS = {
   executionProvider: 'auto',

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { decodeSafetensors, encodeSafetensors, randn, type SafetensorsTensor } from '@piflow/policy'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { BatcherStats as Stats } from '../src/batcher.ts'
+import { INLINE_MAX_WORK, rolloutWork } from '../src/integrator-pool.ts'
 import { DEFAULT_MODELS_DIR, type SpawnedBackend, spawnBackend } from './spawn-backend.ts'
 
 // The backend as a real process over HTTP: real onnxruntime, the shipped default model.
@@ -84,6 +85,21 @@ describe('backend process', () => {
   })
 
   it('integrates steps identically on worker threads and inline', async () => {
+    // Batch 3 over σ 0.9 → 0.3 is above the inline bound, so the default backend uses its thread.
+    const segment = {
+      shape: { batch: 3, channels: 3, height: 32, width: 32 },
+      sigmaSrc: 0.9,
+      sigmaDst: 0.3,
+      shift: 3.2,
+      totalSubsteps: 128,
+      eps: 1e-4,
+      temperature: 0.3,
+    }
+    const gm = { type: 'gm', k: 8 } as Parameters<typeof rolloutWork>[0]
+    expect(rolloutWork(gm, segment)).toBeGreaterThan(INLINE_MAX_WORK)
+    expect(rolloutWork(gm, { ...segment, shape: { ...segment.shape, batch: 1 } })).toBeLessThan(
+      INLINE_MAX_WORK,
+    )
     const inline = await spawnBackend({ args: ['--integrate-threads', '0'] })
     try {
       const body = encodeSafetensors(inputs(3, 2, 0.9), {
