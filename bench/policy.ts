@@ -181,12 +181,14 @@ function child(shapeIndex: number, dtype: 'float32' | 'float64', kernel: 'wasm' 
   const x = src.slice()
   let policy = createGmPolicy(output, src, [step.sigmaSrc], shape, { eps: EPS })
   // Steady state, as the sampler builds one policy per NFE: the previous segment's policy is released
-  // first, so its wasm memory is reused instead of faulting in fresh pages.
-  const buildMs = timeMs(() => {
+  // first, so its wasm memory is reused instead of faulting in fresh pages. 20 builds: the first few
+  // run before V8 tiers the code up, and CPU time counts its compiler threads.
+  const build = () => {
     policy.release?.()
     policy = createGmPolicy(output, src, [step.sigmaSrc], shape, { eps: EPS })
     policy.startRollout(src) // includes the per-NFE Gram precompute where the policy uses it
-  }, 5, 4) // 20 builds: the first few run before V8 tiers the code up (CPU time counts its compiler threads)
+  }
+  const buildMs = timeMs(build, 5, 4)
   const opts = {
     sigmaSrc: step.sigmaSrc,
     sigmaDst: step.sigmaDst,

@@ -3,7 +3,8 @@
 ;; (see its module doc), regrouped so that only per-sample scalars change between substeps:
 ;;   ν_c   = α·x_c − β·xsrc_c
 ;;   l_k   = lw_k + (Σ_c m_kc·ν_c − ½ζ·|m_k|²)/D           w = softmax_k(l), in base 2
-;;           (the caller stores lw_k·log2(e) and passes log2(e)/D, so w_k = 2^(l'_k − max) / Σ)
+;;           (the caller stores lw_k·log2(e) and passes log2(e)/D, so w_k = 2^(l'_k − max) / Σ;
+;;           lw may carry any per-pixel shift: softmax ignores it)
 ;;   x0_c  = (Σ_k w_k·m_kc + var·ν_c)/D
 ;;   out_c = a·x_c + b·(x_c − x0_c)        velocity (0, 1/σ̃), x0 (1, −1), Euler step (1, dσ/σ̃)
 ;; Layout (all f32, group-major so each group's data is one contiguous run — planar (K,C,H,W) planes
@@ -11,7 +12,7 @@
 ;; xsrc / xin / out [g][c][4], wout [g][k][4]. C is padded to a multiple of 4 with zero channels (they
 ;; add nothing to any dot product or sum), so every channel loop runs in unrolled blocks of four:
 ;; at small C (RGB: 3) loop overhead, not arithmetic, would dominate otherwise.
-;; Pointers are byte offsets, 16-byte aligned.
+;; Pointers are byte offsets, 16-byte aligned. gm_pack (below) builds means, lwsq and xsrc of a segment.
 ;; Build: `npm run build:wasm -w @piflow/policy` (wabt) regenerates gm-kernel.wasm.ts; a test keeps it current.
 (module
   (memory (import "env" "memory") 1)
