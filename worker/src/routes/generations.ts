@@ -9,7 +9,7 @@
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import { endTime, setMetric, startTime } from 'hono/timing'
+import { setMetric } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
 import { type CachedResult, cacheKey, canonicalJson, lookupResult } from '../cache.ts'
 import { randomToken, sha256Hex } from '../crypto.ts'
@@ -155,13 +155,17 @@ async function respondWithRecord(
   return c.json(await renderGeneration(record, options))
 }
 
-/** Awaits `work`, recording its duration as a Server-Timing metric. */
+/**
+ * Awaits `work`, recording its duration as a Server-Timing metric. A metric that finishes after the
+ * response went out (an early 409/429 while a lookup still runs) is dropped silently, where hono's
+ * startTime/endTime would warn about a timer its middleware already closed.
+ */
 async function timed<T>(c: Context<AppEnv>, metric: string, work: Promise<T>): Promise<T> {
-  startTime(c, metric)
+  const started = performance.now()
   try {
     return await work
   } finally {
-    endTime(c, metric)
+    setMetric(c, metric, performance.now() - started)
   }
 }
 
