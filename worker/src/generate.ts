@@ -338,12 +338,11 @@ export async function runGeneration(
       bytes: png.byteLength,
     }
     images.push(image)
-    // The image event goes out once its URL can be fetched.
-    puts.push(
-      bucket
-        .put(key, png, { httpMetadata: { contentType: 'image/png' }, sha256 })
-        .then(() => hooks.onImage?.(image, png)),
-    )
+    // The writes run concurrently; each image's event goes out once its URL can be fetched and after
+    // the previous image's, so SSE ids stay in order (a Last-Event-ID resume relies on it).
+    const put = bucket.put(key, png, { httpMetadata: { contentType: 'image/png' }, sha256 })
+    const previous = puts.at(-1)
+    puts.push(Promise.all([put, previous]).then(() => hooks.onImage?.(image, png)))
   }
   const stored = Promise.all(puts).then(() => undefined)
   stored.catch(() => {}) // the caller awaits it; this only keeps an early failure from going unhandled

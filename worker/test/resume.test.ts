@@ -129,6 +129,16 @@ describe.skipIf(!backendAvailable())('SSE resume (GET /v1/generations/:id as a s
     expect(await finished.text()).toBe('')
   })
 
+  it('a live stream of several images sends them in index order, ids increasing', async () => {
+    // Their R2 writes run concurrently; the events must still go out in order for resumes.
+    const events = await readSse(
+      await generate({ prompt: 'green leaf', count: 3 }, { headers: SSE }),
+    )
+    const images = events.filter((e) => e.event === 'image')
+    expect(images.map((e) => JSON.parse(e.data).index)).toEqual([0, 1, 2])
+    expect(events.map((e) => Number(e.id))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8])
+  })
+
   it('a cache hit streams without progress, under the same ids', async () => {
     const body = { prompt: 'blue heart', seed: 31_337, count: 2 }
     await generate(body)
