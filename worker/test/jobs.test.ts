@@ -1,0 +1,85 @@
+/**
+ * GenerationJob's final writes: the PNGs and the final record are written concurrently, so a failed
+ * PNG write must still end as a failed record (not a "succeeded" one pointing at a missing image),
+ * and must not leave a cache entry behind. Local R2 cannot be made to fail on demand, so the real
+ * bucket is wrapped with a put that rejects; everything else (backend, Ledger, R2 reads) is real.
+ */
+import { env } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import { BackendRouter } from '../src/backends.ts'
+import { lookupResult } from '../src/cache.ts'
+import { settings } from '../src/env.ts'
+import { GenerationJob } from '../src/jobs.ts'
+import { getModel } from '../src/models.ts'
+import type { GenerationRecord, NormalizedRequest } from '../src/records.ts'
+import { backendAvailable, backendSecret, backendUrl } from './helpers.ts'
+
+describe.skipIf(!backendAvailable())('GenerationJob final writes', () => {
+  it('a failed PNG write ends as a failed record and caches nothing', async () => {
+    const config = settings(env)
+    const model = await getModel(env, config.models, 'piflow-emoji')
+    const request: NormalizedRequest = {
+      model: model.id,
+      modelVersion: 'test',
+      prompt: 'red apple',
+      nfe: 4,
+      seed: 9_001,
+      size: 32,
+      guidance: model.manifest.guidance.default,
+      count: 1,
+      format: 'png',
+    }
+    const record: GenerationRecord = {
+      id: `gen_jobtest${Date.now().toString(36)}`,
+      requestId: 'req_jobtest',
+      status: 'running',
+      request,
+      seeded: true,
+      cached: false,
+      progress: { step: 0, nfe: 4 },
+      images: [],
+      integration: 'edge',
+      backends: [],
+      timings: { totalMs: 0, forwardMs: 0, integrateMs: 0, encodeMs: 0 },
+      createdAt: new Date().toISOString(),
+      completedAt: null,
+      error: null,
+    }
+    // PNG writes fail; the cache entry's own R2 write would succeed, so only ordering keeps it out.
+    const failingBucket = new Proxy(env.IMAGES, {
+      get(target, name, receiver) {
+        if (name === 'put') {
+          return (key: string, ...rest: unknown[]) =>
+            key.startsWith('images/')
+              ? Promise.reject(new Error('injected R2 failure'))
+              : (target.put as (...args: unknown[]) => Promise<unknown>)(key, ...rest)
+        }
+        const value = Reflect.get(target, name, receiver)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const ledger = env.LEDGER.get(env.LEDGER.idFromName('unit-jobs-r2-failure'))
+    const cacheHash = `jobtest-${record.id}`
+    const job = new GenerationJob({
+      plan: { model, request, integration: 'edge', preview: false },
+      record,
+      router: new BackendRouter(
+        [{ id: 'local', url: backendUrl(), weight: 1 }],
+        backendSecret(),
+        30_000,
+      ),
+      bucket: failingBucket,
+      ledger,
+      cacheHash,
+      recordProgress: false,
+    })
+    const done = await job.done
+    expect(done.status).toBe('failed')
+    expect(done.error?.code).toBe('generation_failed')
+    expect(done.error?.message).toContain('injected R2 failure')
+    // The stored record is the failure, which landed after the "succeeded" one written concurrently.
+    expect((await ledger.getGeneration(record.id))?.status).toBe('failed')
+    // The cache entry waits for its PNGs, so none was written.
+    expect(await lookupResult(cacheHash, env.IMAGES, () => {})).toBeUndefined()
+  })
+})
