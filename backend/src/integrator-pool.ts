@@ -107,9 +107,8 @@ export function createIntegratorPool(threads: number): IntegratorPool {
   return {
     async integrate(output, x, segment, signal) {
       signal?.throwIfAborted()
-      // Malformed segments fall through to the worker, whose policy module reports them.
-      const work = safeWork(output, segment)
-      if (work !== undefined && work < INLINE_MAX_WORK) {
+      // A malformed segment (NaN work) goes to the worker, whose policy module reports it.
+      if (rolloutWork(output, segment) < INLINE_MAX_WORK) {
         return inline.integrate(output, x, segment, signal)
       }
       const slot = slots.reduce((a, b) => (b.busy < a.busy ? b : a))
@@ -136,15 +135,6 @@ export function createIntegratorPool(threads: number): IntegratorPool {
     async close() {
       await Promise.all(slots.map((s) => s.worker.terminate()))
     },
-  }
-}
-
-function safeWork(output: PolicyOutput<Float32Array>, segment: SegmentSpec): number | undefined {
-  try {
-    const work = rolloutWork(output, segment)
-    return Number.isFinite(work) ? work : undefined
-  } catch {
-    return undefined
   }
 }
 

@@ -29,6 +29,21 @@ const post = (body: unknown, headers: Record<string, string> = {}, signal?: Abor
     ...(signal ? { signal } : {}),
   })
 
+/** Events of a stream up to and including the first of type `last`; then the client hangs up. */
+async function readUntil(
+  res: Response,
+  controller: AbortController,
+  last: string,
+): Promise<SseEvent[]> {
+  const seen: SseEvent[] = []
+  for await (const event of sseEvents(res.body!)) {
+    seen.push(event)
+    if (event.event === last) break
+  }
+  controller.abort()
+  return seen
+}
+
 async function pngPixels(url: string): Promise<Uint8Array> {
   const res = await fetch(url)
   expect(res.status).toBe(200)
@@ -84,14 +99,8 @@ describe('local stack end to end', () => {
       { Accept: 'text/event-stream' },
       controller.signal,
     )
-    let id = ''
-    for await (const event of sseEvents(res.body!)) {
-      if (event.event === 'id') {
-        id = JSON.parse(event.data).id
-        controller.abort()
-        break
-      }
-    }
+    const seen = await readUntil(res, controller, 'id')
+    const id = JSON.parse(seen.at(-1)!.data).id as string
     expect(id).toMatch(/^gen_/)
     let gen: Generation | undefined
     for (let i = 0; i < 100; i++) {
@@ -113,14 +122,7 @@ describe('local stack end to end', () => {
       { Accept: 'text/event-stream' },
       controller.signal,
     )
-    const seen: SseEvent[] = []
-    for await (const event of sseEvents(res.body!)) {
-      seen.push(event)
-      if (event.event === 'progress') {
-        controller.abort()
-        break
-      }
-    }
+    const seen = await readUntil(res, controller, 'progress')
     const id = JSON.parse(seen[0]!.data).id as string
     const url = `${stack.workerUrl}/v1/generations/${id}`
     // Still running, so the rest has to come from following it.

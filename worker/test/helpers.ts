@@ -11,15 +11,20 @@ export const backendUrl = () => inject('backendUrl')
 export const backendSecret = () => inject('backendSecret')
 export const backendAvailable = () => inject('backendAvailable')
 
+/** `init` with `Authorization: Bearer <key>` (the dev key unless given; `key: null` sends none). */
+function withKey(init?: RequestInit & { key?: string | null }): RequestInit {
+  const headers = new Headers(init?.headers)
+  const key = init?.key === undefined ? devKey() : init.key
+  if (key !== null) headers.set('Authorization', `Bearer ${key}`)
+  return { ...init, headers }
+}
+
 /** Authorised request to the worker under test. */
 export function call(
   path: string,
   init?: RequestInit & { key?: string | null },
 ): Promise<Response> {
-  const headers = new Headers(init?.headers)
-  const key = init?.key === undefined ? devKey() : init.key
-  if (key !== null) headers.set('Authorization', `Bearer ${key}`)
-  return SELF.fetch(`${BASE}${path}`, { ...init, headers })
+  return SELF.fetch(`${BASE}${path}`, withKey(init))
 }
 
 const contexts: ExecutionContext[] = []
@@ -33,12 +38,9 @@ export async function callWithVars(
   url: string,
   init?: RequestInit & { key?: string | null },
 ): Promise<Response> {
-  const headers = new Headers(init?.headers)
-  const key = init?.key === undefined ? devKey() : init.key
-  if (key !== null) headers.set('Authorization', `Bearer ${key}`)
   const ctx = createExecutionContext()
   contexts.push(ctx)
-  const request = new Request(url.startsWith('/') ? `${BASE}${url}` : url, { ...init, headers })
+  const request = new Request(url.startsWith('/') ? `${BASE}${url}` : url, withKey(init))
   return app.fetch(request, { ...env, ...vars }, ctx)
 }
 
