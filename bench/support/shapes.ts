@@ -48,6 +48,18 @@ export const BENCH_SHAPES: BenchShape[] = [
     shift: 1,
     fs: 1,
   },
+  {
+    // The shipped model (models/piflow-emoji): where the backend's integration-share target applies.
+    name: 'piflow-emoji default model 32²',
+    B: 1,
+    K: 8,
+    C: 3,
+    H: 32,
+    W: 32,
+    nfe: 4,
+    shift: 3.2,
+    fs: 0.5,
+  },
 ]
 
 /** The GM policy's eps in every bench row. */

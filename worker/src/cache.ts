@@ -91,17 +91,19 @@ function cacheResponse(text: string): Response {
   })
 }
 
-/** Stores a finished result in R2 and the Cache API. */
+/** Stores a finished result: in this isolate's memo at once, in R2 and the Cache API concurrently. */
 export async function storeResult(
   hash: string,
   result: CachedResult,
   bucket: R2Bucket,
 ): Promise<void> {
-  const text = JSON.stringify(result)
-  await bucket.put(`results/${hash}.json`, text, {
-    httpMetadata: { contentType: 'application/json' },
-  })
-  const cache = await caches.open(CACHE_NAME)
-  await cache.put(cacheRequest(hash), cacheResponse(text))
+  // This isolate answers repeats at once; the shared tiers are written concurrently.
   remember(hash, result)
+  const text = JSON.stringify(result)
+  await Promise.all([
+    bucket.put(`results/${hash}.json`, text, {
+      httpMetadata: { contentType: 'application/json' },
+    }),
+    caches.open(CACHE_NAME).then((cache) => cache.put(cacheRequest(hash), cacheResponse(text))),
+  ])
 }

@@ -51,6 +51,14 @@ export class GenerationJob {
   /** Ledger writes issued while running (the first record, progress patches). */
   readonly #pending: Promise<unknown>[] = []
   #finalIssued = false
+  /**
+   * `done`, then the result's cache entry: what `waitUntil` must keep alive. The cache entry is an
+   * optimisation, so the response does not wait for its writes.
+   */
+  readonly settled: Promise<unknown>
+  /** The encoded PNGs by image index, so a response with inline images needs no R2 read. */
+  readonly pngs = new Map<number, Uint8Array>()
+  #cacheWrite: Promise<unknown> = Promise.resolve()
   /** Milliseconds from the images being encoded to the last write stored (the durability cost). */
   storeMs = 0
 
@@ -61,6 +69,7 @@ export class GenerationJob {
     this.stored.catch((error) => console.error('storing the running generation failed', error))
     this.#pending.push(this.stored)
     this.done = this.#run(options)
+    this.settled = this.done.then(() => this.#cacheWrite)
   }
 
   /** Receives past events at once, then live ones; returns the unsubscribe function. */
@@ -99,6 +108,7 @@ export class GenerationJob {
         },
         onImage: (image, png) => {
           images.push(image)
+          this.pngs.set(image.index, png)
           this.#emit({ type: 'image', image, png })
           // Once the final record is issued it carries every image; a patch after it would undo that.
           if (options.recordProgress && !this.#finalIssued) {
@@ -119,25 +129,25 @@ export class GenerationJob {
       // The final record is written while the PNGs are: the response waits for one storage round
       // trip, not two in a row. A reader racing the response may see the record a moment before its
       // PNG lands; a failed PNG write turns the record into a failure below. The cache entry follows
-      // the PNGs, so a cache hit never points at a missing image.
+      // the PNGs, so a cache hit never points at a missing image; nobody waits for it (`settled`).
       const storeStarted = Date.now()
       const finished = this.#finish(options, next)
       const cacheHash = options.cacheHash
-      const cached =
-        cacheHash &&
-        outcome.stored.then(
-          () =>
-            storeResult(
-              cacheHash,
-              {
-                images: outcome.images,
-                integration: record.integration,
-                backends: outcome.backends,
-              },
-              options.bucket,
-            ).catch((error) => console.error('caching the result failed', error)), // an optimisation only
-        )
-      await Promise.all([outcome.stored, finished, cached])
+      if (cacheHash) {
+        const result = {
+          images: outcome.images,
+          integration: record.integration,
+          backends: outcome.backends,
+        }
+        this.#cacheWrite = outcome.stored
+          .then(
+            () => storeResult(cacheHash, result, options.bucket),
+            () => undefined, // no PNGs, no cache entry; `done` reports the failure
+          )
+          // An optimisation only: a lost cache entry costs a generation, never a wrong answer.
+          .catch((error) => console.error('caching the result failed', error))
+      }
+      await Promise.all([outcome.stored, finished])
       this.storeMs = Date.now() - storeStarted
       return next
     } catch (error) {

@@ -40,10 +40,11 @@ export async function renderImage(
   return out
 }
 
-/** The public `Generation` for a stored record. */
+/** The public `Generation` for a stored record; `pngs` (by image index) spares inline images an R2 read. */
 export async function renderGeneration(
   record: GenerationRecord,
   options: RenderOptions,
+  pngs?: ReadonlyMap<number, Uint8Array>,
 ): Promise<Generation> {
   const { request } = record
   return {
@@ -59,7 +60,9 @@ export async function renderGeneration(
     count: request.count,
     cached: record.cached,
     progress: record.progress,
-    images: await Promise.all(record.images.map((image) => renderImage(image, options))),
+    images: await Promise.all(
+      record.images.map((image) => renderImage(image, options, pngs?.get(image.index))),
+    ),
     path: 'remote',
     integration: record.integration,
     backends: record.backends,

@@ -1,6 +1,6 @@
 import { env, SELF } from 'cloudflare:test'
 import { decode } from 'fast-png'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { streamEventTypes } from '../../test/support/sse.ts'
 import { forgetMemo } from '../src/cache.ts'
 import { hmac, sha256Hex } from '../src/crypto.ts'
@@ -144,9 +144,17 @@ describe.skipIf(!backendAvailable())('generation through a real backend', () => 
 
   it('cache tiers: isolate memo → Cache API → R2 copy; without any tier it generates again', async () => {
     const body = { prompt: 'blue heart', seed: 9 }
+    const resultKeys = async () =>
+      (await env.IMAGES.list({ prefix: 'results/' })).objects.map((o) => o.key)
+    const earlier = (await resultKeys()).length
     await generate(body)
     const cache = await caches.open('piflow-results')
-    const results = (await env.IMAGES.list({ prefix: 'results/' })).objects.map((o) => o.key)
+    // The shared tiers are written after the response (waitUntil): wait for this result's R2 copy.
+    const results = await vi.waitFor(async () => {
+      const keys = await resultKeys()
+      expect(keys.length).toBeGreaterThan(earlier)
+      return keys
+    })
     const dropCacheApi = async () => {
       for (const key of results) {
         await cache.delete(`https://cache.piflow.internal/results/${key.slice(8, -5)}`)

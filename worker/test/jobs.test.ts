@@ -79,7 +79,8 @@ describe.skipIf(!backendAvailable())('GenerationJob final writes', () => {
     expect(done.error?.message).toContain('injected R2 failure')
     // The stored record is the failure, which landed after the "succeeded" one written concurrently.
     expect((await ledger.getGeneration(record.id))?.status).toBe('failed')
-    // The cache entry waits for its PNGs, so none was written.
+    // The cache entry waits for its PNGs, so none was written (its write would settle after `done`).
+    await job.settled
     expect(await lookupResult(cacheHash, env.IMAGES, () => {})).toBeUndefined()
   })
 })

@@ -138,6 +138,7 @@ async function respondWithRecord(
   ledger: ReturnType<typeof ledgerOf>,
   record: GenerationRecord,
   options: RenderOptions,
+  pngs?: ReadonlyMap<number, Uint8Array>,
 ): Promise<Response> {
   if (wantsSse(c)) return streamRecord(c, ledger, record, -1, options)
   if (record.error) {
@@ -152,7 +153,7 @@ async function respondWithRecord(
       record.error.status as 500,
     )
   }
-  return c.json(await renderGeneration(record, options))
+  return c.json(await renderGeneration(record, options, pngs))
 }
 
 /**
@@ -319,7 +320,7 @@ generations.post('/', auth('generations:write'), async (c) => {
     throw error
   }
   // The job outlives the response: a client that drops the stream can still GET the result.
-  c.executionCtx.waitUntil(job.done)
+  c.executionCtx.waitUntil(job.settled)
 
   if (!wantsSse(c)) {
     const record = await timed(c, 'generate', job.done)
@@ -327,7 +328,7 @@ generations.post('/', auth('generations:write'), async (c) => {
     // (PNGs in R2, the final record in the Ledger).
     setMetric(c, 'backend', record.timings.forwardMs)
     setMetric(c, 'store', job.storeMs)
-    return respondWithRecord(c, ledger, record, options)
+    return respondWithRecord(c, ledger, record, options, job.pngs)
   }
 
   return unbuffered(
@@ -374,7 +375,7 @@ generations.post('/', auth('generations:write'), async (c) => {
         if (record.error) {
           await write('error', end, errorEventData(id, record.error, c.var.requestId))
         } else {
-          await write('done', end, await renderGeneration(record, options))
+          await write('done', end, await renderGeneration(record, options, job.pngs))
         }
       } finally {
         clearInterval(keepalive)
