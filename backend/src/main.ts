@@ -14,7 +14,7 @@ const USAGE = `usage: main.ts [options]
   --host <addr>              interface to listen on          default 127.0.0.1
   --models-dir <dir>         directory of <id>/manifest.json default models
   --secret <s>               shared secret (X-Piflow-Backend-Secret)  env PIFLOW_BACKEND_SECRET, required
-  --execution-provider <p>   auto | cpu | cuda               env PIFLOW_BACKEND_EP, default auto
+  --execution-provider <p>   auto | cpu | cuda | webgpu      env PIFLOW_BACKEND_EP, default auto
   --max-batch-size <n>       rows per onnxruntime run        default ${DEFAULT_OPTIONS.maxBatchSize}
   --max-wait-ms <n>          batching window                 default ${DEFAULT_OPTIONS.maxWaitMs}
   --queue-limit <n>          queued requests per model       default ${DEFAULT_OPTIONS.queueLimit}
@@ -69,8 +69,8 @@ async function main() {
   const env = process.env
   const port = number('port', str('port') ?? env.PIFLOW_BACKEND_PORT) ?? 8788
   const ep = str('execution-provider') ?? env.PIFLOW_BACKEND_EP ?? 'auto'
-  if (ep !== 'auto' && ep !== 'cpu' && ep !== 'cuda')
-    fail(`--execution-provider must be auto, cpu or cuda`)
+  if (!['auto', 'cpu', 'cuda', 'webgpu'].includes(ep))
+    fail(`--execution-provider must be auto, cpu, cuda or webgpu`)
 
   const controller = new AbortController()
   let backend: Awaited<ReturnType<typeof startBackend>> | undefined

@@ -13,7 +13,12 @@ import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { type Manifest, parseManifest } from '@piflow/models'
 import * as ort from 'onnxruntime-node'
 
-export type ExecutionProvider = 'cpu' | 'cuda'
+/**
+ * `webgpu` is onnxruntime's own Dawn (Vulkan on Linux): a GPU without CUDA libraries. Never picked by
+ * `auto`, because onnxruntime cannot tell a GPU adapter from a software one (SwiftShader, llvmpipe),
+ * which is ~100× slower than the CPU provider.
+ */
+export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu'
 
 type ManifestFile = Manifest['files'][string]
 
@@ -64,14 +69,15 @@ export class ModelLoadError extends Error {
 /** The requested execution provider cannot run here; start-up fails. */
 export class ExecutionProviderError extends Error {
   override name = 'ExecutionProviderError'
-  constructor(reason: string) {
-    super(`execution provider cuda unavailable: ${reason}`)
+  constructor(provider: Exclude<ExecutionProvider, 'cpu'>, reason: string) {
+    super(`execution provider ${provider} unavailable: ${reason}`)
   }
 }
 
 /**
  * Loads every `<modelsDir>/<id>/manifest.json`. The execution provider is decided on the first student
- * file: CUDA when asked for (or `auto` and onnxruntime can create a CUDA session), CPU otherwise.
+ * file: CUDA or WebGPU when asked for (or CUDA for `auto` when onnxruntime can create a CUDA session),
+ * CPU otherwise.
  */
 export async function loadModels(modelsDir: string, options: LoadOptions): Promise<LoadResult> {
   const root = resolve(modelsDir)
@@ -226,28 +232,27 @@ async function pickExecutionProvider(
   probePath: string | null,
   options: LoadOptions,
 ): Promise<ExecutionProvider> {
-  if (options.executionProvider === 'cpu') return 'cpu'
-  const listed = ort.listSupportedBackends().some((b) => b.name === 'cuda')
-  let failure = listed ? '' : 'this onnxruntime-node build has no CUDA provider'
-  if (listed && !cudaLibrariesInstalled()) {
+  const asked = options.executionProvider
+  if (asked === 'cpu') return 'cpu'
+  const gpu = asked === 'webgpu' ? 'webgpu' : 'cuda'
+  const name = gpu === 'cuda' ? 'CUDA' : 'WebGPU'
+  const listed = ort.listSupportedBackends().some((b) => b.name === gpu)
+  let failure = listed ? '' : `this onnxruntime-node build has no ${name} provider`
+  if (listed && gpu === 'cuda' && !cudaLibrariesInstalled()) {
     // Probing would only print onnxruntime's "cannot open shared object" noise.
     failure = 'CUDA libraries not installed (install onnxruntime-node with PIFLOW_ORT_CUDA=1)'
-    if (options.executionProvider === 'cuda') throw new ExecutionProviderError(failure)
-    options.log(`piflow-backend: using CPU (${failure})`)
-    return 'cpu'
-  }
-  if (listed && probePath !== null) {
+  } else if (listed && probePath !== null) {
     try {
-      const probe = await ort.InferenceSession.create(probePath, { executionProviders: ['cuda'] })
+      const probe = await ort.InferenceSession.create(probePath, { executionProviders: [gpu] })
       await probe.release()
-      return 'cuda'
+      return gpu
     } catch (error) {
-      failure = `CUDA session creation failed: ${(error as Error).message.split('\n')[0]}`
+      failure = `${name} session creation failed: ${(error as Error).message.split('\n')[0]}`
     }
   } else if (listed) {
-    failure = 'no model to probe CUDA with'
+    failure = `no model to probe ${name} with`
   }
-  if (options.executionProvider === 'cuda') throw new ExecutionProviderError(failure)
+  if (asked !== 'auto') throw new ExecutionProviderError(gpu, failure)
   options.log(`piflow-backend: using CPU (${failure})`)
   return 'cpu'
 }

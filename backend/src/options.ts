@@ -11,8 +11,11 @@ export interface BackendOptions {
   secret: string
   /** Directory holding one `<id>/manifest.json` per model. */
   modelsDir: string
-  /** `auto` = CUDA when onnxruntime can create a CUDA session here, CPU otherwise. @default 'auto' */
-  executionProvider?: 'auto' | 'cpu' | 'cuda'
+  /**
+   * `auto` = CUDA when onnxruntime can create a CUDA session here, CPU otherwise; `webgpu` (a GPU
+   * through onnxruntime's Dawn, no CUDA libraries) only when asked for. @default 'auto'
+   */
+  executionProvider?: 'auto' | 'cpu' | 'cuda' | 'webgpu'
   /** Most rows (images) in one onnxruntime run. @default 16 */
   maxBatchSize?: number
   /**
@@ -79,9 +82,9 @@ export function normalizeOptions(options: BackendOptions): NormalizedBackendOpti
   if (typeof merged.secret !== 'string' || merged.secret.length === 0) {
     throw new TypeError('secret is required (--secret or PIFLOW_BACKEND_SECRET)')
   }
-  if (!['auto', 'cpu', 'cuda'].includes(merged.executionProvider)) {
+  if (!['auto', 'cpu', 'cuda', 'webgpu'].includes(merged.executionProvider)) {
     throw new TypeError(
-      `executionProvider must be auto, cpu or cuda, got ${merged.executionProvider}`,
+      `executionProvider must be auto, cpu, cuda or webgpu, got ${merged.executionProvider}`,
     )
   }
   positiveInteger('maxBatchSize', merged.maxBatchSize)
