@@ -177,8 +177,6 @@ export interface WorkerOptions {
 export async function startWorker(options: WorkerOptions): Promise<Service> {
   // wrangler's [build] step stages them too; doing it first guarantees the directory exists.
   stageModelAssets()
-  const port = options.port ?? (await freePort())
-  const inspectorPort = await freePort()
   const temporaryState = options.persistTo === undefined
   const persistTo = options.persistTo ?? mkdtempSync(join(tmpdir(), 'piflow-wrangler-'))
   const vars: Record<string, string> = {
@@ -201,38 +199,56 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
       .join(''),
     { mode: 0o600 },
   )
-  const { child } = await spawnUntil(
-    'wrangler dev',
-    process.execPath,
-    [
-      join(ROOT, 'node_modules/wrangler/bin/wrangler.js'),
-      'dev',
-      '--config',
-      'wrangler.toml',
-      '--ip',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--inspector-port',
-      String(inspectorPort),
-      '--persist-to',
-      persistTo,
-      '--show-interactive-dev-session=false',
-      '--env-file',
-      envFile,
-      ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
-    ],
-    {
-      // Offline: no login, no metrics, no Request.cf fetch (shared/notes/toolchain.md).
-      env: { CI: 'true', WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
-      ready: /Ready on (http:\/\/\S+)/,
-      timeoutMs: 120_000,
-      ...(options.log ? { log: options.log } : {}),
-    },
-  ).catch((error: unknown) => {
-    rmSync(secretsDir, { recursive: true, force: true })
-    throw error
-  })
+  const spawnWrangler = async () => {
+    const port = options.port ?? (await freePort())
+    const inspectorPort = await freePort()
+    const { child } = await spawnUntil(
+      'wrangler dev',
+      process.execPath,
+      [
+        join(ROOT, 'node_modules/wrangler/bin/wrangler.js'),
+        'dev',
+        '--config',
+        'wrangler.toml',
+        '--ip',
+        '127.0.0.1',
+        '--port',
+        String(port),
+        '--inspector-port',
+        String(inspectorPort),
+        '--persist-to',
+        persistTo,
+        '--show-interactive-dev-session=false',
+        '--env-file',
+        envFile,
+        ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
+      ],
+      {
+        // Offline: no login, no metrics, no Request.cf fetch (shared/notes/toolchain.md).
+        env: { CI: 'true', WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
+        ready: /Ready on (http:\/\/\S+)/,
+        timeoutMs: 120_000,
+        ...(options.log ? { log: options.log } : {}),
+      },
+    )
+    return { child, port }
+  }
+  let started: Awaited<ReturnType<typeof spawnWrangler>> | undefined
+  // freePort() can only say a port was free a moment ago: another process (a parallel test's
+  // server) may take it before wrangler binds. Then fresh ports are tried, unless the caller chose one.
+  for (let attempt = 1; started === undefined; attempt++) {
+    try {
+      started = await spawnWrangler()
+    } catch (error) {
+      const taken = /Address already in use/.test(String(error))
+      if (!taken || options.port !== undefined || attempt === 3) {
+        rmSync(secretsDir, { recursive: true, force: true })
+        if (temporaryState) rmSync(persistTo, { recursive: true, force: true })
+        throw error
+      }
+    }
+  }
+  const { child, port } = started
   const url = `http://127.0.0.1:${port}`
   const stop = async () => {
     await stopGroup(child)
