@@ -7,7 +7,7 @@
 
 import { parseArgs } from 'node:util'
 import { startBackend } from './backend.ts'
-import { DEFAULT_OPTIONS } from './options.ts'
+import { DEFAULT_OPTIONS, EXECUTION_PROVIDER_CHOICES, EXECUTION_PROVIDER_TEXT } from './options.ts'
 
 const USAGE = `usage: main.ts [options]
   --port <n>                 port (0 = any free one)        env PIFLOW_BACKEND_PORT, default 8788
@@ -69,8 +69,8 @@ async function main() {
   const env = process.env
   const port = number('port', str('port') ?? env.PIFLOW_BACKEND_PORT) ?? 8788
   const ep = str('execution-provider') ?? env.PIFLOW_BACKEND_EP ?? 'auto'
-  if (!['auto', 'cpu', 'cuda', 'webgpu'].includes(ep))
-    fail(`--execution-provider must be auto, cpu, cuda or webgpu`)
+  if (!(EXECUTION_PROVIDER_CHOICES as readonly string[]).includes(ep))
+    fail(`--execution-provider must be ${EXECUTION_PROVIDER_TEXT}`)
 
   const controller = new AbortController()
   let backend: Awaited<ReturnType<typeof startBackend>> | undefined

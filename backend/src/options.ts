@@ -6,6 +6,12 @@
 import { availableParallelism } from 'node:os'
 
 /** How the backend runs; every field but `secret` and `modelsDir` has a default. */
+/** What `executionProvider` accepts (the CLI's `--execution-provider` too). */
+export const EXECUTION_PROVIDER_CHOICES = ['auto', 'cpu', 'cuda', 'webgpu'] as const
+
+/** The choices as a sentence: "auto, cpu, cuda or webgpu". */
+export const EXECUTION_PROVIDER_TEXT = `${EXECUTION_PROVIDER_CHOICES.slice(0, -1).join(', ')} or ${EXECUTION_PROVIDER_CHOICES.at(-1)}`
+
 export interface BackendOptions {
   /** Shared secret the worker sends in `X-Piflow-Backend-Secret`. Required. */
   secret: string
@@ -15,7 +21,7 @@ export interface BackendOptions {
    * `auto` = CUDA when onnxruntime can create a CUDA session here, CPU otherwise; `webgpu` (a GPU
    * through onnxruntime's Dawn, no CUDA libraries) only when asked for. @default 'auto'
    */
-  executionProvider?: 'auto' | 'cpu' | 'cuda' | 'webgpu'
+  executionProvider?: (typeof EXECUTION_PROVIDER_CHOICES)[number]
   /** Most rows (images) in one onnxruntime run. @default 16 */
   maxBatchSize?: number
   /**
@@ -82,9 +88,9 @@ export function normalizeOptions(options: BackendOptions): NormalizedBackendOpti
   if (typeof merged.secret !== 'string' || merged.secret.length === 0) {
     throw new TypeError('secret is required (--secret or PIFLOW_BACKEND_SECRET)')
   }
-  if (!['auto', 'cpu', 'cuda', 'webgpu'].includes(merged.executionProvider)) {
+  if (!(EXECUTION_PROVIDER_CHOICES as readonly string[]).includes(merged.executionProvider)) {
     throw new TypeError(
-      `executionProvider must be auto, cpu, cuda or webgpu, got ${merged.executionProvider}`,
+      `executionProvider must be ${EXECUTION_PROVIDER_TEXT}, got ${merged.executionProvider}`,
     )
   }
   positiveInteger('maxBatchSize', merged.maxBatchSize)

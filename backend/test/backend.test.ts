@@ -2,41 +2,14 @@ import { cp, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { decodeSafetensors, encodeSafetensors, randn, type SafetensorsTensor } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors } from '@piflow/policy'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { BatcherStats as Stats } from '../src/batcher.ts'
 import { INLINE_MAX_WORK, rolloutWork } from '../src/integrator-pool.ts'
+import { forward, inputs, MODEL } from './requests.ts'
 import { DEFAULT_MODELS_DIR, type SpawnedBackend, spawnBackend } from './spawn-backend.ts'
 
 // The backend as a real process over HTTP: real onnxruntime, the shipped default model.
-const MODEL = 'piflow-emoji'
-
-function inputs(seed: number, batch = 1, sigma = 0.8): Record<string, SafetensorsTensor> {
-  const tokens = new BigInt64Array(batch * 16)
-  for (let i = 0; i < tokens.length; i++) tokens[i] = BigInt((i * 13 + seed) % 40)
-  return {
-    x: {
-      dtype: 'F32',
-      shape: [batch, 3, 32, 32],
-      data: randn(new Float32Array(batch * 3072), seed),
-    },
-    sigma: { dtype: 'F32', shape: [batch], data: new Float32Array(batch).fill(sigma) },
-    tokens: { dtype: 'I64', shape: [batch, 16], data: tokens },
-  }
-}
-
-function forward(backend: SpawnedBackend, body: Uint8Array, init: RequestInit = {}, model = MODEL) {
-  return fetch(`${backend.url}/v1/models/${model}/forward`, {
-    method: 'POST',
-    ...init,
-    headers: {
-      'Content-Type': 'application/octet-stream',
-      'X-Piflow-Backend-Secret': backend.secret,
-      ...init.headers,
-    },
-    body: body as Uint8Array<ArrayBuffer>,
-  })
-}
 
 async function stats(backend: SpawnedBackend): Promise<Stats> {
   const response = await fetch(`${backend.url}/readyz`)

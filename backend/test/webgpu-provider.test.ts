@@ -4,33 +4,17 @@
  * emulation, so this checks the path and its numbers, never its speed. On a GPU host the same flag
  * runs on the Vulkan driver (measured on an H200: see backend/README.md).
  */
-import { decodeSafetensors, encodeSafetensors, randn } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors } from '@piflow/policy'
 import { describe, expect, it } from 'vitest'
 import { swiftShaderEnv } from '../../test/webgpu/node-dawn.ts'
+import { forward, inputs } from './requests.ts'
 import { type SpawnedBackend, spawnBackend } from './spawn-backend.ts'
 
-const MODEL = 'piflow-emoji'
 const swiftShader = swiftShaderEnv()
 
-function forwardBody(): Uint8Array {
-  const tokens = new BigInt64Array(16)
-  for (let i = 0; i < tokens.length; i++) tokens[i] = BigInt((i * 7 + 3) % 40)
-  return encodeSafetensors({
-    x: { dtype: 'F32', shape: [1, 3, 32, 32], data: randn(new Float32Array(3072), 11) },
-    sigma: { dtype: 'F32', shape: [1], data: new Float32Array([0.7]) },
-    tokens: { dtype: 'I64', shape: [1, 16], data: tokens },
-  })
-}
-
+/** The model's outputs for one fixed input. */
 async function forwardOutputs(backend: SpawnedBackend) {
-  const response = await fetch(`${backend.url}/v1/models/${MODEL}/forward`, {
-    method: 'POST',
-    headers: {
-      'Content-Type': 'application/octet-stream',
-      'X-Piflow-Backend-Secret': backend.secret,
-    },
-    body: forwardBody() as Uint8Array<ArrayBuffer>,
-  })
+  const response = await forward(backend, encodeSafetensors(inputs(11, 1, 0.7)))
   expect(response.status).toBe(200)
   return decodeSafetensors(new Uint8Array(await response.arrayBuffer())).tensors
 }
