@@ -76,6 +76,8 @@ def settings_of(case: OfficialCase) -> SamplerSettings:
     scheduler = call.get("scheduler", {})
     if scheduler.get("use_dynamic_shifting"):
         raise ValueError("dynamic shifting is not what the released students sample with")
+    if any(key.startswith("negative_") for key in case.io):
+        raise ValueError("the case uses true CFG (negative embeddings): the students sample without it")
     guidance = call.get("guidance_scale")
     return SamplerSettings(
         nfe=call["num_inference_steps"],
