@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import GOLDEN_DIR, closing_counts, run_module
+from conftest import GOLDEN_DIR, closing_counts, requires_cuda, run_module
 
 from piflow_torch.conformance import golden
 
@@ -73,3 +73,9 @@ def test_a_missing_directory_fails_loudly(tmp_path, capsys):
     code, out = _run(capsys, "--dir", str(tmp_path / "absent"))
     assert code == 1
     assert "golden directory not found" in out
+
+
+@requires_cuda
+def test_every_golden_case_passes_on_cuda(capsys):
+    code, out = _run(capsys, "--dir", str(GOLDEN_DIR), "--device", "cuda")
+    assert code == 0, out

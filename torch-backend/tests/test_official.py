@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from adapter_fixtures import FLUX, QWEN, copy_case, rewrite_adapter
-from conftest import OFFICIAL_DIR, closing_counts, run_module
+from conftest import OFFICIAL_DIR, closing_counts, requires_cuda, run_module
 
 from piflow_torch.conformance import official
 from safetensors.torch import load_file, save_file
@@ -89,3 +89,9 @@ def test_an_empty_or_missing_directory_fails(tmp_path, capsys):
     assert _run(capsys, "--dir", str(tmp_path))[0] == 1
     assert _run(capsys, "--dir", str(tmp_path / "absent"))[0] == 1
 
+
+
+@requires_cuda
+def test_every_official_case_passes_on_cuda(capsys):
+    code, out = _run(capsys, "--device", "cuda")
+    assert code == 0, out
