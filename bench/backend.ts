@@ -21,8 +21,6 @@ import { parseManifest } from '@piflow/models'
 import {
   buildSchedule,
   createCpuIntegrator,
-  decodeSafetensors,
-  encodeSafetensors,
   type FloatArray,
   type PolicyOutput,
   randn,
@@ -30,6 +28,7 @@ import {
   sample,
   warp,
 } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors } from '@piflow/protocol'
 import * as ort from 'onnxruntime-node'
 import { DEFAULT_MODELS_DIR, spawnBackend } from '../backend/test/spawn-backend.ts'
 

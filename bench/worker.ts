@@ -18,7 +18,8 @@ import { createRequire } from 'node:module'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { createTokenizer, parseManifest } from '@piflow/models'
-import { buildSchedule, decodeSafetensors, encodeSafetensors, randn } from '@piflow/policy'
+import { buildSchedule, randn } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors } from '@piflow/protocol'
 import {
   ROOT,
   randomApiKey,

@@ -5,29 +5,25 @@
  */
 
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
+import { isPolicyError } from '@piflow/policy'
 import {
-  encodeSafetensors,
-  isPolicyError,
-  type PolicyOutput,
-  type SafetensorsTensor,
-} from '@piflow/policy'
+  BATCH_SIZE_HEADER,
+  EXECUTION_PROVIDER_HEADER,
+  encodeForwardResponse,
+  encodeStepResponse,
+  policyOutputFrom,
+  SECRET_HEADER,
+  TENSORS_CONTENT_TYPE,
+} from '@piflow/protocol'
 import { Hono } from 'hono'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import type { Batcher, FeedTensor, ForwardResult, OutputTensor } from './batcher.ts'
+import type { Batcher, FeedTensor, ForwardResult } from './batcher.ts'
 import { readBody } from './body.ts'
 import { BackendError, InvalidInputError } from './errors.ts'
 import { IntegrationError, type IntegratorPool } from './integrator-pool.ts'
 import type { ExecutionProvider, LoadedModel, RefusedModel } from './models.ts'
 import type { NormalizedBackendOptions } from './options.ts'
-import {
-  BATCH_SIZE_HEADER,
-  decodeBody,
-  EXECUTION_PROVIDER_HEADER,
-  parseStepMetadata,
-  SECRET_HEADER,
-  selectStudent,
-  validateInputs,
-} from './protocol.ts'
+import { decodeBody, selectStudent, stepSegment, validateInputs } from './protocol.ts'
 
 /** What the app serves; built by `createBackend`. */
 export interface AppContext {
@@ -126,11 +122,7 @@ export function createApp(ctx: AppContext): Hono<Env> {
     const model = findModel(ctx, c.req.param('id'))
     const request = await readRequest(c.req.raw, model, ctx)
     const result = await runForward(ctx, model, request, c.req.raw.signal)
-    const tensors: Record<string, SafetensorsTensor> = {}
-    for (const [name, tensor] of Object.entries(result.outputs)) {
-      tensors[name] = { dtype: 'F32', shape: tensor.dims, data: tensor.data }
-    }
-    return binary(encodeSafetensors(tensors), result, ctx)
+    return binary(encodeForwardResponse(result.outputs), result, ctx)
   })
 
   app.post('/v1/models/:id/step', async (c) => {
@@ -145,40 +137,14 @@ export function createApp(ctx: AppContext): Hono<Env> {
         'sigma',
       )
     }
-    const meta = parseStepMetadata(request.metadata, sigmaSrc)
+    const segment = stepSegment(request.metadata, model.manifest, request.batch, sigmaSrc)
     const result = await runForward(ctx, model, request, c.req.raw.signal)
-    const { latent, policy } = model.manifest
     const x = (request.feeds.x as FeedTensor).data.slice() as Float32Array
     const started = performance.now()
-    const { numSubsteps } = await integrate(
-      ctx,
-      toPolicyOutput(model, result.outputs),
-      x,
-      {
-        shape: { batch: request.batch, ...latent },
-        sigmaSrc,
-        sigmaDst: meta.sigma_dst,
-        shift: meta.shift,
-        totalSubsteps: meta.total_substeps,
-        eps: meta.eps,
-        temperature: meta.temperature,
-        ...(policy.type === 'dx'
-          ? { dx: { segmentSize: policy.segmentSize, shift: policy.shift, mode: policy.mode } }
-          : {}),
-      },
-      c.req.raw.signal,
-    )
+    const output = policyOutputFrom(model.manifest, segment.shape, result.outputs)
+    const { numSubsteps } = await integrate(ctx, output, x, segment, c.req.raw.signal)
     const integrateMs = performance.now() - started
-    const bytes = encodeSafetensors(
-      {
-        x: {
-          dtype: 'F32',
-          shape: [request.batch, latent.channels, latent.height, latent.width],
-          data: x,
-        },
-      },
-      { sigma: String(meta.sigma_dst), num_substeps: String(numSubsteps) },
-    )
+    const bytes = encodeStepResponse(x, segment.shape, { sigmaDst: segment.sigmaDst, numSubsteps })
     const response = binary(bytes, result, ctx)
     response.headers.append('Server-Timing', `integrate;dur=${integrateMs.toFixed(2)}`)
     return response
@@ -274,33 +240,11 @@ async function integrate(ctx: AppContext, ...args: Parameters<IntegratorPool['in
   }
 }
 
-function toPolicyOutput(
-  model: LoadedModel,
-  outputs: Record<string, OutputTensor>,
-): PolicyOutput<Float32Array> {
-  const { policy } = model.manifest
-  const get = (name: string) => {
-    const tensor = outputs[name]
-    if (tensor === undefined) throw new Error(`student output "${name}" missing`)
-    return tensor.data
-  }
-  if (policy.type === 'gm') {
-    return {
-      type: 'gm',
-      k: policy.k,
-      meansU: get('means_u'),
-      logweights: get('logweights'),
-      logstds: get('logstds'),
-    }
-  }
-  return { type: 'dx', n: policy.n, gridU: get('grid_u') }
-}
-
 function binary(bytes: Uint8Array, result: ForwardResult, ctx: AppContext): Response {
   return new Response(bytes as Uint8Array<ArrayBuffer>, {
     status: 200,
     headers: {
-      'Content-Type': 'application/octet-stream',
+      'Content-Type': TENSORS_CONTENT_TYPE,
       [BATCH_SIZE_HEADER]: String(result.batchSize),
       [EXECUTION_PROVIDER_HEADER]: ctx.executionProvider,
       'Server-Timing': `queue;dur=${result.queueMs.toFixed(2)}, forward;dur=${result.runMs.toFixed(2)}`,

@@ -3,7 +3,8 @@
  * Request builders for the backend tests: protocol inputs for the shipped default model and a
  * `/forward` call carrying the shared secret.
  */
-import { randn, type SafetensorsTensor } from '@piflow/policy'
+import { randn } from '@piflow/policy'
+import type { SafetensorsTensor } from '@piflow/protocol'
 import type { SpawnedBackend } from './spawn-backend.ts'
 
 /** The shipped default model. */

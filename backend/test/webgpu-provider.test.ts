@@ -4,7 +4,7 @@
  * emulation, so this checks the path and its numbers, never its speed. On a GPU host the same flag
  * runs on the Vulkan driver (measured on an H200: see backend/README.md).
  */
-import { decodeSafetensors, encodeSafetensors } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors } from '@piflow/protocol'
 import { describe, expect, it } from 'vitest'
 import { swiftShaderEnv } from '../../test/webgpu/node-dawn.ts'
 import { forward, inputs } from './requests.ts'

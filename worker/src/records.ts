@@ -3,7 +3,7 @@
  * What the Ledger stores per generation and how it becomes the public `Generation` JSON. Images are
  * stored as R2 keys; URLs are signed when rendered, so records never hold expiring data.
  */
-import type { GenerationParams } from '@piflow/models'
+import type { GenerationParams } from '@piflow/protocol'
 import type { ProgressInfo } from './generate.ts'
 import type { Generation } from './schemas.ts'
 

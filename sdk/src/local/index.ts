@@ -8,25 +8,31 @@
 /// <reference types="@webgpu/types" />
 import {
   createTokenizer,
-  type GenerationParams,
-  initialLatents,
-  latentShape,
   latentToRgba,
   type Manifest,
   parseManifest,
-  samplingFor,
-  splitWords,
   type Tokenizer,
-  tokenize,
 } from '@piflow/models'
 import {
   createCpuIntegrator,
   type LatentShape,
-  type PolicyOutput,
   type SegmentIntegrator,
   sample,
 } from '@piflow/policy'
-import { type FieldError, LocalInferenceError, ValidationError } from '../errors.ts'
+import {
+  conditioningTensors,
+  forwardInputs,
+  initialLatents,
+  latentShape,
+  type NamedTensors,
+  type NormalizedGeneration,
+  normalizeGeneration,
+  ProtocolError,
+  policyOutputFrom,
+  RequestValidationError,
+  samplingFor,
+} from '@piflow/protocol'
+import { LocalInferenceError, ValidationError } from '../errors.ts'
 import type { GeneratedImage, GenerateInput, Generation, Result } from '../types.ts'
 import { type FileSpec, loadFile } from './download.ts'
 import {
@@ -40,9 +46,6 @@ import { encodePng } from './png.ts'
 import type { LocalGenerateOptions, LocalGenerator, LocalOptions, LocalProvider } from './types.ts'
 
 export type * from './types.ts'
-
-/** The API's cap on images per request (worker `MAX_COUNT`). */
-const MAX_COUNT = 4
 
 /** A model with its tokenizer, ready to open students. */
 interface LoadedModel {
@@ -168,7 +171,7 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
         if (integratorChoice === 'webgpu') throw error
       }
     }
-    return createCpuIntegrator() as SegmentIntegrator<Float32Array>
+    return createCpuIntegrator<Float32Array>()
   }
 
   /** Opens the student for `nfe` (a normalised value) and picks the integrator. */
@@ -186,7 +189,7 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
     const { signal } = opts
     const id = input.model ?? 'piflow-emoji'
     const model = await loadModel(id, signal)
-    const request = normalize(input, model)
+    const { params: request, tokenIds } = normalize(input, model)
     const requestId = `local_${crypto.getRandomValues(new Uint32Array(2)).join('')}`
     opts.onStart?.({
       id: requestId,
@@ -198,44 +201,27 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
     const { opened, integrator } = await prepare(model, request.nfe, signal)
     const loadedAt = performance.now()
     const { manifest } = model
-    const { policy } = manifest
     const shape = latentShape(manifest, request.count)
     const perImage = shape.channels * shape.height * shape.width
     const xInit = initialLatents(manifest, request.seed, request.count)
-    const { schedule, eps, temperature } = samplingFor(manifest, request.nfe)
-    const feeds = conditioningFeeds(await ortOf(), model, request)
+    const conditioning = conditioningTensors(manifest, tokenIds!, request)
     const timings = { loadMs: loadedAt - started, forwardMs: 0, integrateMs: 0, encodeMs: 0 }
     let stepStarted = 0
 
+    const ortModule = await ortOf()
     const x = await sample<Float32Array>({
       xInit,
       shape,
-      schedule,
-      eps,
-      temperature,
-      ...(policy.type === 'dx'
-        ? { dx: { segmentSize: policy.segmentSize, shift: policy.shift, mode: policy.mode } }
-        : {}),
+      ...samplingFor(manifest, request.nfe),
       integrator,
       ...(signal ? { signal } : {}),
       forward: async (xSrc, sigmaSrc) => {
         const forwardStarted = performance.now()
-        const ortModule = await ortOf()
-        const outputs = await opened.session.run({
-          ...feeds,
-          x: new ortModule.Tensor('float32', xSrc, [
-            shape.batch,
-            shape.channels,
-            shape.height,
-            shape.width,
-          ]),
-          sigma: new ortModule.Tensor('float32', new Float32Array(shape.batch).fill(sigmaSrc), [
-            shape.batch,
-          ]),
-        })
+        const inputs = forwardInputs(shape, xSrc, sigmaSrc, conditioning)
+        const outputs = await opened.session.run(ortFeeds(ortModule, inputs))
         timings.forwardMs += performance.now() - forwardStarted
         stepStarted = performance.now()
-        return policyOutput(manifest, outputs as Record<string, { data: unknown }>, shape)
+        return studentOutput(manifest, shape, outputs)
       },
       onStep: (info) => {
         timings.integrateMs += performance.now() - stepStarted
@@ -330,103 +316,41 @@ const resolveBaseUrl = (url: string) => {
   }
 }
 
-/** The request as the worker normalises it (routes/generations.ts `normalize`), for the same image. */
-type NormalizedRequest = GenerationParams
-
-const normalize = (input: GenerateInput, model: LoadedModel): NormalizedRequest => {
-  const { manifest } = model
-  const errors: FieldError[] = []
-  const check = (ok: boolean, path: string, message: string) => ok || errors.push({ path, message })
-  const isInt = (v: unknown, min: number, max: number) =>
-    Number.isInteger(v) && (v as number) >= min && (v as number) <= max
-  const nfe = input.nfe ?? manifest.sampling.defaultNfe
-  check(
-    manifest.sampling.nfeOptions.includes(nfe),
-    'nfe',
-    `must be one of ${manifest.sampling.nfeOptions.join(', ')}`,
-  )
-  const sizes = manifest.image.outputSizes
-  const size =
-    input.size ?? (sizes.includes(manifest.image.width) ? manifest.image.width : sizes[0]!)
-  check(sizes.includes(size), 'size', `must be one of ${sizes.join(', ')}`)
-  const guidance = input.guidance ?? manifest.guidance.default
-  check(
-    guidance >= manifest.guidance.min && guidance <= manifest.guidance.max,
-    'guidance',
-    `must be between ${manifest.guidance.min} and ${manifest.guidance.max}`,
-  )
-  const count = input.count ?? 1
-  check(isInt(count, 1, MAX_COUNT), 'count', `must be an integer from 1 to ${MAX_COUNT}`)
-  const seed = input.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!
-  check(isInt(seed, 0, 2 ** 32 - 1), 'seed', 'must be an integer from 0 to 2^32-1')
-  const prompt = String(input.prompt ?? '')
-    .normalize('NFC')
-    .trim()
-    .replace(/\s+/g, ' ')
-  check(prompt.length > 0, 'prompt', 'must not be empty')
-  check(prompt.length <= 1000, 'prompt', 'must be at most 1000 characters')
-  const tokens = splitWords(prompt).length
-  check(
-    tokens <= manifest.text.maxLength,
-    'prompt',
-    `is ${tokens} tokens; this model reads at most ${manifest.text.maxLength}`,
-  )
-  if (errors.length > 0) {
+/** The request as the API normalises it (`@piflow/protocol`), with the API's ValidationError. */
+const normalize = (input: GenerateInput, model: LoadedModel): NormalizedGeneration => {
+  try {
+    return normalizeGeneration(input, model)
+  } catch (error) {
+    if (!(error instanceof RequestValidationError)) throw error
     throw new ValidationError({
       status: 422,
       code: 'validation_failed',
-      message: `Invalid request: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`,
-      fieldErrors: errors,
+      message: error.message,
+      fieldErrors: [...error.fields],
     })
   }
-  return { model: model.id, prompt, nfe, seed, size, guidance, count }
 }
 
-/** `tokens` (and `guidance` when the model takes it): the same for every forward of a request. */
-const conditioningFeeds = (ort: OrtModule, model: LoadedModel, request: NormalizedRequest) => {
-  const { maxLength } = model.tokenizer
-  const prompts = Array.from({ length: request.count }, () => request.prompt)
-  const feeds: Record<string, InstanceType<OrtModule['Tensor']>> = {
-    tokens: new ort.Tensor('int64', tokenize(model.tokenizer, prompts), [request.count, maxLength]),
-  }
-  const input = model.manifest.guidance.input
-  if (input) {
-    feeds[input] = new ort.Tensor(
-      'float32',
-      new Float32Array(request.count).fill(request.guidance),
-      [request.count],
-    )
+/** The contract's named tensors as onnxruntime-web feeds. */
+const ortFeeds = (ort: OrtModule, tensors: NamedTensors) => {
+  const feeds: Record<string, InstanceType<OrtModule['Tensor']>> = {}
+  for (const [name, tensor] of Object.entries(tensors)) {
+    const type = tensor.dtype === 'I64' ? 'int64' : 'float32'
+    feeds[name] = new ort.Tensor(type, tensor.data as Float32Array | BigInt64Array, tensor.shape)
   }
   return feeds
 }
 
-/** Maps the student's named outputs onto the policy module's output type, checking sizes. */
-const policyOutput = (
+/** The student's outputs as the segment's policy output (`bad_output` when they do not fit). */
+const studentOutput = (
   manifest: Manifest,
-  outputs: Record<string, { data: unknown }>,
   shape: LatentShape,
-): PolicyOutput<Float32Array> => {
-  const { batch, channels, height, width } = shape
-  const pixels = height * width
-  const f32 = (name: string, size: number) => {
-    const data = outputs[name]?.data
-    if (!(data instanceof Float32Array) || data.length !== size) {
-      throw new LocalInferenceError(
-        'bad_output',
-        `Student output "${name}" is missing or not float32[${size}]`,
-      )
-    }
-    return data
+  outputs: Record<string, { data: unknown }>,
+) => {
+  try {
+    return policyOutputFrom(manifest, shape, outputs)
+  } catch (error) {
+    if (!(error instanceof ProtocolError)) throw error
+    throw new LocalInferenceError('bad_output', `Student ${error.message}`, { cause: error })
   }
-  const { policy } = manifest
-  if (policy.type === 'gm') {
-    return {
-      type: 'gm',
-      k: policy.k,
-      meansU: f32('means_u', batch * policy.k * channels * pixels),
-      logweights: f32('logweights', batch * policy.k * pixels),
-      logstds: f32('logstds', batch),
-    }
-  }
-  return { type: 'dx', n: policy.n, gridU: f32('grid_u', batch * policy.n * channels * pixels) }
 }

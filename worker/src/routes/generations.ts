@@ -6,6 +6,11 @@
  * → Idempotency-Key (replay/409/422) → cache (hit: no backend) → run. Validation failures cost no quota.
  */
 
+import {
+  type NormalizedGeneration,
+  normalizeGeneration,
+  RequestValidationError,
+} from '@piflow/protocol'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
@@ -14,7 +19,6 @@ import { BackendRouter } from '../backends.ts'
 import { type CachedResult, cacheKey, canonicalJson, lookupResult } from '../cache.ts'
 import { randomToken, sha256Hex } from '../crypto.ts'
 import type { Settings } from '../env.ts'
-import type { FieldError } from '../errors.ts'
 import {
   ApiError,
   BadRequestError,
@@ -37,63 +41,35 @@ import {
   type GenerationRequest,
   generationRequestSchema,
   MAX_BODY_BYTES,
-  MAX_COUNT,
 } from '../schemas.ts'
 import { errorEventData, idEventData, streamRecord, unbuffered, wantsSse } from '../sse.ts'
 
 export const generations = new Hono<AppEnv>()
 
-/** Model-specific checks the static schema cannot express (422 with every failing field). */
+/**
+ * The request as the generation contract normalises it (`@piflow/protocol`: defaults, limits, the
+ * model's options; 422 with every failing field), plus what the worker adds for its cache.
+ */
 function normalize(
   body: GenerationRequest,
   model: LoadedModel,
-  maxCount: number,
-): { request: NormalizedRequest; seeded: boolean } {
-  const { manifest } = model
-  const errors: FieldError[] = []
-  const nfe = body.nfe ?? manifest.sampling.defaultNfe
-  if (!manifest.sampling.nfeOptions.includes(nfe)) {
-    errors.push({
-      path: 'nfe',
-      message: `must be one of ${manifest.sampling.nfeOptions.join(', ')}`,
-    })
+  maxCount: number | undefined,
+): { request: NormalizedRequest; seeded: boolean; tokenIds: number[] } {
+  let normalized: NormalizedGeneration
+  try {
+    normalized = normalizeGeneration(body, model, { maxCount })
+  } catch (error) {
+    if (error instanceof RequestValidationError) throw new ValidationError([...error.fields])
+    throw error
   }
-  const sizes = manifest.image.outputSizes
-  const size =
-    body.size ?? (sizes.includes(manifest.image.width) ? manifest.image.width : sizes[0]!)
-  if (!sizes.includes(size))
-    errors.push({ path: 'size', message: `must be one of ${sizes.join(', ')}` })
-  const guidance = body.guidance ?? manifest.guidance.default
-  if (guidance < manifest.guidance.min || guidance > manifest.guidance.max) {
-    errors.push({
-      path: 'guidance',
-      message: `must be between ${manifest.guidance.min} and ${manifest.guidance.max}`,
-    })
-  }
-  if (body.count > maxCount) errors.push({ path: 'count', message: `must be at most ${maxCount}` })
-  // One spelling per meaning: NFC, trimmed, single spaces, so cache keys do not split on whitespace.
-  const prompt = body.prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
-  const tokens = model.tokenize(prompt).length
-  if (tokens > manifest.text.maxLength) {
-    errors.push({
-      path: 'prompt',
-      message: `is ${tokens} tokens; this model reads at most ${manifest.text.maxLength}`,
-    })
-  }
-  if (errors.length > 0) throw new ValidationError(errors)
-  const studentKey = manifest.sampling.perNfe[String(nfe)]?.onnx
-  const seeded = body.seed !== undefined
+  const { params, seeded, tokenIds } = normalized
+  const studentKey = model.manifest.sampling.perNfe[String(params.nfe)]?.onnx
   return {
     seeded,
+    tokenIds: tokenIds!, // every model the worker serves has its tokenizer (models.ts)
     request: {
-      model: model.id,
-      modelVersion: (studentKey && manifest.files[studentKey]?.sha256) || 'unknown',
-      prompt,
-      nfe,
-      seed: body.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!,
-      size,
-      guidance,
-      count: body.count,
+      ...params,
+      modelVersion: (studentKey && model.manifest.files[studentKey]?.sha256) || 'unknown',
       format: body.format,
     },
   }
@@ -198,11 +174,7 @@ generations.post('/', auth('generations:write'), async (c) => {
     }
     throw error
   })
-  const { request, seeded } = normalize(
-    body,
-    model,
-    Math.min(principal.maxCount ?? MAX_COUNT, MAX_COUNT),
-  )
+  const { request, seeded, tokenIds } = normalize(body, model, principal.maxCount)
   const idempotencyKey = idempotencyKeyOf(c)
   const hash = seeded ? await cacheKey(principal.keyId, request) : undefined
   // The cache lookup runs while idempotency is decided; its answer is used only once idempotency and
@@ -301,7 +273,7 @@ generations.post('/', auth('generations:write'), async (c) => {
   try {
     // The job stores `base` itself, without holding up its first backend call.
     job = new GenerationJob({
-      plan: { model, request, integration, preview: body.preview && wantsSse(c) },
+      plan: { model, request, tokenIds, integration, preview: body.preview && wantsSse(c) },
       record: base,
       router: new BackendRouter(
         settings.backends,
