@@ -27,17 +27,7 @@ import { base64, sha256Hex } from './crypto.ts'
 import { ApiError } from './errors.ts'
 import { imageKey } from './images.ts'
 import type { LoadedModel } from './models.ts'
-import type { NormalizedRequest, StoredImage } from './records.ts'
-
-/** Per-NFE progress, as SSE `progress` events carry it. */
-export interface ProgressInfo {
-  step: number
-  nfe: number
-  sigma: number
-  /** PNG data URI of image 0's current x0 estimate (GM at the edge) or state (otherwise) */
-  preview?: string
-  previewKind?: 'x0' | 'state'
-}
+import type { NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
 
 export interface GenerationHooks {
   onProgress?: (info: ProgressInfo) => void | Promise<void>
