@@ -15,10 +15,11 @@ import {
   SECRET_HEADER,
   TENSORS_CONTENT_TYPE,
 } from '@piflow/protocol'
-import { Hono } from 'hono'
+import { type Context, Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { createMiddleware } from 'hono/factory'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { Batcher, FeedTensor, ForwardResult } from './batcher.ts'
-import { readBody } from './body.ts'
 import { BackendError, InvalidInputError } from './errors.ts'
 import { IntegrationError, type IntegratorPool } from './integrator-pool.ts'
 import type { ExecutionProvider, LoadedModel, RefusedModel } from './models.ts'
@@ -38,7 +39,7 @@ export interface AppContext {
   isDraining: () => boolean
 }
 
-type Env = { Variables: { requestId: string } }
+type Env = { Variables: { requestId: string; model: LoadedModel } }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/
 
@@ -118,16 +119,16 @@ export function createApp(ctx: AppContext): Hono<Env> {
 
   app.get('/v1/models/:id', (c) => c.json(describeModel(findModel(ctx, c.req.param('id')), ctx)))
 
-  app.post('/v1/models/:id/forward', async (c) => {
-    const model = findModel(ctx, c.req.param('id'))
-    const request = await readRequest(c.req.raw, model, ctx)
+  app.post('/v1/models/:id/forward', acceptTensors(ctx), async (c) => {
+    const model = c.var.model
+    const request = await readRequest(c, ctx)
     const result = await runForward(ctx, model, request, c.req.raw.signal)
     return binary(encodeForwardResponse(result.outputs), result, ctx)
   })
 
-  app.post('/v1/models/:id/step', async (c) => {
-    const model = findModel(ctx, c.req.param('id'))
-    const request = await readRequest(c.req.raw, model, ctx)
+  app.post('/v1/models/:id/step', acceptTensors(ctx), async (c) => {
+    const model = c.var.model
+    const request = await readRequest(c, ctx)
     const sigma = request.feeds.sigma?.data as Float32Array
     const sigmaSrc = sigma[0] as number
     if (!sigma.every((s) => s === sigmaSrc)) {
@@ -160,26 +161,47 @@ interface ParsedRequest {
   student: LoadedModel['defaultStudent']
 }
 
-async function readRequest(
-  raw: Request,
-  model: LoadedModel,
-  ctx: AppContext,
-): Promise<ParsedRequest> {
-  if (ctx.isDraining()) {
-    throw new BackendError(503, 'shutting_down', 'the backend is shutting down', {
-      headers: { 'Retry-After': '1' },
-    })
-  }
-  const type = raw.headers.get('content-type')
-  if (type !== null && !/^application\/(octet-stream|safetensors)\b/i.test(type)) {
-    throw new BackendError(
-      415,
-      'unsupported_media_type',
-      `body must be application/octet-stream (safetensors), got ${type}`,
-    )
-  }
-  const body = await readBody(raw, ctx.options.maxBodyBytes)
-  const { tensors, metadata } = decodeBody(body)
+/**
+ * What a tensor request must pass before its body is read, in this order: the model exists (404), the
+ * server is not draining (503), the body is safetensors (415), and it is within `maxBodyBytes` (413,
+ * hono's bodyLimit: from Content-Length before a byte is read, or while streaming a body without one,
+ * so memory never grows past the limit). Sets `c.var.model`.
+ */
+function acceptTensors(ctx: AppContext) {
+  const limit = bodyLimit({
+    maxSize: ctx.options.maxBodyBytes,
+    onError: () => {
+      throw new BackendError(
+        413,
+        'payload_too_large',
+        `body exceeds the limit of ${ctx.options.maxBodyBytes} bytes`,
+        { headers: { Connection: 'close' } },
+      )
+    },
+  })
+  return createMiddleware<Env>(async (c, next) => {
+    c.set('model', findModel(ctx, c.req.param('id') ?? ''))
+    if (ctx.isDraining()) {
+      throw new BackendError(503, 'shutting_down', 'the backend is shutting down', {
+        headers: { 'Retry-After': '1' },
+      })
+    }
+    const type = c.req.header('content-type')
+    if (type !== undefined && !/^application\/(octet-stream|safetensors)\b/i.test(type)) {
+      throw new BackendError(
+        415,
+        'unsupported_media_type',
+        `body must be application/octet-stream (safetensors), got ${type}`,
+      )
+    }
+    await limit(c, next)
+  })
+}
+
+/** The accepted body's tensors, checked against the student the request addresses. */
+async function readRequest(c: Context<Env>, ctx: AppContext): Promise<ParsedRequest> {
+  const model = c.var.model
+  const { tensors, metadata } = decodeBody(new Uint8Array(await c.req.arrayBuffer()))
   const student = selectStudent(model, metadata)
   const { feeds, batch } = validateInputs(model, student, tensors, ctx.options.maxBatchSize)
   return { feeds, batch, metadata, student }
