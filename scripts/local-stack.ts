@@ -224,7 +224,7 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
         ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
       ],
       {
-        // Offline: no login, no metrics, no Request.cf fetch (shared/notes/toolchain.md).
+        // Offline: no login, no metrics, no Request.cf fetch (it fails without internet and stalls start-up).
         env: { CI: 'true', WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
         ready: /Ready on (http:\/\/\S+)/,
         timeoutMs: 120_000,

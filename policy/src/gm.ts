@@ -1,6 +1,6 @@
 /**
  * @module gm
- * GM (Gaussian-mixture) policy, golden README §3 `gm_velocity`.
+ * GM (Gaussian-mixture) policy, fixtures/golden/README.md §3 `gm_velocity`.
  *
  * The network predicts, per pixel, a K-component mixture over x0 (means in u-space at (x_src, σ_src),
  * per-pixel log-weights, one log-std per sample). Given a query (x_t, σ_t) the velocity is

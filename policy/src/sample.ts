@@ -1,6 +1,6 @@
 /**
  * @module sample
- * The few-step sampling loop (golden README §3 `sampling_loop`): for each NFE step, one (async) student
+ * The few-step sampling loop (fixtures/golden/README.md §3 `sampling_loop`): for each NFE step, one (async) student
  * forward at (x, σ_src), then the policy built from its output is integrated to σ_dst by a pluggable
  * {@link SegmentIntegrator} (CPU reference here, WebGPU in `@piflow/policy/webgpu`).
  */
@@ -69,7 +69,7 @@ export function buildSegmentPolicy<T extends FloatArray>(
 }
 
 /**
- * GM temperature of NFE step `k` (golden README §3 `sampling_loop`): `'auto'` follows the schedule's
+ * GM temperature of NFE step `k` (fixtures/golden/README.md §3 `sampling_loop`): `'auto'` follows the schedule's
  * per-step value; a fixed temperature applies to every step but the last, which always runs at 1.
  * Every path that integrates a segment (edge, browser, backend `/step`) takes its temperature from here.
  */
