@@ -30,13 +30,13 @@ import {
 } from '@piflow/policy'
 import { decodeSafetensors, encodeSafetensors } from '@piflow/protocol'
 import * as ort from 'onnxruntime-node'
-import { DEFAULT_MODELS_DIR, spawnBackend } from '../backend/test/spawn-backend.ts'
+import { MODELS_DIR, startBackend } from '../scripts/local-stack.ts'
 
 const MODEL_ID = 'piflow-emoji'
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
 /** Alternating rounds per throughput point; the median round is reported. */
 const ROUNDS = 3
-const modelDir = join(DEFAULT_MODELS_DIR, MODEL_ID)
+const modelDir = join(MODELS_DIR, MODEL_ID)
 const manifest = parseManifest(JSON.parse(readFileSync(join(modelDir, 'manifest.json'), 'utf8')))
 const { channels: C, height: H, width: W } = manifest.latent
 const L = manifest.text.maxLength
@@ -281,8 +281,8 @@ const results: Record<'batched' | 'unbatched', Record<number, Point>> = {
 // Both servers stay up and the modes alternate at every concurrency, so drifting machine load
 // (this machine is shared) hits both sides of each ratio alike.
 const servers = {
-  batched: await spawnBackend(),
-  unbatched: await spawnBackend({ args: ['--max-batch-size', '1'] }),
+  batched: await startBackend(),
+  unbatched: await startBackend({ args: ['--max-batch-size', '1'] }),
 }
 /** One 4-NFE generation through the protocol: a /step per segment (forward + backend integration). */
 async function generateOverHttp(url: string, secret: string, seed: number) {

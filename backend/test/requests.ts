@@ -5,7 +5,7 @@
  */
 import { randn } from '@piflow/policy'
 import type { SafetensorsTensor } from '@piflow/protocol'
-import type { SpawnedBackend } from './spawn-backend.ts'
+import type { BackendService } from '../../scripts/local-stack.ts'
 
 /** The shipped default model. */
 export const MODEL = 'piflow-emoji'
@@ -27,7 +27,7 @@ export function inputs(seed: number, batch = 1, sigma = 0.8): Record<string, Saf
 
 /** POST `body` to the model's `/forward` with the backend's secret. */
 export function forward(
-  backend: SpawnedBackend,
+  backend: BackendService,
   body: Uint8Array,
   init: RequestInit = {},
   model = MODEL,
