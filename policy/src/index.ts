@@ -35,7 +35,7 @@ export type {
 } from './rollout.ts'
 export { rollout, rolloutPerSample, substepCount } from './rollout.ts'
 export type { SampleOptions } from './sample.ts'
-export { buildSegmentPolicy, createCpuIntegrator, sample, segmentTemperature } from './sample.ts'
+export { createCpuIntegrator, sample, segmentTemperature } from './sample.ts'
 export { autoTemperature, buildSchedule, dynamicShift, SCHEDULE_DEFAULTS } from './schedule.ts'
 export { unwarp, warp } from './shift.ts'
 export type {

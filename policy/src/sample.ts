@@ -46,7 +46,7 @@ export function createCpuIntegrator<T extends FloatArray = FloatArray>(): Segmen
 }
 
 /** The policy of one segment, as every CPU path builds it (σ_src shared by the batch). */
-export function buildSegmentPolicy<T extends FloatArray>(
+function buildSegmentPolicy<T extends FloatArray>(
   output: PolicyOutput<T>,
   x: T,
   segment: SegmentSpec,

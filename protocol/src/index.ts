@@ -16,13 +16,7 @@ export {
   MAX_SEED,
 } from './limits.ts'
 export type { SamplingSettings } from './plan.ts'
-export {
-  dxSegmentOptions,
-  initialLatents,
-  latentShape,
-  samplingFor,
-  stepSegment,
-} from './plan.ts'
+export { initialLatents, latentShape, samplingFor, stepSegment } from './plan.ts'
 export type {
   GenerationInput,
   GenerationParams,
@@ -30,7 +24,7 @@ export type {
   NormalizeOptions,
   RequestModel,
 } from './request.ts'
-export { normalizeGeneration, normalizePrompt } from './request.ts'
+export { normalizeGeneration } from './request.ts'
 export type {
   SafetensorsArray,
   SafetensorsArrayByDtype,
@@ -42,13 +36,7 @@ export type {
 } from './safetensors.ts'
 export { decodeSafetensors, encodeSafetensors, SafetensorsError } from './safetensors.ts'
 export type { NamedTensors, PolicyOutputOptions } from './tensors.ts'
-export {
-  conditioningTensors,
-  forwardInputs,
-  INPUT_NAMES,
-  OUTPUT_NAMES,
-  policyOutputFrom,
-} from './tensors.ts'
+export { conditioningTensors, forwardInputs, policyOutputFrom } from './tensors.ts'
 export type { ForwardMetadata, OutputTensor } from './wire.ts'
 export {
   BATCH_SIZE_HEADER,
@@ -60,7 +48,6 @@ export {
   encodeForwardResponse,
   encodeStepRequest,
   encodeStepResponse,
-  REQUEST_LIMITS,
   requestedNfe,
   SECRET_HEADER,
   stepSegmentOf,

@@ -64,7 +64,7 @@ export interface NormalizeOptions {
  * One spelling per meaning: NFC, trimmed, single spaces, so equal prompts give equal cache keys and
  * tokens.
  */
-export const normalizePrompt = (prompt: string): string =>
+const normalizePrompt = (prompt: string): string =>
   prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
 
 const isIntegerIn = (value: unknown, min: number, max: number): value is number =>
