@@ -28,9 +28,10 @@ import {
   sample,
   warp,
 } from '@piflow/policy'
-import { decodeSafetensors, encodeSafetensors } from '@piflow/protocol'
+import { encodeSafetensors } from '@piflow/protocol'
 import * as ort from 'onnxruntime-node'
 import { MODELS_DIR, startBackend } from '../scripts/local-stack.ts'
+import { generateOverSteps } from './support/step-client.ts'
 
 const MODEL_ID = 'piflow-emoji'
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
@@ -284,45 +285,17 @@ const servers = {
   batched: await startBackend(),
   unbatched: await startBackend({ args: ['--max-batch-size', '1'] }),
 }
-/** One 4-NFE generation through the protocol: a /step per segment (forward + backend integration). */
-async function generateOverHttp(url: string, secret: string, seed: number) {
-  let x: Float32Array = randn(new Float32Array(C * H * W), seed)
-  for (const step of schedule.steps) {
-    const temperature =
-      perNfe?.temperature === 'auto' ? step.temperature : (perNfe?.temperature ?? 1)
-    const stepBody = encodeSafetensors(
-      {
-        x: { dtype: 'F32', shape: [1, C, H, W], data: x },
-        sigma: { dtype: 'F32', shape: [1], data: new Float32Array([step.sigmaSrc]) },
-        tokens: { dtype: 'I64', shape: [1, L], data: tokens(1, PROMPT) },
-      },
-      {
-        sigma_dst: String(step.sigmaDst),
-        shift: String(schedule.shiftUsed),
-        total_substeps: String(schedule.totalSubsteps),
-        temperature: String(temperature),
-        eps: String(manifest.sampling.eps),
-      },
-    )
-    const r = await fetch(`${url}/v1/models/${MODEL_ID}/step`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/octet-stream', 'X-Piflow-Backend-Secret': secret },
-      body: stepBody as Uint8Array<ArrayBuffer>,
-    })
-    if (r.status !== 200) throw new Error(`step → ${r.status}: ${await r.text()}`)
-    x = decodeSafetensors(new Uint8Array(await r.arrayBuffer())).tensors.x?.data as Float32Array
-  }
-  return x
-}
+/** Any in-vocabulary ids, padded (speed does not depend on them). */
+const promptIds = Array.from({ length: L }, (_, i) => Number(PROMPT[i] ?? manifest.text.padId))
 
 try {
   {
-    const { url, secret } = servers.batched
-    await generateOverHttp(url, secret, 0)
+    const backend = servers.batched
+    await generateOverSteps(backend, manifest, promptIds, 0)
     const times: number[] = []
     for (let i = 0; i < 5; i++) {
       const t = performance.now()
-      await generateOverHttp(url, secret, i + 1)
+      await generateOverSteps(backend, manifest, promptIds, i + 1)
       times.push(performance.now() - t)
     }
     const http4 = stats(times)
