@@ -21,8 +21,6 @@ import { parseManifest } from '@piflow/models'
 import {
   buildSchedule,
   createCpuIntegrator,
-  decodeSafetensors,
-  encodeSafetensors,
   type FloatArray,
   type PolicyOutput,
   randn,
@@ -30,14 +28,16 @@ import {
   sample,
   warp,
 } from '@piflow/policy'
+import { encodeSafetensors } from '@piflow/protocol'
 import * as ort from 'onnxruntime-node'
-import { DEFAULT_MODELS_DIR, spawnBackend } from '../backend/test/spawn-backend.ts'
+import { MODELS_DIR, startBackend } from '../scripts/local-stack.ts'
+import { generateOverSteps } from './support/step-client.ts'
 
 const MODEL_ID = 'piflow-emoji'
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
 /** Alternating rounds per throughput point; the median round is reported. */
 const ROUNDS = 3
-const modelDir = join(DEFAULT_MODELS_DIR, MODEL_ID)
+const modelDir = join(MODELS_DIR, MODEL_ID)
 const manifest = parseManifest(JSON.parse(readFileSync(join(modelDir, 'manifest.json'), 'utf8')))
 const { channels: C, height: H, width: W } = manifest.latent
 const L = manifest.text.maxLength
@@ -282,48 +282,20 @@ const results: Record<'batched' | 'unbatched', Record<number, Point>> = {
 // Both servers stay up and the modes alternate at every concurrency, so drifting machine load
 // (this machine is shared) hits both sides of each ratio alike.
 const servers = {
-  batched: await spawnBackend(),
-  unbatched: await spawnBackend({ args: ['--max-batch-size', '1'] }),
+  batched: await startBackend(),
+  unbatched: await startBackend({ args: ['--max-batch-size', '1'] }),
 }
-/** One 4-NFE generation through the protocol: a /step per segment (forward + backend integration). */
-async function generateOverHttp(url: string, secret: string, seed: number) {
-  let x: Float32Array = randn(new Float32Array(C * H * W), seed)
-  for (const step of schedule.steps) {
-    const temperature =
-      perNfe?.temperature === 'auto' ? step.temperature : (perNfe?.temperature ?? 1)
-    const stepBody = encodeSafetensors(
-      {
-        x: { dtype: 'F32', shape: [1, C, H, W], data: x },
-        sigma: { dtype: 'F32', shape: [1], data: new Float32Array([step.sigmaSrc]) },
-        tokens: { dtype: 'I64', shape: [1, L], data: tokens(1, PROMPT) },
-      },
-      {
-        sigma_dst: String(step.sigmaDst),
-        shift: String(schedule.shiftUsed),
-        total_substeps: String(schedule.totalSubsteps),
-        temperature: String(temperature),
-        eps: String(manifest.sampling.eps),
-      },
-    )
-    const r = await fetch(`${url}/v1/models/${MODEL_ID}/step`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/octet-stream', 'X-Piflow-Backend-Secret': secret },
-      body: stepBody as Uint8Array<ArrayBuffer>,
-    })
-    if (r.status !== 200) throw new Error(`step → ${r.status}: ${await r.text()}`)
-    x = decodeSafetensors(new Uint8Array(await r.arrayBuffer())).tensors.x?.data as Float32Array
-  }
-  return x
-}
+/** Any in-vocabulary ids, padded (speed does not depend on them). */
+const promptIds = Array.from({ length: L }, (_, i) => Number(PROMPT[i] ?? manifest.text.padId))
 
 try {
   {
-    const { url, secret } = servers.batched
-    await generateOverHttp(url, secret, 0)
+    const backend = servers.batched
+    await generateOverSteps(backend, manifest, promptIds, 0)
     const times: number[] = []
     for (let i = 0; i < 5; i++) {
       const t = performance.now()
-      await generateOverHttp(url, secret, i + 1)
+      await generateOverSteps(backend, manifest, promptIds, i + 1)
       times.push(performance.now() - t)
     }
     const http4 = stats(times)

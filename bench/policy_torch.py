@@ -3,7 +3,7 @@
 Usage: python3 bench/policy_torch.py '{"B":1,"K":8,"C":16,"H":128,"W":128,"sigmas":[...],"repeats":3}'
 Prints one JSON line {"ms_per_substep": ..., "threads": 1, "torch": version}.
 means_x0 and var are computed once per segment (outside the timing), as piFlow's GMFlowPolicy does;
-each substep then evaluates the same formulas as golden README §3 gm_velocity, in float32.
+each substep then evaluates the same formulas as fixtures/golden/README.md §3 gm_velocity, in float32.
 """
 import json
 import sys

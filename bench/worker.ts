@@ -18,7 +18,6 @@ import { createRequire } from 'node:module'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { createTokenizer, parseManifest } from '@piflow/models'
-import { buildSchedule, decodeSafetensors, encodeSafetensors, randn } from '@piflow/policy'
 import {
   ROOT,
   randomApiKey,
@@ -27,6 +26,7 @@ import {
   startBackend,
   startWorker,
 } from '../scripts/local-stack.ts'
+import { generateOverSteps } from './support/step-client.ts'
 
 interface AutocannonResult {
   requests: { average: number; total: number }
@@ -53,15 +53,7 @@ const manifest = parseManifest(JSON.parse(readFileSync(join(modelDir, 'manifest.
 const tokenizer = createTokenizer(
   JSON.parse(readFileSync(join(modelDir, manifest.files[manifest.text.tokenizer]!.path), 'utf8')),
 )
-const nfe = manifest.sampling.defaultNfe
-const perNfe = manifest.sampling.perNfe[String(nfe)]!
-const schedule = buildSchedule({
-  nfe,
-  shift: perNfe.shift,
-  finalStepSizeScale: perNfe.finalStepSizeScale,
-  totalSubsteps: perNfe.totalSubsteps,
-})
-const { channels: C, height: H, width: W } = manifest.latent
+const promptIds = tokenizer.encode(PROMPT)
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
@@ -130,44 +122,6 @@ async function interleaved<K extends string>(
   return out
 }
 
-/** One generation against the backend directly: 4 × /step, as a client without the worker does it. */
-async function direct(backendUrl: string, secret: string, seed: number): Promise<void> {
-  let x = randn(new Float32Array(C * H * W), seed) as Float32Array
-  const tokens = BigInt64Array.from(tokenizer.encode(PROMPT), (id) => BigInt(id))
-  for (let k = 0; k < schedule.steps.length; k++) {
-    const step = schedule.steps[k]!
-    const temperature =
-      perNfe.temperature === 'auto'
-        ? step.temperature
-        : k === schedule.steps.length - 1
-          ? 1
-          : perNfe.temperature
-    const body = encodeSafetensors(
-      {
-        x: { dtype: 'F32', shape: [1, C, H, W], data: x },
-        sigma: { dtype: 'F32', shape: [1], data: new Float32Array([step.sigmaSrc]) },
-        tokens: { dtype: 'I64', shape: [1, tokens.length], data: tokens },
-      },
-      {
-        nfe: String(nfe),
-        sigma_dst: String(step.sigmaDst),
-        shift: String(schedule.shiftUsed),
-        total_substeps: String(schedule.totalSubsteps),
-        temperature: String(temperature),
-        eps: String(manifest.sampling.eps),
-      },
-    )
-    const res = await fetch(`${backendUrl}/v1/models/${manifest.id}/step`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/octet-stream', 'X-Piflow-Backend-Secret': secret },
-      body: body as Uint8Array<ArrayBuffer>,
-    })
-    if (!res.ok) throw new Error(`backend ${res.status}: ${await res.text()}`)
-    const out = decodeSafetensors(new Uint8Array(await res.arrayBuffer())).tensors['x']!
-    x = out.data as Float32Array
-  }
-}
-
 /**
  * POST /v1/generations; returns the JSON and, from `Server-Timing`, the worker's total time and its
  * wait on backend calls (`backend`, absent on cache hits).
@@ -232,7 +186,7 @@ try {
       direct: {
         perRound: 1,
         run: async () => {
-          await direct(backend.url, secret, seed++)
+          await generateOverSteps({ url: backend.url, secret }, manifest, promptIds, seed++)
           return undefined
         },
       },
@@ -277,7 +231,9 @@ try {
     body: JSON.stringify(cachedBody),
   })
 
-  console.log(`\n## worker bench (${N} samples per series; ${nfe}-NFE ${manifest.id}, 1 image)\n`)
+  console.log(
+    `\n## worker bench (${N} samples per series; ${manifest.sampling.defaultNfe}-NFE ${manifest.id}, 1 image)\n`,
+  )
   console.log(
     '| series | client p50 ms | client p99 ms | in-worker p50 ms | worker itself p50 / p99 ms (in-worker − backend) | of which request handling p50 ms (− store) | client vs direct p50 |',
   )

@@ -1,9 +1,9 @@
 /**
  * @module local-stack
  * Starts the local piflow stack as real processes: inference backend(s) (`backend/src/main.ts`) and the
- * edge worker under `wrangler dev` (offline, workerd). Used by `npm start` (scripts/start.ts) and by
- * tests through test/support/stack.ts. Every child runs in its own process group so `stop()` takes
- * down wrangler's workerd and tsx's node too.
+ * edge worker under `wrangler dev` (offline, workerd). Used by `npm start` (scripts/start.ts), the
+ * benches and every suite that needs a backend or a worker. Every child runs in its own process group
+ * so `stop()` takes down wrangler's workerd and tsx's node too.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -19,7 +19,8 @@ export const ROOT = resolve(import.meta.dirname, '..')
 /** A started child process. */
 export interface Service {
   url: string
-  stop(): Promise<void>
+  /** stops the process (and its process group) */
+  stop(): Promise<unknown>
 }
 
 /** A random url-safe secret. */
@@ -43,33 +44,56 @@ export async function freePort(preferred = 0): Promise<number> {
   })
 }
 
-function stopGroup(child: ChildProcess, graceMs = 5000): Promise<void> {
+/** Sends `signal` to the whole process group of `child` (tsx's node, wrangler's workerd). */
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, signal)
+  } catch {
+    // the group is already gone
+  }
+}
+
+/**
+ * Stops `child`: SIGTERM (to its whole group, or to the child alone when it relays signals itself, as
+ * tsx does), SIGKILL to the group after `graceMs`, and SIGKILL to any straggler once it exited.
+ * Resolves with its exit code.
+ */
+function stopProcess(
+  child: ChildProcess,
+  options: { graceMs: number; termGroup: boolean },
+): Promise<number | null> {
   return new Promise((resolveStop) => {
     if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) {
-      resolveStop()
+      resolveStop(child.exitCode)
       return
     }
-    const kill = (signal: NodeJS.Signals) => {
-      try {
-        process.kill(-child.pid!, signal)
-      } catch {
-        // the group is already gone
-      }
-    }
-    const timer = setTimeout(() => kill('SIGKILL'), graceMs)
-    child.once('exit', () => {
+    const timer = setTimeout(() => signalGroup(child, 'SIGKILL'), options.graceMs)
+    child.once('exit', (code) => {
       clearTimeout(timer)
-      // stragglers in the group (workerd under wrangler) go too
-      kill('SIGKILL')
-      resolveStop()
+      signalGroup(child, 'SIGKILL')
+      resolveStop(code)
     })
-    kill('SIGTERM')
+    if (options.termGroup) signalGroup(child, 'SIGTERM')
+    else child.kill('SIGTERM')
   })
 }
 
 const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g')
+/** How much of a child's output is kept for `stdout()` / `stderr()` and error messages. */
+const OUTPUT_KEPT = 1 << 20
 
-/** Spawns `command` in its own process group and resolves once `ready` matches its output. */
+/** A child spawned by {@link spawnUntil}: ready, with the output it wrote so far. */
+interface ReadyChild {
+  child: ChildProcess
+  match: RegExpMatchArray
+  stdout(): string
+  stderr(): string
+}
+
+/**
+ * Spawns `command` in its own process group and resolves once `ready` matches its output (stdout and
+ * stderr, ANSI colours stripped); rejects with the output's tail when it exits or times out first.
+ */
 function spawnUntil(
   name: string,
   command: string,
@@ -80,7 +104,7 @@ function spawnUntil(
     timeoutMs: number
     log?: (line: string) => void
   },
-): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
+): Promise<ReadyChild> {
   return new Promise((resolveSpawn, reject) => {
     const child = spawn(command, args, {
       cwd: ROOT,
@@ -88,52 +112,78 @@ function spawnUntil(
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
-    let output = ''
+    const kept = { stdout: '', stderr: '', both: '' }
+    const keep = (stream: 'stdout' | 'stderr', text: string) => {
+      kept[stream] = (kept[stream] + text).slice(-OUTPUT_KEPT)
+      kept.both = (kept.both + text).slice(-OUTPUT_KEPT)
+    }
     let settled = false
     const fail = (message: string) => {
       if (settled) return
       settled = true
       clearTimeout(timer)
-      void stopGroup(child, 1000)
-      reject(new Error(`${name}: ${message}\n--- output ---\n${output.slice(-4000)}`))
+      void stopProcess(child, { graceMs: 1000, termGroup: true })
+      reject(new Error(`${name}: ${message}\n--- output ---\n${kept.both.slice(-4000)}`))
     }
     const timer = setTimeout(
       () => fail(`not ready after ${options.timeoutMs} ms`),
       options.timeoutMs,
     )
-    const onData = (chunk: Buffer) => {
+    const onData = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
       const text = chunk.toString()
       for (const line of text.split('\n')) if (line.trim()) options.log?.(line)
+      keep(stream, text)
       if (settled) return
-      output += text
       // wrangler colours its output; strip ANSI escapes before matching
-      const match = output.replace(ANSI_ESCAPE, '').match(options.ready)
+      const match = kept.both.replace(ANSI_ESCAPE, '').match(options.ready)
       if (match) {
         settled = true
         clearTimeout(timer)
-        resolveSpawn({ child, match })
+        resolveSpawn({ child, match, stdout: () => kept.stdout, stderr: () => kept.stderr })
       }
     }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
+    child.stdout?.on('data', onData('stdout'))
+    child.stderr?.on('data', onData('stderr'))
     child.once('error', (error) => fail(error.message))
     child.once('exit', (code, signal) => fail(`exited early (code ${code}, signal ${signal})`))
   })
 }
 
+/** The models a backend serves unless told otherwise: PIFLOW_MODELS_DIR, else the shipped ones. */
+export const MODELS_DIR = process.env.PIFLOW_MODELS_DIR ?? join(ROOT, 'models')
+
 /** Options of {@link startBackend}. */
 export interface BackendOptions {
-  secret: string
+  /** the shared secret; a random one when omitted */
+  secret?: string
+  /** @default 0 (a free port) */
   port?: number
+  /** @default {@link MODELS_DIR} */
   modelsDir?: string
   /** extra CLI flags, e.g. ['--debug-run-delay-ms', '200'] */
   args?: string[]
+  /** extra environment, e.g. `VK_ICD_FILENAMES` */
+  env?: Record<string, string>
   log?: (line: string) => void
 }
 
-/** Starts `backend/src/main.ts` and waits for its ready line. */
-export async function startBackend(options: BackendOptions): Promise<Service> {
-  const { child, match } = await spawnUntil(
+/** A backend process (`backend/src/main.ts`), ready. */
+export interface BackendService extends Service {
+  secret: string
+  /** everything it wrote to stdout (its one ready line) and to stderr so far */
+  stdout(): string
+  stderr(): string
+  /** SIGTERM (a graceful shutdown), SIGKILL after `graceMs`; resolves with the exit code */
+  stop(graceMs?: number): Promise<number | null>
+}
+
+/**
+ * Starts `backend/src/main.ts` as a real process in its own process group and waits for its ready
+ * line. The one way tests, benches and `npm start` run a backend.
+ */
+export async function startBackend(options: BackendOptions = {}): Promise<BackendService> {
+  const secret = options.secret ?? randomSecret()
+  const ready = await spawnUntil(
     'backend',
     process.execPath,
     [
@@ -144,19 +194,26 @@ export async function startBackend(options: BackendOptions): Promise<Service> {
       '--host',
       '127.0.0.1',
       '--models-dir',
-      options.modelsDir ?? 'models',
+      options.modelsDir ?? MODELS_DIR,
       ...(options.args ?? []),
     ],
     {
       // The secret goes by environment, not argv: argv is readable by every local user (ps), and a
       // base64url secret starting with '-' would be taken for a flag.
-      env: { PIFLOW_BACKEND_SECRET: options.secret },
+      env: { ...options.env, PIFLOW_BACKEND_SECRET: secret },
       ready: /piflow-backend listening on (http:\/\/\S+)/,
       timeoutMs: 120_000,
       ...(options.log ? { log: options.log } : {}),
     },
   )
-  return { url: match[1]!, stop: () => stopGroup(child) }
+  return {
+    url: ready.match[1]!,
+    secret,
+    stdout: ready.stdout,
+    stderr: ready.stderr,
+    // SIGTERM to tsx alone (it relays it to node, which drains); the group only gets the SIGKILL.
+    stop: (graceMs = 15_000) => stopProcess(ready.child, { graceMs, termGroup: false }),
+  }
 }
 
 /** Options of {@link startWorker}. */
@@ -224,7 +281,7 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
         ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
       ],
       {
-        // Offline: no login, no metrics, no Request.cf fetch (shared/notes/toolchain.md).
+        // Offline: no login, no metrics, no Request.cf fetch (it fails without internet and stalls start-up).
         env: { CI: 'true', WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
         ready: /Ready on (http:\/\/\S+)/,
         timeoutMs: 120_000,
@@ -251,7 +308,7 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
   const { child, port } = started
   const url = `http://127.0.0.1:${port}`
   const stop = async () => {
-    await stopGroup(child)
+    await stopProcess(child, { graceMs: 5000, termGroup: true })
     rmSync(secretsDir, { recursive: true, force: true })
     if (temporaryState) rmSync(persistTo, { recursive: true, force: true })
   }

@@ -1,7 +1,7 @@
 /**
  * Builds the published package into dist/: ESM bundles (esbuild) + type declarations (tsc).
- * `@piflow/policy` and `@piflow/models` are workspace-only, so their code is bundled in; `ky` stays a
- * dependency and `onnxruntime-web` an optional peer, both external. Code shared by the root and
+ * `@piflow/policy`, `@piflow/models` and `@piflow/protocol` are workspace-only, so their code is bundled
+ * in; `ky` stays a dependency and `onnxruntime-web` an optional peer, both external. Code shared by the root and
  * `./local` entries goes into one chunk, so both see the same error classes (instanceof works).
  */
 import { execFileSync } from 'node:child_process'

@@ -5,29 +5,26 @@
  */
 
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
+import { isPolicyError } from '@piflow/policy'
 import {
-  encodeSafetensors,
-  isPolicyError,
-  type PolicyOutput,
-  type SafetensorsTensor,
-} from '@piflow/policy'
-import { Hono } from 'hono'
+  BATCH_SIZE_HEADER,
+  EXECUTION_PROVIDER_HEADER,
+  encodeForwardResponse,
+  encodeStepResponse,
+  policyOutputFrom,
+  SECRET_HEADER,
+  TENSORS_CONTENT_TYPE,
+} from '@piflow/protocol'
+import { type Context, Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { createMiddleware } from 'hono/factory'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import type { Batcher, FeedTensor, ForwardResult, OutputTensor } from './batcher.ts'
-import { readBody } from './body.ts'
+import type { Batcher, FeedTensor, ForwardResult } from './batcher.ts'
 import { BackendError, InvalidInputError } from './errors.ts'
 import { IntegrationError, type IntegratorPool } from './integrator-pool.ts'
 import type { ExecutionProvider, LoadedModel, RefusedModel } from './models.ts'
 import type { NormalizedBackendOptions } from './options.ts'
-import {
-  BATCH_SIZE_HEADER,
-  decodeBody,
-  EXECUTION_PROVIDER_HEADER,
-  parseStepMetadata,
-  SECRET_HEADER,
-  selectStudent,
-  validateInputs,
-} from './protocol.ts'
+import { decodeBody, selectStudent, stepSegment, validateInputs } from './protocol.ts'
 
 /** What the app serves; built by `createBackend`. */
 export interface AppContext {
@@ -42,7 +39,7 @@ export interface AppContext {
   isDraining: () => boolean
 }
 
-type Env = { Variables: { requestId: string } }
+type Env = { Variables: { requestId: string; model: LoadedModel } }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/
 
@@ -122,20 +119,16 @@ export function createApp(ctx: AppContext): Hono<Env> {
 
   app.get('/v1/models/:id', (c) => c.json(describeModel(findModel(ctx, c.req.param('id')), ctx)))
 
-  app.post('/v1/models/:id/forward', async (c) => {
-    const model = findModel(ctx, c.req.param('id'))
-    const request = await readRequest(c.req.raw, model, ctx)
+  app.post('/v1/models/:id/forward', acceptTensors(ctx), async (c) => {
+    const model = c.var.model
+    const request = await readRequest(c, ctx)
     const result = await runForward(ctx, model, request, c.req.raw.signal)
-    const tensors: Record<string, SafetensorsTensor> = {}
-    for (const [name, tensor] of Object.entries(result.outputs)) {
-      tensors[name] = { dtype: 'F32', shape: tensor.dims, data: tensor.data }
-    }
-    return binary(encodeSafetensors(tensors), result, ctx)
+    return binary(encodeForwardResponse(result.outputs), result, ctx)
   })
 
-  app.post('/v1/models/:id/step', async (c) => {
-    const model = findModel(ctx, c.req.param('id'))
-    const request = await readRequest(c.req.raw, model, ctx)
+  app.post('/v1/models/:id/step', acceptTensors(ctx), async (c) => {
+    const model = c.var.model
+    const request = await readRequest(c, ctx)
     const sigma = request.feeds.sigma?.data as Float32Array
     const sigmaSrc = sigma[0] as number
     if (!sigma.every((s) => s === sigmaSrc)) {
@@ -145,40 +138,14 @@ export function createApp(ctx: AppContext): Hono<Env> {
         'sigma',
       )
     }
-    const meta = parseStepMetadata(request.metadata, sigmaSrc)
+    const segment = stepSegment(request.metadata, model.manifest, request.batch, sigmaSrc)
     const result = await runForward(ctx, model, request, c.req.raw.signal)
-    const { latent, policy } = model.manifest
     const x = (request.feeds.x as FeedTensor).data.slice() as Float32Array
     const started = performance.now()
-    const { numSubsteps } = await integrate(
-      ctx,
-      toPolicyOutput(model, result.outputs),
-      x,
-      {
-        shape: { batch: request.batch, ...latent },
-        sigmaSrc,
-        sigmaDst: meta.sigma_dst,
-        shift: meta.shift,
-        totalSubsteps: meta.total_substeps,
-        eps: meta.eps,
-        temperature: meta.temperature,
-        ...(policy.type === 'dx'
-          ? { dx: { segmentSize: policy.segmentSize, shift: policy.shift, mode: policy.mode } }
-          : {}),
-      },
-      c.req.raw.signal,
-    )
+    const output = policyOutputFrom(model.manifest, segment.shape, result.outputs)
+    const { numSubsteps } = await integrate(ctx, output, x, segment, c.req.raw.signal)
     const integrateMs = performance.now() - started
-    const bytes = encodeSafetensors(
-      {
-        x: {
-          dtype: 'F32',
-          shape: [request.batch, latent.channels, latent.height, latent.width],
-          data: x,
-        },
-      },
-      { sigma: String(meta.sigma_dst), num_substeps: String(numSubsteps) },
-    )
+    const bytes = encodeStepResponse(x, segment.shape, { sigmaDst: segment.sigmaDst, numSubsteps })
     const response = binary(bytes, result, ctx)
     response.headers.append('Server-Timing', `integrate;dur=${integrateMs.toFixed(2)}`)
     return response
@@ -194,26 +161,47 @@ interface ParsedRequest {
   student: LoadedModel['defaultStudent']
 }
 
-async function readRequest(
-  raw: Request,
-  model: LoadedModel,
-  ctx: AppContext,
-): Promise<ParsedRequest> {
-  if (ctx.isDraining()) {
-    throw new BackendError(503, 'shutting_down', 'the backend is shutting down', {
-      headers: { 'Retry-After': '1' },
-    })
-  }
-  const type = raw.headers.get('content-type')
-  if (type !== null && !/^application\/(octet-stream|safetensors)\b/i.test(type)) {
-    throw new BackendError(
-      415,
-      'unsupported_media_type',
-      `body must be application/octet-stream (safetensors), got ${type}`,
-    )
-  }
-  const body = await readBody(raw, ctx.options.maxBodyBytes)
-  const { tensors, metadata } = decodeBody(body)
+/**
+ * What a tensor request must pass before its body is read, in this order: the model exists (404), the
+ * server is not draining (503), the body is safetensors (415), and it is within `maxBodyBytes` (413,
+ * hono's bodyLimit: from Content-Length before a byte is read, or while streaming a body without one,
+ * so memory never grows past the limit). Sets `c.var.model`.
+ */
+function acceptTensors(ctx: AppContext) {
+  const limit = bodyLimit({
+    maxSize: ctx.options.maxBodyBytes,
+    onError: () => {
+      throw new BackendError(
+        413,
+        'payload_too_large',
+        `body exceeds the limit of ${ctx.options.maxBodyBytes} bytes`,
+        { headers: { Connection: 'close' } },
+      )
+    },
+  })
+  return createMiddleware<Env>(async (c, next) => {
+    c.set('model', findModel(ctx, c.req.param('id') ?? ''))
+    if (ctx.isDraining()) {
+      throw new BackendError(503, 'shutting_down', 'the backend is shutting down', {
+        headers: { 'Retry-After': '1' },
+      })
+    }
+    const type = c.req.header('content-type')
+    if (type !== undefined && !/^application\/(octet-stream|safetensors)\b/i.test(type)) {
+      throw new BackendError(
+        415,
+        'unsupported_media_type',
+        `body must be application/octet-stream (safetensors), got ${type}`,
+      )
+    }
+    await limit(c, next)
+  })
+}
+
+/** The accepted body's tensors, checked against the student the request addresses. */
+async function readRequest(c: Context<Env>, ctx: AppContext): Promise<ParsedRequest> {
+  const model = c.var.model
+  const { tensors, metadata } = decodeBody(new Uint8Array(await c.req.arrayBuffer()))
   const student = selectStudent(model, metadata)
   const { feeds, batch } = validateInputs(model, student, tensors, ctx.options.maxBatchSize)
   return { feeds, batch, metadata, student }
@@ -274,33 +262,11 @@ async function integrate(ctx: AppContext, ...args: Parameters<IntegratorPool['in
   }
 }
 
-function toPolicyOutput(
-  model: LoadedModel,
-  outputs: Record<string, OutputTensor>,
-): PolicyOutput<Float32Array> {
-  const { policy } = model.manifest
-  const get = (name: string) => {
-    const tensor = outputs[name]
-    if (tensor === undefined) throw new Error(`student output "${name}" missing`)
-    return tensor.data
-  }
-  if (policy.type === 'gm') {
-    return {
-      type: 'gm',
-      k: policy.k,
-      meansU: get('means_u'),
-      logweights: get('logweights'),
-      logstds: get('logstds'),
-    }
-  }
-  return { type: 'dx', n: policy.n, gridU: get('grid_u') }
-}
-
 function binary(bytes: Uint8Array, result: ForwardResult, ctx: AppContext): Response {
   return new Response(bytes as Uint8Array<ArrayBuffer>, {
     status: 200,
     headers: {
-      'Content-Type': 'application/octet-stream',
+      'Content-Type': TENSORS_CONTENT_TYPE,
       [BATCH_SIZE_HEADER]: String(result.batchSize),
       [EXECUTION_PROVIDER_HEADER]: ctx.executionProvider,
       'Server-Timing': `queue;dur=${result.queueMs.toFixed(2)}, forward;dur=${result.runMs.toFixed(2)}`,

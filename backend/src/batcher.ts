@@ -10,6 +10,7 @@
  * run.
  */
 
+import type { OutputTensor } from '@piflow/protocol'
 import * as ort from 'onnxruntime-node'
 import { BackendError, QueueFullError } from './errors.ts'
 
@@ -18,12 +19,6 @@ export interface FeedTensor {
   type: 'float32' | 'int64'
   dims: number[]
   data: Float32Array | BigInt64Array
-}
-
-/** A batch-first output tensor, sliced to one request's rows. */
-export interface OutputTensor {
-  dims: number[]
-  data: Float32Array
 }
 
 export interface ForwardResult {

@@ -1,27 +1,25 @@
 /**
  * @module protocol
- * The request side of the backend protocol (PROTOCOL.md): decoding a safetensors body, checking its
- * tensors against the student's declared inputs (names, dtypes, shapes, batch, values), and parsing the
- * step metadata. Everything a client can get wrong becomes an InvalidInputError with a stable code.
+ * The request side of the backend protocol (PROTOCOL.md): decoding a body and its step metadata (with the
+ * shared wire codec of `@piflow/protocol`), and checking its tensors against the student's declared
+ * inputs (names, dtypes, shapes, batch, values). Everything a client can get wrong becomes an
+ * InvalidInputError with a stable code.
  */
 
+import type { Manifest } from '@piflow/models'
+import type { SegmentSpec } from '@piflow/policy'
 import {
-  decodeSafetensors,
-  SafetensorsError,
+  decodeRequest,
+  ProtocolError,
+  type ProtocolErrorCode,
+  requestedNfe,
   type SafetensorsFile,
   type SafetensorsTensor,
-} from '@piflow/policy'
-import { z } from 'zod'
+  stepSegmentOf,
+} from '@piflow/protocol'
 import type { FeedTensor } from './batcher.ts'
-import { InvalidInputError } from './errors.ts'
+import { type BackendErrorCode, InvalidInputError } from './errors.ts'
 import type { LoadedModel, StudentSession } from './models.ts'
-
-/** Protocol header carrying the shared secret. */
-export const SECRET_HEADER = 'X-Piflow-Backend-Secret'
-/** Response header: rows in the onnxruntime run that served this request. */
-export const BATCH_SIZE_HEADER = 'X-Piflow-Batch-Size'
-/** Response header: the execution provider that ran the forward. */
-export const EXECUTION_PROVIDER_HEADER = 'X-Piflow-Execution-Provider'
 
 /** The ONNX element types a student input may declare, and their safetensors names. */
 const DTYPE_ALIASES: Record<string, { onnx: 'float32' | 'int64'; safetensors: 'F32' | 'I64' }> = {
@@ -39,18 +37,29 @@ export interface TensorSpec {
   shape: readonly (number | string)[]
 }
 
-/** Decodes a body, mapping codec errors to `malformed_safetensors` (the codec's code in the message). */
+/** The wire codec's refusals of a request, and the 400 code each is. */
+const REQUEST_ERROR_CODES: Partial<Record<ProtocolErrorCode, BackendErrorCode>> = {
+  malformed_safetensors: 'malformed_safetensors',
+  invalid_metadata: 'invalid_metadata',
+}
+
+/** A request the wire codec refused, as the 400 it is. */
+function asInvalidInput(error: unknown): unknown {
+  const code = error instanceof ProtocolError ? REQUEST_ERROR_CODES[error.code] : undefined
+  if (code === undefined) return error
+  return new InvalidInputError(
+    code,
+    (error as ProtocolError).message,
+    (error as ProtocolError).field,
+  )
+}
+
+/** Decodes a request body (`malformed_safetensors` when it is not valid safetensors). */
 export function decodeBody(body: Uint8Array): SafetensorsFile {
   try {
-    return decodeSafetensors(body, { maxTensors: 64, maxHeaderBytes: 64 * 1024 })
+    return decodeRequest(body)
   } catch (error) {
-    if (error instanceof SafetensorsError) {
-      throw new InvalidInputError(
-        'malformed_safetensors',
-        `body is not valid safetensors (${error.code}): ${error.message}`,
-      )
-    }
-    throw error
+    throw asInvalidInput(error)
   }
 }
 
@@ -59,7 +68,7 @@ export function selectStudent(
   model: LoadedModel,
   metadata: Record<string, string>,
 ): StudentSession {
-  const nfe = metadata.nfe
+  const nfe = requestedNfe(metadata)
   if (nfe === undefined) return model.defaultStudent
   const key = model.manifest.sampling.perNfe[nfe]?.onnx
   const student = key === undefined ? undefined : model.students.get(key)
@@ -196,46 +205,16 @@ function checkValues(model: LoadedModel, name: string, feed: FeedTensor) {
   }
 }
 
-// Metadata values are strings (the format allows nothing else); numbers are written in decimal.
-const decimal = z
-  .string()
-  .trim()
-  .regex(/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/, 'must be a decimal number')
-  .transform(Number)
-const integer = z.string().trim().regex(/^\d+$/, 'must be a non-negative integer').transform(Number)
-
-/** `__metadata__` of a step request (strings, parsed). */
-export const StepMetadataSchema = z.object({
-  sigma_dst: decimal.pipe(z.number().min(0).max(1)),
-  shift: decimal.pipe(z.number().positive().max(1000)),
-  total_substeps: integer.pipe(z.number().int().min(1).max(10_000)),
-  temperature: decimal.pipe(z.number().positive().max(10)),
-  eps: decimal.pipe(z.number().positive().max(0.5)),
-})
-
-export type StepMetadata = z.output<typeof StepMetadataSchema>
-
-/** Parses the step metadata; σ_dst must not exceed σ_src (integration runs towards data). */
-export function parseStepMetadata(
+/** The segment a step request integrates (`invalid_metadata` when its metadata is unusable). */
+export function stepSegment(
   metadata: Record<string, string>,
+  manifest: Manifest,
+  batch: number,
   sigmaSrc: number,
-): StepMetadata {
-  const parsed = StepMetadataSchema.safeParse(metadata)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = String(issue?.path[0] ?? '')
-    throw new InvalidInputError(
-      'invalid_metadata',
-      `metadata "${field}": ${issue?.message ?? 'invalid'}`,
-      field,
-    )
+): SegmentSpec {
+  try {
+    return stepSegmentOf(metadata, manifest, batch, sigmaSrc)
+  } catch (error) {
+    throw asInvalidInput(error)
   }
-  if (parsed.data.sigma_dst > sigmaSrc) {
-    throw new InvalidInputError(
-      'invalid_metadata',
-      `sigma_dst ${parsed.data.sigma_dst} is above sigma ${sigmaSrc}`,
-      'sigma_dst',
-    )
-  }
-  return parsed.data
 }

@@ -2,16 +2,16 @@ import { cp, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { decodeSafetensors, encodeSafetensors } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors } from '@piflow/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type BackendService, MODELS_DIR, startBackend } from '../../scripts/local-stack.ts'
 import type { BatcherStats as Stats } from '../src/batcher.ts'
 import { INLINE_MAX_WORK, rolloutWork } from '../src/integrator-pool.ts'
 import { forward, inputs, MODEL } from './requests.ts'
-import { DEFAULT_MODELS_DIR, type SpawnedBackend, spawnBackend } from './spawn-backend.ts'
 
 // The backend as a real process over HTTP: real onnxruntime, the shipped default model.
 
-async function stats(backend: SpawnedBackend): Promise<Stats> {
+async function stats(backend: BackendService): Promise<Stats> {
   const response = await fetch(`${backend.url}/readyz`)
   return ((await response.json()) as { stats: Stats }).stats
 }
@@ -25,9 +25,9 @@ async function errorCode(response: Response): Promise<string> {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('backend process', () => {
-  let backend: SpawnedBackend
+  let backend: BackendService
   beforeAll(async () => {
-    backend = await spawnBackend()
+    backend = await startBackend()
   })
   afterAll(async () => {
     await backend?.stop()
@@ -73,7 +73,7 @@ describe('backend process', () => {
     expect(rolloutWork(gm, { ...segment, shape: { ...segment.shape, batch: 1 } })).toBeLessThan(
       INLINE_MAX_WORK,
     )
-    const inline = await spawnBackend({ args: ['--integrate-threads', '0'] })
+    const inline = await startBackend({ args: ['--integrate-threads', '0'] })
     try {
       const body = encodeSafetensors(inputs(3, 2, 0.9), {
         sigma_dst: '0.3',
@@ -111,10 +111,10 @@ describe('backend process', () => {
 })
 
 describe('dynamic batching', () => {
-  let backend: SpawnedBackend
+  let backend: BackendService
   beforeAll(async () => {
     // A wide window so four concurrent requests surely meet, whatever the machine's load.
-    backend = await spawnBackend({ args: ['--max-wait-ms', '400', '--max-batch-size', '8'] })
+    backend = await startBackend({ args: ['--max-wait-ms', '400', '--max-batch-size', '8'] })
   })
   afterAll(async () => {
     await backend?.stop()
@@ -168,11 +168,11 @@ describe('dynamic batching', () => {
 })
 
 describe('queue bound, deadline and cancellation', () => {
-  let backend: SpawnedBackend
+  let backend: BackendService
   beforeAll(async () => {
     // --debug-run-delay-ms makes every run slow (as a busy accelerator would), so queueing, the
     // deadline and disconnects are observable deterministically.
-    backend = await spawnBackend({
+    backend = await startBackend({
       args: [
         '--max-batch-size',
         '1',
@@ -224,7 +224,7 @@ describe('queue bound, deadline and cancellation', () => {
   })
 
   it('answers 504 timeout when the deadline passes, and keeps serving', async () => {
-    const slow = await spawnBackend({
+    const slow = await startBackend({
       args: ['--debug-run-delay-ms', '1500', '--request-timeout-ms', '300'],
     })
     try {
@@ -241,7 +241,7 @@ describe('queue bound, deadline and cancellation', () => {
 
 describe('limits and shutdown', () => {
   it('refuses bodies over --max-body-bytes with 413, declared or streamed', async () => {
-    const backend = await spawnBackend({ args: ['--max-body-bytes', '20000'] })
+    const backend = await startBackend({ args: ['--max-body-bytes', '20000'] })
     try {
       const body = encodeSafetensors(inputs(1, 2)) // ~25 KB
       const response = await forward(backend, body)
@@ -271,7 +271,7 @@ describe('limits and shutdown', () => {
   })
 
   it('finishes in-flight work on SIGTERM, then exits 0', async () => {
-    const backend = await spawnBackend({ args: ['--debug-run-delay-ms', '1500'] })
+    const backend = await startBackend({ args: ['--debug-run-delay-ms', '1500'] })
     const inFlight = forward(backend, encodeSafetensors(inputs(1)))
     await sleep(500)
     const exit = backend.stop()
@@ -292,7 +292,7 @@ describe('model verification at load', () => {
   })
 
   it('refuses a model whose file fails its sha256, and serves the others', async () => {
-    const source = join(DEFAULT_MODELS_DIR, MODEL)
+    const source = join(MODELS_DIR, MODEL)
     // A good copy under another id, and a corrupted copy under the real id.
     await cp(source, join(dir, 'good'), { recursive: true })
     const manifest = JSON.parse(await readFile(join(source, 'manifest.json'), 'utf8'))
@@ -310,7 +310,7 @@ describe('model verification at load', () => {
     await handle.write(byte, 0, 1, at)
     await handle.close()
 
-    const backend = await spawnBackend({ modelsDir: dir })
+    const backend = await startBackend({ modelsDir: dir })
     try {
       const ready = (await (await fetch(`${backend.url}/readyz`)).json()) as {
         models: string[]

@@ -3,8 +3,9 @@
  * Request builders for the backend tests: protocol inputs for the shipped default model and a
  * `/forward` call carrying the shared secret.
  */
-import { randn, type SafetensorsTensor } from '@piflow/policy'
-import type { SpawnedBackend } from './spawn-backend.ts'
+import { randn } from '@piflow/policy'
+import type { SafetensorsTensor } from '@piflow/protocol'
+import type { BackendService } from '../../scripts/local-stack.ts'
 
 /** The shipped default model. */
 export const MODEL = 'piflow-emoji'
@@ -26,7 +27,7 @@ export function inputs(seed: number, batch = 1, sigma = 0.8): Record<string, Saf
 
 /** POST `body` to the model's `/forward` with the backend's secret. */
 export function forward(
-  backend: SpawnedBackend,
+  backend: BackendService,
   body: Uint8Array,
   init: RequestInit = {},
   model = MODEL,

@@ -4,16 +4,16 @@
  * emulation, so this checks the path and its numbers, never its speed. On a GPU host the same flag
  * runs on the Vulkan driver (measured on an H200: see backend/README.md).
  */
-import { decodeSafetensors, encodeSafetensors } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors } from '@piflow/protocol'
 import { describe, expect, it } from 'vitest'
+import { type BackendService, startBackend } from '../../scripts/local-stack.ts'
 import { swiftShaderEnv } from '../../test/webgpu/node-dawn.ts'
 import { forward, inputs } from './requests.ts'
-import { type SpawnedBackend, spawnBackend } from './spawn-backend.ts'
 
 const swiftShader = swiftShaderEnv()
 
 /** The model's outputs for one fixed input. */
-async function forwardOutputs(backend: SpawnedBackend) {
+async function forwardOutputs(backend: BackendService) {
   const response = await forward(backend, encodeSafetensors(inputs(11, 1, 0.7)))
   expect(response.status).toBe(200)
   return decodeSafetensors(new Uint8Array(await response.arrayBuffer())).tensors
@@ -22,7 +22,7 @@ async function forwardOutputs(backend: SpawnedBackend) {
 describe('WebGPU execution provider', () => {
   it('refuses to start, saying why, when no adapter can be found', async () => {
     // An ICD list naming no real driver: Vulkan finds no device whatever this machine has.
-    const start = spawnBackend({
+    const start = startBackend({
       args: ['--execution-provider', 'webgpu'],
       env: { VK_ICD_FILENAMES: '/nonexistent/piflow-no-driver.json' },
     })
@@ -33,8 +33,8 @@ describe('WebGPU execution provider', () => {
     'computes the forward the CPU provider computes (SwiftShader adapter; skipped without Chromium)',
     async () => {
       const backends = await Promise.all([
-        spawnBackend({ args: ['--execution-provider', 'cpu'] }),
-        spawnBackend({ args: ['--execution-provider', 'webgpu'], env: swiftShader! }),
+        startBackend({ args: ['--execution-provider', 'cpu'] }),
+        startBackend({ args: ['--execution-provider', 'webgpu'], env: swiftShader! }),
       ])
       try {
         const [cpu, gpu] = backends

@@ -1,6 +1,6 @@
 /**
  * @module bench/support/gm-naive
- * The bench baseline: a direct transcription of golden README §3 `gm_velocity` followed by one Euler
+ * The bench baseline: a direct transcription of fixtures/golden/README.md §3 `gm_velocity` followed by one Euler
  * update, the way a first port would write it — recompute means_x0 from the network output on every
  * call, allocate one array per intermediate tensor, one pass per formula line. Float32 storage like the
  * fast path. Only for `bench/policy.ts`; the module's real implementation is policy/src/gm.ts.

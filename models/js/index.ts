@@ -1,7 +1,7 @@
 /**
  * @module @piflow/models
- * Model manifests (schema + parser), the generation plan (latent shape, seeded noise, sampling
- * settings), the prompt tokenizer and latent → RGBA conversion.
+ * Model manifests (schema + parser), the prompt tokenizer and latent → RGBA conversion. What a
+ * generation does with them (plan, inputs, outputs, wire format) is `@piflow/protocol`.
  */
 
 export type { ModelsErrorCode } from './errors.ts'
@@ -9,8 +9,6 @@ export { LatentError, ManifestError, ModelsError, TokenizerError } from './error
 export type { LatentDims, LatentToRgbaOptions } from './image.ts'
 export { latentToRgba, MAX_OUTPUT_SIZE } from './image.ts'
 export type { Manifest, ManifestFile, ManifestPolicy, NfeSettings, TensorSpec } from './manifest.ts'
-export { manifestSchema, nfeSettings, parseManifest } from './manifest.ts'
-export type { GenerationParams, SamplingSettings } from './plan.ts'
-export { initialLatents, latentShape, samplingFor } from './plan.ts'
+export { MAX_NFE, manifestSchema, nfeSettings, parseManifest } from './manifest.ts'
 export type { Tokenizer, TokenizerSpec } from './tokenizer.ts'
 export { createTokenizer, MAX_PROMPT_CHARS, splitWords, tokenize } from './tokenizer.ts'

@@ -1,6 +1,6 @@
 /**
  * @module manifest
- * Schema, types and parser of `models/<id>/manifest.json` (DESIGN.md §3). The backend, the worker and
+ * Schema, types and parser of `models/<id>/manifest.json` (ARCHITECTURE.md §3). The backend, the worker and
  * the SDK all read a model through {@link parseManifest}, so a manifest that parses here is one every
  * part can run.
  */
@@ -8,6 +8,9 @@ import { z } from 'zod'
 import { ManifestError } from './errors.ts'
 
 const positiveInt = z.number().int().positive()
+
+/** Most network evaluations a model may offer (and a request may ask for). */
+export const MAX_NFE = 64
 /** A dimension: a fixed size, or -1 / a name such as "B" for a dynamic (batch) axis. */
 const dimSchema = z.union([z.number().int().min(-1), z.string().min(1)])
 
@@ -65,7 +68,7 @@ const manifestObject = z.object({
     valueRange: z.tuple([z.number(), z.number()]),
   }),
   sampling: z.object({
-    nfeOptions: z.array(positiveInt.max(64)).min(1),
+    nfeOptions: z.array(positiveInt.max(MAX_NFE)).min(1),
     defaultNfe: positiveInt,
     eps: z.number().positive().max(0.1),
     perNfe: z.record(z.string().regex(/^[1-9][0-9]*$/), perNfeSchema),

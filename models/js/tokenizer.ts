@@ -22,8 +22,11 @@ const specSchema = z.object({
 /** The tokenizer JSON file (`tokenizer.json` in a model directory). */
 export type TokenizerSpec = z.infer<typeof specSchema>
 
-/** Prompts longer than this many UTF-16 units are rejected before any work is done. */
-export const MAX_PROMPT_CHARS = 2048
+/**
+ * Prompts longer than this many UTF-16 units are rejected before any work is done: the public limit of
+ * a request's prompt (after normalisation, `@piflow/protocol`) and the tokenizer's own guard.
+ */
+export const MAX_PROMPT_CHARS = 1000
 
 export interface Tokenizer {
   readonly maxLength: number
@@ -31,6 +34,11 @@ export interface Tokenizer {
   readonly vocabSize: number
   /** Token ids of one prompt, exactly `maxLength` long. */
   encode(text: string): number[]
+  /**
+   * The same ids plus how many words the prompt had before truncation to `maxLength` (so a caller can
+   * refuse a prompt the model would cut), from one pass over the prompt.
+   */
+  encodeWithCount(text: string): { ids: number[]; count: number }
 }
 
 /** Splits a prompt into the tokenizer's words (ASCII lower-case, runs of [a-z0-9]). */
@@ -55,23 +63,24 @@ export function createTokenizer(spec: unknown): Tokenizer {
   vocab.forEach((word, id) => {
     if (!index.has(word)) index.set(word, id)
   })
+  const encodeWithCount = (text: string) => {
+    if (text.length > MAX_PROMPT_CHARS) {
+      throw new TokenizerError(
+        'prompt_too_long',
+        `prompt has ${text.length} characters, limit ${MAX_PROMPT_CHARS}`,
+      )
+    }
+    const words = splitWords(text)
+    const ids = words.slice(0, maxLength).map((w) => index.get(w) ?? unkId)
+    while (ids.length < maxLength) ids.push(padId)
+    return { ids, count: words.length }
+  }
   return {
     maxLength,
     padId,
     vocabSize: vocab.length,
-    encode(text: string): number[] {
-      if (text.length > MAX_PROMPT_CHARS) {
-        throw new TokenizerError(
-          'prompt_too_long',
-          `prompt has ${text.length} characters, limit ${MAX_PROMPT_CHARS}`,
-        )
-      }
-      const ids = splitWords(text)
-        .slice(0, maxLength)
-        .map((w) => index.get(w) ?? unkId)
-      while (ids.length < maxLength) ids.push(padId)
-      return ids
-    },
+    encode: (text) => encodeWithCount(text).ids,
+    encodeWithCount,
   }
 }
 

@@ -16,7 +16,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA_DIR = os.path.join(ROOT, "models", "data")
 MODEL_DIR = os.path.join(ROOT, "models", "piflow-emoji")
 
-# Flow-matching sigma convention of golden/README.md: x_s = (1-s) x0 + s eps, u = eps - x0.
+# Flow-matching sigma convention of fixtures/golden/README.md: x_s = (1-s) x0 + s eps, u = eps - x0.
 EMPTY_CAPTION_P = 0.1  # classifier-free guidance: condition dropout
 EXTRA_WORD_P = 0.25  # each tag / short name / category joins the caption with this probability
 

@@ -3,7 +3,7 @@
   nice -n 5 /usr/bin/python3 -m models.recipe.distill --teacher models/runs/teacher/checkpoints/last.pt \
       --run models/runs/student --until 20:33
 
-Per step (golden README 'train_sample_t' + 'piid_segment', the paper's pi-ID with data):
+Per step (fixtures/golden/README.md §3 'train_sample_t' + 'piid_segment', the paper's pi-ID with data):
   segment from uniform raw-time draws; x_src = (1-s) x0 + s eps from a data batch; the student's GM
   policy at (x_src, s_src); detached rollout of the policy with GM dropout to visited states; the teacher
   with CFG queried there; l2 between the policy's (window-averaged) velocity and the teacher's.

@@ -1,4 +1,4 @@
-"""pi-Flow math in PyTorch, exactly as /work/shared/golden/README.md specifies (checked against the
+"""pi-Flow math in PyTorch, exactly as fixtures/golden/README.md specifies (checked against the
 golden vectors by models/recipe/tests/test_golden.py in float64).
 
 Conventions: x_s = (1 - s) x0 + s eps, u = eps - x0; raw time tau with sigma = warp(tau, shift).
@@ -154,7 +154,7 @@ def piid_segment(
     dropout_mask=None,  # (B, K) bool or None
     get_x_t_dst: bool = False,
 ) -> dict:
-    """One pi-ID training segment (golden README 'piid_segment'). Returns the loss and bookkeeping."""
+    """One pi-ID training segment (fixtures/golden/README.md §3 'piid_segment'). Returns the loss and bookkeeping."""
     ts, m = cfg.total_substeps, cfg.num_intermediate_states
     n_l = torch.round(segment_size * ts).clamp(min=1)
     window = torch.minimum(cfg.window_substeps * segment_size / n_l, segment_size)

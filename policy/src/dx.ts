@@ -1,6 +1,6 @@
 /**
  * @module dx
- * DX policy, golden README §3 `dx_velocity`: N x0 nodes over the segment, interpolated in raw time
+ * DX policy, fixtures/golden/README.md §3 `dx_velocity`: N x0 nodes over the segment, interpolated in raw time
  * (`grid`: piecewise linear, node 0 = segment end, node N−1 = segment start) or used as polynomial
  * coefficients in (τ_src − τ) (`polynomial`). x0_hat does not depend on x_t, so a query costs one pass
  * over two nodes (grid) or N nodes (polynomial).

@@ -1,27 +1,33 @@
 /**
  * @module gm
- * GM (Gaussian-mixture) policy, golden README §3 `gm_velocity`.
+ * GM (Gaussian-mixture) policy, fixtures/golden/README.md §3 `gm_velocity`.
  *
  * The network predicts, per pixel, a K-component mixture over x0 (means in u-space at (x_src, σ_src),
  * per-pixel log-weights, one log-std per sample). Given a query (x_t, σ_t) the velocity is
  * u = (x_t − E[x0 | x_t, x_src]) / σ_t, where the posterior keeps the mixture form.
  *
- * Why the layout: within a segment only the per-sample scalars ζ, D, α = r_t/σ̃_t change between
- * substeps. Regrouping the logit as `lw + (m·ν − ½ζ·|m|²)/D` and the posterior mean as
- * `(Σ_k w_k·m_k + var·ν)/D` (Σ w = 1) leaves per pixel one K×C dot product, a K-way softmax and one K×C
- * weighted sum. Everything constant in the segment (x0-space means, effective log-weights, |m|²) is
- * computed once at construction and packed pixel-major — `[x_src(C) | k0: m(C), lw, |m|² | k1: …]` —
- * so each substep streams the packed buffer exactly once, cache-line friendly.
- *
- * Rollouts from the source state go further (`startRollout`). Every Euler substep is
- * x ← cx·x + c0·x0_hat with x0_hat ∈ span{x_src, m_1…m_K}, so a rollout that starts at x_src stays in
- * that span: x_t = γ·x_src + Σ_k c_k·m_k with γ one scalar per sample and K coefficients per pixel.
- * In these coordinates m_j·ν = (αγ − β)·(m_j·x_src) + α·Σ_k G_jk·c_k with the per-pixel Gram matrix
- * G = [m_j·m_k], so a substep costs K² + O(K) per pixel instead of 2·K·C, and x is rebuilt once at the
- * end. Used when K ≤ C (pi-FLUX/pi-Qwen: K = 8, C = 16); the direct kernel serves K > C (ImageNet K = 32,
- * C = 4) and queries at arbitrary x.
+ * This module builds the policy of a segment (log-weights after dropout and temperature, the data of
+ * its kernel) and answers queries through one kernel pass: the WebAssembly SIMD kernel for
+ * Float32Array tensors (wasm/gm-wasm.ts), else the JS kernel (gm-kernel.ts, which also explains the
+ * data layout). Rollouts from the source state run in the span of x_src and the K means
+ * (gm-subspace.ts).
  */
 import { PolicyOptionError, PolicyShapeError, PolicyValueError } from './errors.ts'
+import {
+  ALPHA,
+  BETA,
+  C0,
+  COEFS,
+  CX,
+  checkFinite,
+  gmKernel,
+  HALF_ZETA,
+  INV_D,
+  packPixelMajor,
+  sameAsSource,
+  VAR,
+} from './gm-kernel.ts'
+import { buildGram, createSubspaceRollout } from './gm-subspace.ts'
 import type {
   FloatArray,
   GmOutput,
@@ -48,7 +54,6 @@ import {
   GmWasmRegion,
   GmWasmState,
 } from './wasm/gm-wasm.ts'
-
 /** piFlow's GMFlowPolicy default. */
 export const GM_DEFAULT_EPS = 1e-4
 
@@ -77,16 +82,6 @@ export interface GmPolicy<T extends FloatArray = FloatArray> extends Policy<T> {
   step(x: T, sigmaT: ArrayLike<number>, sigmaNext: ArrayLike<number>): T
   startRollout(x: T): PolicyRollout<T> | null
 }
-
-// Per-sample coefficients handed to the kernel, COEFS values per sample.
-const COEFS = 7
-const ALPHA = 0 // r_t / σ̃_t   (ν = α·x_t − β·x_src)
-const BETA = 1 // r_src / σ̃_src
-const HALF_ZETA = 2 // ½ζ
-const INV_D = 3 // 1 / D
-const VAR = 4 // var_x0
-const CX = 5 // out = cx·x_t + c0·x0_hat
-const C0 = 6
 
 /** What the kernel writes (see `prepare`). */
 const OutMode = { Velocity: 0, X0: 1, Euler: 2 } as const
@@ -479,58 +474,6 @@ function effectiveFromKernel(
   }
 }
 
-/** Throws unless every means_x0 and x_src value is finite (their squares' sum would not be). */
-function checkFinite(sum: number): void {
-  if (!Number.isFinite(sum)) {
-    throw new PolicyValueError('output.meansU or xSrc contains a non-finite value (or overflows)')
-  }
-}
-
-/** The JS kernel's data: per pixel `[x_src(C) | k0: m(C), lw, |m|² | k1: …]` (module doc). */
-function packPixelMajor<T extends FloatArray>(
-  meansU: T,
-  xSrc: T,
-  lwShifted: Float64Array,
-  sigmaSrcs: Float64Array,
-  B: number,
-  K: number,
-  C: number,
-  HW: number,
-  dims: string,
-): T {
-  const compStride = C + 2
-  const pixStride = C + K * compStride
-  if (B * HW * pixStride > MAX_ELEMENTS) {
-    throw new PolicyShapeError(
-      `GM policy of ${dims} needs ${B * HW * pixStride} packed values (max ${MAX_ELEMENTS})`,
-    )
-  }
-  const packed = allocLike(xSrc, B * HW * pixStride)
-  let finiteCheck = 0 // NaN/∞ anywhere in means or x_src propagates into this sum
-  for (let b = 0; b < B; b++) {
-    const s = sigmaSrcs[b]
-    for (let p = 0; p < HW; p++) {
-      const base = (b * HW + p) * pixStride
-      for (let c = 0; c < C; c++) packed[base + c] = xSrc[(b * C + c) * HW + p]
-      for (let k = 0; k < K; k++) {
-        const o = base + C + k * compStride
-        let sq = 0
-        for (let c = 0; c < C; c++) {
-          packed[o + c] = xSrc[(b * C + c) * HW + p] - s * meansU[((b * K + k) * C + c) * HW + p]
-          // |m|² from the stored (possibly float32-rounded) value keeps the logit consistent with it
-          const mr = packed[o + c]
-          sq += mr * mr
-        }
-        packed[o + C] = lwShifted[(b * K + k) * HW + p]
-        packed[o + C + 1] = sq
-        finiteCheck += sq
-      }
-    }
-  }
-  checkFinite(finiteCheck)
-  return packed
-}
-
 /** The wasm kernel's data (group-major, see wasm/gm-wasm.ts), packed by the kernel's own gm_pack. */
 function packGroupMajor(
   wasm: GmWasmState,
@@ -568,265 +511,4 @@ export function effectiveDropoutMask(
     if (!all) for (let k = 0; k < K; k++) out[b * K + k] = mask[b * K + k] ? 1 : 0
   }
   return out
-}
-
-interface Geometry {
-  B: number
-  K: number
-  C: number
-  HW: number
-  pixStride: number
-}
-
-/**
- * The hot loop: for every pixel, ν = α·x_t − β·x_src, logits, softmax, x0_hat, and
- * out = cx·x_t + c0·x0_hat. `out` may alias `xT` (a pixel's x_t is read before it is written).
- * Allocates nothing; `weightsOut` (B,K,1,H,W) is only for inspection.
- */
-function gmKernel(
-  packed: FloatArray,
-  g: Geometry,
-  xT: FloatArray,
-  out: FloatArray,
-  coefs: Float64Array,
-  scratch: Float64Array,
-  weightsOut: FloatArray | null,
-): void {
-  const { B, K, C, HW, pixStride } = g
-  const compStride = C + 2
-  // scratch: ν (C) | x_t (C) | Σ w·m (C) | logits (K)
-  const XT = C
-  const ACC = 2 * C
-  const LOGIT = 3 * C
-  for (let b = 0; b < B; b++) {
-    const o = b * COEFS
-    const alpha = coefs[o + ALPHA]
-    const beta = coefs[o + BETA]
-    const halfZeta = coefs[o + HALF_ZETA]
-    const invD = coefs[o + INV_D]
-    const variance = coefs[o + VAR]
-    const cx = coefs[o + CX]
-    const c0 = coefs[o + C0]
-    const xOff = b * C * HW
-    for (let p = 0; p < HW; p++) {
-      const base = (b * HW + p) * pixStride
-      for (let c = 0; c < C; c++) {
-        const xt = xT[xOff + c * HW + p]
-        scratch[XT + c] = xt
-        scratch[c] = alpha * xt - beta * packed[base + c]
-      }
-      let max = Number.NEGATIVE_INFINITY
-      let m = base + C
-      for (let k = 0; k < K; k++) {
-        let dot = 0
-        for (let c = 0; c < C; c++) dot += packed[m + c] * scratch[c]
-        const logit = packed[m + C] + (dot - halfZeta * packed[m + C + 1]) * invD
-        scratch[LOGIT + k] = logit
-        if (logit > max) max = logit
-        m += compStride
-      }
-      let sum = 0
-      for (let k = 0; k < K; k++) {
-        const e = Math.exp(scratch[LOGIT + k] - max)
-        scratch[LOGIT + k] = e
-        sum += e
-      }
-      const inv = 1 / sum
-      for (let c = 0; c < C; c++) scratch[ACC + c] = 0
-      m = base + C
-      for (let k = 0; k < K; k++) {
-        const w = scratch[LOGIT + k] * inv
-        if (weightsOut !== null) weightsOut[(b * K + k) * HW + p] = w
-        if (w !== 0) for (let c = 0; c < C; c++) scratch[ACC + c] += w * packed[m + c]
-        m += compStride
-      }
-      for (let c = 0; c < C; c++) {
-        const x0 = (scratch[ACC + c] + variance * scratch[c]) * invD
-        out[xOff + c * HW + p] = cx * scratch[XT + c] + c0 * x0
-      }
-    }
-  }
-}
-
-/** True when `x` (B,C,H,W) holds exactly the packed x_src. */
-function sameAsSource(packed: FloatArray, g: Geometry, x: FloatArray): boolean {
-  const { B, C, HW, pixStride } = g
-  for (let b = 0; b < B; b++) {
-    for (let c = 0; c < C; c++) {
-      const xo = (b * C + c) * HW
-      for (let p = 0; p < HW; p++) {
-        if (x[xo + p] !== packed[(b * HW + p) * pixStride + c]) return false
-      }
-    }
-  }
-  return true
-}
-
-/**
- * Per pixel `[lw (K) | m_j·x_src (K) | G (K×K, row-major)]` for the subspace rollout; the dot products
- * are accumulated in float64 and G is filled symmetrically.
- */
-function buildGram<T extends FloatArray>(packed: FloatArray, g: Geometry, out: T): T {
-  const { B, K, C, HW, pixStride } = g
-  const compStride = C + 2
-  const stride = K * (K + 2)
-  for (let q = 0; q < B * HW; q++) {
-    const base = q * pixStride
-    const o = q * stride
-    for (let j = 0; j < K; j++) {
-      const mj = base + C + j * compStride
-      out[o + j] = packed[mj + C]
-      let dx = 0
-      for (let c = 0; c < C; c++) dx += packed[mj + c] * packed[base + c]
-      out[o + K + j] = dx
-      for (let k = 0; k <= j; k++) {
-        const mk = base + C + k * compStride
-        let dot = 0
-        for (let c = 0; c < C; c++) dot += packed[mj + c] * packed[mk + c]
-        out[o + 2 * K + j * K + k] = dot
-        out[o + 2 * K + k * K + j] = dot
-      }
-    }
-  }
-  return out
-}
-
-interface SubspaceContext<T extends FloatArray> {
-  eps: number
-  sigmaSrc: Float64Array
-  varX0: Float64Array
-  checkSigmas: (sigmaT: ArrayLike<number>, sigmaNext: ArrayLike<number>) => void
-  checkOut: (x: T) => void
-}
-
-/** The rollout state x_t = γ·x_src + Σ_k c_k·m_k and its Euler substep (module doc). */
-function createSubspaceRollout<T extends FloatArray>(
-  packed: FloatArray,
-  gram: FloatArray,
-  g: Geometry,
-  ctx: SubspaceContext<T>,
-): PolicyRollout<T> {
-  const { B, K, C, HW, pixStride } = g
-  const gamma = new Float64Array(B).fill(1)
-  const coef = new Float64Array(B * HW * K)
-  const logits = new Float64Array(K)
-  const scalars = new Float64Array(SUB_COEFS) // per-substep scalars, reused (no allocation per substep)
-  return {
-    step(sigmaT, sigmaNext) {
-      ctx.checkSigmas(sigmaT, sigmaNext)
-      for (let b = 0; b < B; b++) {
-        if (sigmaNext[b] === sigmaT[b]) continue // dσ = 0: the Euler update is the identity
-        const st = Math.max(sigmaT[b], ctx.eps)
-        const ss = Math.max(ctx.sigmaSrc[b], ctx.eps)
-        const rt = (1 - st) / st
-        const rs = (1 - ss) / ss
-        const zeta = rt * rt - rs * rs
-        const invD = 1 / Math.max(1 + ctx.varX0[b] * zeta, ctx.eps)
-        const alpha = rt / st
-        const g0 = alpha * gamma[b] - rs / ss // coefficient of x_src in ν
-        const ratio = (sigmaNext[b] - sigmaT[b]) / st
-        const cx = 1 + ratio
-        const c0 = -ratio
-        // logit_j = lw_j + (g0·mx_j + α·(G·c)_j − ½ζ·G_jj)/D;  c' = keep·c + (c0/D)·w
-        scalars[SUB_MX] = g0 * invD
-        scalars[SUB_GC] = alpha * invD
-        scalars[SUB_DIAG] = 0.5 * zeta * invD
-        scalars[SUB_KEEP] = cx + c0 * invD * ctx.varX0[b] * alpha
-        scalars[SUB_WEIGHT] = c0 * invD
-        subspaceKernel(gram, coef, logits, b * HW, HW, K, scalars)
-        gamma[b] = cx * gamma[b] + c0 * ctx.varX0[b] * g0 * invD
-      }
-    },
-    write(x) {
-      ctx.checkOut(x)
-      const compStride = C + 2
-      for (let b = 0; b < B; b++) {
-        for (let p = 0; p < HW; p++) {
-          const base = (b * HW + p) * pixStride
-          const co = (b * HW + p) * K
-          for (let c = 0; c < C; c++) {
-            let v = gamma[b] * packed[base + c]
-            for (let k = 0; k < K; k++) v += coef[co + k] * packed[base + C + k * compStride + c]
-            x[(b * C + c) * HW + p] = v
-          }
-        }
-      }
-      return x
-    },
-  }
-}
-
-// Per-substep scalars of `subspaceKernel` (one sample), slots of a reused Float64Array.
-const SUB_COEFS = 5
-const SUB_MX = 0 // multiplies m_j·x_src
-const SUB_GC = 1 // multiplies (G·c)_j
-const SUB_DIAG = 2 // multiplies G_jj
-const SUB_KEEP = 3 // c_k' = keep·c_k + weight·w_k
-const SUB_WEIGHT = 4
-
-/** One substep of the subspace rollout for the pixels of one sample (K² + O(K) per pixel). */
-function subspaceKernel(
-  gram: FloatArray,
-  coef: Float64Array,
-  logits: Float64Array,
-  pixel0: number,
-  HW: number,
-  K: number,
-  scalars: Float64Array,
-): void {
-  const mx = scalars[SUB_MX]
-  const gc = scalars[SUB_GC]
-  const diag = scalars[SUB_DIAG]
-  const keep = scalars[SUB_KEEP]
-  const weight = scalars[SUB_WEIGHT]
-  const stride = K * (K + 2)
-  for (let p = pixel0; p < pixel0 + HW; p++) {
-    const o = p * stride
-    const co = p * K
-    const g = o + 2 * K // G, row-major
-    let max = Number.NEGATIVE_INFINITY
-    // (G·c)_j four rows at a time so each c_k is loaded once per four products (register blocking)
-    let j = 0
-    for (; j + 4 <= K; j += 4) {
-      const r = g + j * K
-      let s0 = 0
-      let s1 = 0
-      let s2 = 0
-      let s3 = 0
-      for (let i = 0; i < K; i++) {
-        const c = coef[co + i]
-        s0 += gram[r + i] * c
-        s1 += gram[r + K + i] * c
-        s2 += gram[r + 2 * K + i] * c
-        s3 += gram[r + 3 * K + i] * c
-      }
-      const l0 = gram[o + j] + mx * gram[o + K + j] + gc * s0 - diag * gram[r + j]
-      const l1 = gram[o + j + 1] + mx * gram[o + K + j + 1] + gc * s1 - diag * gram[r + K + j + 1]
-      const l2 =
-        gram[o + j + 2] + mx * gram[o + K + j + 2] + gc * s2 - diag * gram[r + 2 * K + j + 2]
-      const l3 =
-        gram[o + j + 3] + mx * gram[o + K + j + 3] + gc * s3 - diag * gram[r + 3 * K + j + 3]
-      logits[j] = l0
-      logits[j + 1] = l1
-      logits[j + 2] = l2
-      logits[j + 3] = l3
-      max = Math.max(max, l0, l1, l2, l3)
-    }
-    for (; j < K; j++) {
-      const r = g + j * K
-      let s0 = 0
-      for (let i = 0; i < K; i++) s0 += gram[r + i] * coef[co + i]
-      const l = gram[o + j] + mx * gram[o + K + j] + gc * s0 - diag * gram[r + j]
-      logits[j] = l
-      if (l > max) max = l
-    }
-    let sum = 0
-    for (j = 0; j < K; j++) {
-      const e = Math.exp(logits[j] - max)
-      logits[j] = e
-      sum += e
-    }
-    const w = weight / sum
-    for (let i = 0; i < K; i++) coef[co + i] = keep * coef[co + i] + w * logits[i]
-  }
 }

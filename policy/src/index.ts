@@ -1,8 +1,8 @@
 /**
  * @module @piflow/policy
  * The shared π-Flow policy module: GM/DX policies, substep rollout, NFE schedules, the sampling loop,
- * π-ID bookkeeping and seeded noise. Pure functions over typed arrays; CPU reference implementation
- * (the WebGPU twin lives in `@piflow/policy/webgpu`).
+ * π-ID bookkeeping and seeded noise. Pure functions over typed arrays, math only (wire formats live in
+ * `@piflow/protocol`); CPU reference implementation (the WebGPU twin lives in `@piflow/policy/webgpu`).
  */
 export type { DxPolicy } from './dx.ts'
 export { createDxPolicy, DX_DEFAULT_EPS } from './dx.ts'
@@ -34,10 +34,8 @@ export type {
   RolloutResult,
 } from './rollout.ts'
 export { rollout, rolloutPerSample, substepCount } from './rollout.ts'
-// The safetensors codec (owned by the backend part) ships here so worker, backend and SDK share it.
-export * from './safetensors.ts'
 export type { SampleOptions } from './sample.ts'
-export { buildSegmentPolicy, createCpuIntegrator, sample } from './sample.ts'
+export { createCpuIntegrator, sample, segmentTemperature } from './sample.ts'
 export { autoTemperature, buildSchedule, dynamicShift, SCHEDULE_DEFAULTS } from './schedule.ts'
 export { unwarp, warp } from './shift.ts'
 export type {

@@ -1,6 +1,6 @@
 /**
  * @module piid
- * π-ID training bookkeeping (golden README §3 `train_sample_t` and `piid_segment`): which NFE segment a
+ * π-ID training bookkeeping (fixtures/golden/README.md §3 `train_sample_t` and `piid_segment`): which NFE segment a
  * raw-time draw trains, and one segment of imitation distillation — roll out the detached student
  * policy, query the teacher at the visited states, compare with the policy's own (windowed) velocity.
  * No network and no backprop here: the teacher is a callback, the loss is a number.
@@ -137,7 +137,7 @@ export interface PiidSegmentResult<T extends FloatArray> {
 }
 
 /**
- * Runs one π-ID segment (golden README §3 `piid_segment`, steps 1–6).
+ * Runs one π-ID segment (fixtures/golden/README.md §3 `piid_segment`, steps 1–6).
  * @throws {PolicyError} on inconsistent shapes or options
  */
 export async function piidSegment<T extends FloatArray>(

@@ -1,6 +1,6 @@
 /**
  * @module rollout
- * Substep integration of one NFE segment (golden README §3 `rollout`): n = max(round((τ0 − τ1)·total), 1)
+ * Substep integration of one NFE segment (fixtures/golden/README.md §3 `rollout`): n = max(round((τ0 − τ1)·total), 1)
  * Euler substeps uniform in raw time, x ← x + π(x, σ)·(σ' − σ). Scratch buffers are allocated once per
  * call; the substep loop allocates nothing.
  */

@@ -1,6 +1,6 @@
 /**
  * @module sample
- * The few-step sampling loop (golden README §3 `sampling_loop`): for each NFE step, one (async) student
+ * The few-step sampling loop (fixtures/golden/README.md §3 `sampling_loop`): for each NFE step, one (async) student
  * forward at (x, σ_src), then the policy built from its output is integrated to σ_dst by a pluggable
  * {@link SegmentIntegrator} (CPU reference here, WebGPU in `@piflow/policy/webgpu`).
  */
@@ -24,7 +24,7 @@ import { checkNumber, checkShape, checkSigma, checkTensor } from './validate.ts'
  * The CPU reference integrator: the policy module's own GM/DX policies and rollout, in the array type
  * of `x` (Float64Array = reference precision, Float32Array = fast path).
  */
-export function createCpuIntegrator(): SegmentIntegrator<FloatArray> {
+export function createCpuIntegrator<T extends FloatArray = FloatArray>(): SegmentIntegrator<T> {
   return {
     name: 'cpu',
     async integrate(output, x, segment, signal) {
@@ -46,7 +46,7 @@ export function createCpuIntegrator(): SegmentIntegrator<FloatArray> {
 }
 
 /** The policy of one segment, as every CPU path builds it (σ_src shared by the batch). */
-export function buildSegmentPolicy<T extends FloatArray>(
+function buildSegmentPolicy<T extends FloatArray>(
   output: PolicyOutput<T>,
   x: T,
   segment: SegmentSpec,
@@ -66,6 +66,20 @@ export function buildSegmentPolicy<T extends FloatArray>(
   throw new PolicyOptionError(
     `unknown policy output type ${String((output as { type?: unknown })?.type)}`,
   )
+}
+
+/**
+ * GM temperature of NFE step `k` (fixtures/golden/README.md §3 `sampling_loop`): `'auto'` follows the schedule's
+ * per-step value; a fixed temperature applies to every step but the last, which always runs at 1.
+ * Every path that integrates a segment (edge, browser, backend `/step`) takes its temperature from here.
+ */
+export function segmentTemperature(
+  temperature: number | 'auto',
+  schedule: Schedule,
+  k: number,
+): number {
+  if (temperature === 'auto') return schedule.steps[k]!.temperature
+  return k === schedule.steps.length - 1 ? 1 : temperature
 }
 
 /** Options of {@link sample}. */
@@ -112,7 +126,7 @@ export async function sample<T extends FloatArray>(options: SampleOptions<T>): P
   const eps = checkNumber('eps', options.eps ?? GM_DEFAULT_EPS, 0, 1, true)
   const temperature = options.temperature ?? 'auto'
   if (temperature !== 'auto') checkNumber('temperature', temperature, 0)
-  const integrator = options.integrator ?? (createCpuIntegrator() as SegmentIntegrator<T>)
+  const integrator = options.integrator ?? createCpuIntegrator<T>()
 
   const x = options.xInit.slice() as T
   const nfe = schedule.steps.length
@@ -123,8 +137,6 @@ export async function sample<T extends FloatArray>(options: SampleOptions<T>): P
     const sigmaDst = checkSigma(`schedule.steps[${k}].sigmaDst`, step.sigmaDst)
     const output = await forward(x, sigmaSrc, k, signal)
     signal?.throwIfAborted()
-    const stepTemperature =
-      temperature === 'auto' ? step.temperature : k === nfe - 1 ? 1 : temperature
     const { numSubsteps } = await integrator.integrate(
       output,
       x,
@@ -135,7 +147,7 @@ export async function sample<T extends FloatArray>(options: SampleOptions<T>): P
         shift,
         totalSubsteps,
         eps,
-        temperature: stepTemperature,
+        temperature: segmentTemperature(temperature, schedule, k),
         ...(options.dx ? { dx: options.dx } : {}),
       },
       signal,

@@ -1,6 +1,6 @@
 /**
  * @module schedule
- * NFE schedule of piFlow's FlowMapSDE scheduler (golden README §3 `schedule`): raw-time grid with a
+ * NFE schedule of piFlow's FlowMapSDE scheduler (fixtures/golden/README.md §3 `schedule`): raw-time grid with a
  * shortened final step (fs), optional dynamic shift, optional SDE-style h, substep counts and the
  * automatic GM temperature.
  */

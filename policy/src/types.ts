@@ -1,7 +1,7 @@
 /**
  * @module types
- * The contract of the policy module (DESIGN.md §3). Worker, backend, SDK and the WebGPU twin code against
- * these types; shapes and conventions are exactly those of shared/golden/README.md (batch first, σ
+ * The contract of the policy module (ARCHITECTURE.md §3). Worker, backend, SDK and the WebGPU twin code against
+ * these types; shapes and conventions are exactly those of fixtures/golden/README.md (batch first, σ
  * convention x_σ = (1 − σ)·x0 + σ·ε, u = ε − x0, raw time τ with shift).
  */
 

@@ -1,6 +1,6 @@
 /**
  * @module errors
- * One base class for everything the SDK throws, with typed subclasses (DESIGN.md §4). The HTTP
+ * One base class for everything the SDK throws, with typed subclasses (ARCHITECTURE.md §6). The HTTP
  * library's own errors are mapped onto these at the boundary, so it never appears in the public types;
  * the original is kept as `cause` for debugging.
  */

@@ -3,14 +3,7 @@
  * Client for the piflow API: few-step π-Flow image generation. HTTP only: in-browser inference lives in
  * `@piflow/sdk/local` and is loaded lazily by `fallback: 'local'`.
  */
-export {
-  type ClientOptions,
-  createClient,
-  type GenerationStream,
-  LOCAL_FALLBACK_CODES,
-  type PiflowClient,
-  type StreamResumeOptions,
-} from './client.ts'
+export { type ClientOptions, createClient, type PiflowClient } from './client.ts'
 export {
   ApiError,
   type FieldError,
@@ -22,5 +15,6 @@ export {
   TimeoutError,
   ValidationError,
 } from './errors.ts'
+export { LOCAL_FALLBACK_CODES } from './fallback.ts'
 export type { DownloadProgress, LocalOptions, LocalProvider } from './local/types.ts'
 export type * from './types.ts'

@@ -129,6 +129,21 @@ export type StreamEvent =
   | { type: 'image'; image: GeneratedImage }
   | { type: 'done'; result: Result<Generation> }
 
+/** An async iterable of {@link StreamEvent}s that can also be awaited as a whole. */
+export interface GenerationStream extends AsyncIterable<StreamEvent> {
+  /** Runs the stream to its end (if nobody iterates it) and resolves with the final result. */
+  done(): Promise<Result<Generation>>
+}
+
+/** Reconnection of a dropped event stream. */
+export interface StreamResumeOptions {
+  /**
+   * Reconnect with `Last-Event-ID` when the connection drops before `done` (up to `retry.limit` times,
+   * with the retry backoff). `false` throws a NetworkError at the first drop instead. @default true
+   */
+  resume?: boolean
+}
+
 /** Callbacks for `client.stream()`, an alternative to iterating it. */
 export interface StreamCallbacks {
   onEvent?: (event: StreamEvent) => void

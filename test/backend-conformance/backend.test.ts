@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, it } from 'vitest'
-import { type SpawnedBackend, spawnBackend } from '../../backend/test/spawn-backend.ts'
+import { type BackendService, startBackend } from '../../scripts/local-stack.ts'
 import { checks } from './checks.ts'
 
 // The protocol conformance suite against our own backend: a real process over HTTP, real
 // onnxruntime, the shipped default model.
 describe('backend conformance (our backend)', () => {
-  let backend: SpawnedBackend
+  let backend: BackendService
   beforeAll(async () => {
-    backend = await spawnBackend()
+    backend = await startBackend()
   })
   afterAll(async () => {
     await backend?.stop()

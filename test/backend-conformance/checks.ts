@@ -7,14 +7,13 @@
 
 import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
+import { createCpuIntegrator, randn } from '@piflow/policy'
 import {
-  createCpuIntegrator,
   decodeSafetensors,
   encodeSafetensors,
-  randn,
   type SafetensorsFile,
   type SafetensorsTensor,
-} from '@piflow/policy'
+} from '@piflow/protocol'
 
 export interface ConformanceTarget {
   /** Base URL, e.g. `http://127.0.0.1:8788`. */

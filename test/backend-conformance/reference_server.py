@@ -8,7 +8,7 @@ server:
   PIFLOW_BACKEND_SECRET=s npm run conformance:backend -- http://127.0.0.1:8790
 
 No batching, queueing or timeouts (the protocol does not require them). The step rollout follows
-shared/golden/README.md §3 (`gm_velocity`, `rollout`) in float64.
+fixtures/golden/README.md §3 (`gm_velocity`, `rollout`) in float64.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def step_metadata(metadata: dict, sigma_src: float) -> dict:
     return out
 
 
-# ---- the GM policy and its rollout (golden README §3) ----------------------------------------------
+# ---- the GM policy and its rollout (fixtures/golden/README.md §3) ----------------------------------------------
 
 
 def warp(tau, s):

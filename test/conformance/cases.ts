@@ -1,14 +1,14 @@
 /**
  * @module cases
- * Loads golden cases (shared/golden/README.md §1 format) from a directory: every case listed in
+ * Loads golden cases (fixtures/golden/README.md §1 format) from a directory: every case listed in
  * `index.json` plus any other `*.json` that carries a `kind`, so new case files are picked up without
  * editing the index. Tensors become Float64Array (with "-inf"/"inf"/"nan" decoded) or boolean[].
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { goldenDir } from '../support/fixtures.ts'
 
-/** The case kinds golden/README.md §3 documents. */
+/** The case kinds fixtures/golden/README.md §3 documents. */
 export const CASE_KINDS = [
   'gm_velocity',
   'dx_velocity',
@@ -55,14 +55,6 @@ export interface GoldenCase {
   inputs: ValueRecord
   expected: ValueRecord
   tolerance: Record<Dtype, Tolerance>
-}
-
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-
-/** `PIFLOW_GOLDEN_DIR`, else `../shared/golden` next to the repository. */
-export function goldenDir(): string {
-  const override = process.env['PIFLOW_GOLDEN_DIR']
-  return override ? path.resolve(override) : path.resolve(REPO_ROOT, '../shared/golden')
 }
 
 export const isTensor = (v: unknown): v is Tensor =>

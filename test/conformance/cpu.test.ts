@@ -1,28 +1,25 @@
 /**
  * Every golden case against the CPU policy module at the case's tolerance: float64 (the JS kernel, the
  * reference) and float32 with each GM kernel (WebAssembly SIMD, the default fast path, and JS).
- * The directory is ../shared/golden or PIFLOW_GOLDEN_DIR (a missing explicit directory fails).
+ * The directory is PIFLOW_GOLDEN_DIR, else the repository's fixtures/golden (a missing one fails).
  */
-import { existsSync } from 'node:fs'
 import { configureGmKernel, type GmKernelChoice } from '@piflow/policy'
 import { afterAll, describe, expect, it } from 'vitest'
-import { type Dtype, goldenDir, loadCases } from './cases.ts'
+import { goldenDir } from '../support/fixtures.ts'
+import { type Dtype, loadCases } from './cases.ts'
 import { runAndCheckCpu } from './cpu.ts'
 
 const dir = goldenDir()
-const explicit = Boolean(process.env['PIFLOW_GOLDEN_DIR'])
-const available = existsSync(dir)
 const VARIANTS: [Dtype, GmKernelChoice][] = [
   ['float64', 'js'],
   ['float32', 'wasm'],
   ['float32', 'js'],
 ]
 
-describe.skipIf(!available && !explicit)(`golden conformance, CPU (${dir})`, () => {
-  const cases = available ? loadCases(dir) : []
+describe(`golden conformance, CPU (${dir})`, () => {
+  const cases = loadCases(dir)
 
   it('finds golden cases', () => {
-    expect(available, `golden directory ${dir} is missing`).toBe(true)
     expect(cases.length).toBeGreaterThan(0)
   })
 
@@ -39,9 +36,3 @@ describe.skipIf(!available && !explicit)(`golden conformance, CPU (${dir})`, () 
     }
   }
 })
-
-if (!available && !explicit) {
-  describe('golden conformance, CPU', () => {
-    it.skip(`skipped: no golden directory at ${dir} (set PIFLOW_GOLDEN_DIR)`, () => {})
-  })
-}

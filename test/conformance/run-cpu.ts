@@ -2,12 +2,13 @@
  * `npm run conformance`: every golden case against the CPU policy module in float64 and in float32 with
  * each GM kernel (wasm, js).
  * Prints one line per case and dtype, failure details, and a closing `N passed, N failed`; exits 1 on
- * any failure. Options: `--dir <path>` (else PIFLOW_GOLDEN_DIR, else ../shared/golden),
+ * any failure. Options: `--dir <path>` (else PIFLOW_GOLDEN_DIR, else fixtures/golden),
  * `--dtype float64|float32`, `--kernel wasm|js` (float32 only), `--verbose` (every field), any other
  * argument filters case ids.
  */
 import { configureGmKernel, type GmKernelChoice } from '@piflow/policy'
-import { type Dtype, goldenDir, loadCases } from './cases.ts'
+import { goldenDir } from '../support/fixtures.ts'
+import { type Dtype, loadCases } from './cases.ts'
 import { runAndCheckCpu } from './cpu.ts'
 
 const args = process.argv.slice(2)

@@ -5,7 +5,7 @@
  * generators happen to produce may succeed; they must then be real, finished generations.
  */
 import { connect } from 'node:net'
-import { encodeSafetensors, type SafetensorsTensor } from '@piflow/policy'
+import { encodeSafetensors, type SafetensorsTensor } from '@piflow/protocol'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generationRequestSchema } from '../../worker/src/schemas.ts'

@@ -6,7 +6,7 @@
  * details, and a closing `N passed, N failed, N skipped`; exits 1 on any failure. A runtime without
  * an adapter is reported as skipped with the reason.
  *
- * Options: `--dir <path>` (else PIFLOW_GOLDEN_DIR, else ../shared/golden), `--runtime chromium|node|all`,
+ * Options: `--dir <path>` (else PIFLOW_GOLDEN_DIR, else fixtures/golden), `--runtime chromium|node|all`,
  * `--report <file>` (also write the JSON reports), `--verbose`, other arguments filter case ids.
  */
 import { spawnSync } from 'node:child_process'
@@ -14,7 +14,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { type GoldenCase, goldenDir, loadCases } from '../conformance/cases.ts'
+import { type GoldenCase, loadCases } from '../conformance/cases.ts'
+import { goldenDir } from '../support/fixtures.ts'
 import { runInChromium } from './chromium.ts'
 import { type DawnDevice, hasSystemVulkan, requestDawnDevice, swiftShaderEnv } from './node-dawn.ts'
 import { printReport, type RuntimeReport } from './report.ts'

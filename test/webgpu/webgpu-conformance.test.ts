@@ -3,10 +3,11 @@
  * dx_velocity, rollout, sampling_loop; float32 and half-float means) plus its property checks, in
  * real headless Chromium and in Node with Dawn. Each runtime runs the whole suite once (beforeAll);
  * every case and check is then its own test. A runtime without a WebGPU adapter skips its tests with
- * the reason. Golden cases come from PIFLOW_GOLDEN_DIR (default ../shared/golden).
+ * the reason. Golden cases come from PIFLOW_GOLDEN_DIR (default fixtures/golden).
  */
 import { beforeAll, describe, expect, it } from 'vitest'
-import { goldenDir, loadCases } from '../conformance/cases.ts'
+import { loadCases } from '../conformance/cases.ts'
+import { goldenDir } from '../support/fixtures.ts'
 import { runInChromium } from './chromium.ts'
 import { PROPERTY_NAMES } from './properties.ts'
 import type { RuntimeReport } from './report.ts'

@@ -21,6 +21,21 @@ export interface CachedResult {
   backends: string[]
 }
 
+/** The `cached: true` record of a cache hit, from the running record of its request. */
+export function cacheHitRecord(base: GenerationRecord, hit: CachedResult): GenerationRecord {
+  const nfe = base.request.nfe
+  return {
+    ...base,
+    status: 'succeeded',
+    cached: true,
+    progress: { step: nfe, nfe },
+    images: hit.images,
+    integration: hit.integration,
+    timings: { ...base.timings, totalMs: Date.now() - Date.parse(base.createdAt) },
+    completedAt: new Date().toISOString(),
+  }
+}
+
 /** JSON with object keys sorted, so equal requests hash equally whatever their field order. */
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`

@@ -10,8 +10,7 @@
  * thing whichever of them the client read. Ids may skip (a cache hit has no progress events).
  */
 import { BadRequestError } from './errors.ts'
-import type { ProgressInfo } from './generate.ts'
-import type { GenerationRecord, NormalizedRequest, StoredImage } from './records.ts'
+import type { GenerationRecord, NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
 
 /** One event of a generation's stream, before rendering. */
 export type StreamEvent =

@@ -5,40 +5,29 @@
  * here at the edge with the shared CPU integrator, or on the backend (`/step`) when the manifest does
  * not allow edge integration (large latents: shipping K means costs more than integrating).
  */
+import { latentToRgba, ManifestError } from '@piflow/models'
+import { createCpuIntegrator, type LatentShape, type PolicyOutput, sample } from '@piflow/policy'
 import {
+  conditioningTensors,
+  decodeForwardResponse,
+  decodeStepResponse,
+  encodeForwardRequest,
+  encodeStepRequest,
+  forwardInputs,
   initialLatents,
   latentShape,
-  latentToRgba,
-  ManifestError,
+  type NamedTensors,
+  type SamplingSettings,
   samplingFor,
-} from '@piflow/models'
-import {
-  createCpuIntegrator,
-  decodeSafetensors,
-  encodeSafetensors,
-  type LatentShape,
-  type PolicyOutput,
-  type SafetensorsTensor,
-  type Schedule,
-  sample,
-} from '@piflow/policy'
+  stepSegment,
+} from '@piflow/protocol'
 import { encode as encodePng } from 'fast-png'
 import type { BackendRouter } from './backends.ts'
 import { base64, sha256Hex } from './crypto.ts'
-import { ApiError, BackendError } from './errors.ts'
+import { ApiError } from './errors.ts'
 import { imageKey } from './images.ts'
 import type { LoadedModel } from './models.ts'
-import type { NormalizedRequest, StoredImage } from './records.ts'
-
-/** Per-NFE progress, as SSE `progress` events carry it. */
-export interface ProgressInfo {
-  step: number
-  nfe: number
-  sigma: number
-  /** PNG data URI of image 0's current x0 estimate (GM at the edge) or state (otherwise) */
-  preview?: string
-  previewKind?: 'x0' | 'state'
-}
+import type { NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
 
 export interface GenerationHooks {
   onProgress?: (info: ProgressInfo) => void | Promise<void>
@@ -48,6 +37,8 @@ export interface GenerationHooks {
 export interface GenerationPlan {
   model: LoadedModel
   request: NormalizedRequest
+  /** the prompt's token ids, from normalisation (the prompt is tokenized once per request) */
+  tokenIds: number[]
   integration: 'edge' | 'backend'
   preview: boolean
 }
@@ -61,100 +52,13 @@ export interface GenerationOutcome {
 }
 
 /** The schedule and sampling options of `nfe`; a manifest without them is a server fault (500). */
-function samplingOf(model: LoadedModel, nfe: number) {
+function samplingOf(model: LoadedModel, nfe: number): SamplingSettings {
   try {
     return samplingFor(model.manifest, nfe)
   } catch (error) {
     if (!(error instanceof ManifestError)) throw error
     throw new ApiError(500, 'model_manifest_invalid', `No sampling settings for nfe ${nfe}`)
   }
-}
-
-/** The conditioning tensors shared by every forward of a request. */
-function conditioning(
-  model: LoadedModel,
-  request: NormalizedRequest,
-): Record<string, SafetensorsTensor> {
-  const batch = request.count
-  const { ids } = model.tokenize(request.prompt)
-  const length = ids.length
-  const tokens = new BigInt64Array(batch * length)
-  for (let b = 0; b < batch; b++) {
-    for (let i = 0; i < length; i++) tokens[b * length + i] = BigInt(ids[i]!)
-  }
-  const out: Record<string, SafetensorsTensor> = {
-    tokens: { dtype: 'I64', shape: [batch, length], data: tokens },
-  }
-  if (model.manifest.guidance.input) {
-    out['guidance'] = {
-      dtype: 'F32',
-      shape: [batch],
-      data: new Float32Array(batch).fill(request.guidance),
-    }
-  }
-  return out
-}
-
-function f32(file: ReturnType<typeof decodeSafetensors>, name: string, size: number): Float32Array {
-  const tensor = file.tensors[name]
-  if (tensor?.dtype !== 'F32' || tensor.data.length !== size) {
-    throw new BackendError(
-      502,
-      'backend_bad_output',
-      `Backend output "${name}" is missing or not F32 with ${size} elements`,
-    )
-  }
-  // NaN/±Inf would reach the image as garbage (or fail the rollout late): refuse them here, where
-  // the router can still retry on another backend.
-  const data = tensor.data
-  for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i]!)) {
-      throw new BackendError(
-        502,
-        'backend_bad_output',
-        `Backend output "${name}"[${i}] is ${data[i]}`,
-      )
-    }
-  }
-  return data
-}
-
-/** decodeSafetensors with its codec errors reported as bad backend output. */
-function decodeOutput(bytes: Uint8Array): ReturnType<typeof decodeSafetensors> {
-  try {
-    return decodeSafetensors(bytes)
-  } catch (error) {
-    throw new BackendError(
-      502,
-      'backend_bad_output',
-      `Backend output is not valid safetensors: ${(error as Error).message}`,
-      { cause: error },
-    )
-  }
-}
-
-/** Decodes a `/forward` answer into the policy output the manifest declares. */
-function decodePolicyOutput(
-  model: LoadedModel,
-  bytes: Uint8Array,
-  shape: LatentShape,
-): PolicyOutput<Float32Array> {
-  const file = decodeOutput(bytes)
-  const { batch, channels, height, width } = shape
-  const pixels = height * width
-  const policy = model.manifest.policy
-  if (policy.type === 'gm') {
-    const k = policy.k
-    return {
-      type: 'gm',
-      k,
-      meansU: f32(file, 'means_u', batch * k * channels * pixels),
-      logweights: f32(file, 'logweights', batch * k * pixels),
-      logstds: f32(file, 'logstds', batch),
-    }
-  }
-  const n = policy.n
-  return { type: 'dx', n, gridU: f32(file, 'grid_u', batch * n * channels * pixels) }
 }
 
 /** x0 estimate of image 0 from a GM output: x_src − σ_src · Σ_k softmax(logweights)_k · meansU_k. */
@@ -210,6 +114,22 @@ function previewUri(
   return `data:image/png;base64,${base64(encodeImage(latent, shape, shape.width, valueRange))}`
 }
 
+/** What the two integration paths share while one generation runs. */
+interface Run {
+  plan: GenerationPlan
+  router: BackendRouter
+  hooks: GenerationHooks
+  signal: AbortSignal | undefined
+  shape: LatentShape
+  sampling: SamplingSettings
+  /** tokens (and guidance) of every forward */
+  conditioning: NamedTensors
+  /** `/v1/models/<id>` on the backends */
+  modelPath: string
+  backends: Set<string>
+  timings: GenerationOutcome['timings']
+}
+
 /**
  * Runs one generation end to end and writes its PNGs to R2. Progress and images are reported through
  * `hooks` as they happen (SSE); the outcome is returned once the images are encoded, with the R2
@@ -223,110 +143,143 @@ export async function runGeneration(
   signal?: AbortSignal,
 ): Promise<GenerationOutcome> {
   const { model, request } = plan
-  const shape = latentShape(model.manifest, request.count)
-  const perImage = shape.channels * shape.height * shape.width
-  const valueRange = model.manifest.image.valueRange
-  const xInit = initialLatents(model.manifest, request.seed, request.count)
-  const { perNfe, schedule, eps } = samplingOf(model, request.nfe)
-  const cond = conditioning(model, request)
-  const backends = new Set<string>()
-  const timings = { forwardMs: 0, integrateMs: 0, encodeMs: 0 }
-  const path = `/v1/models/${encodeURIComponent(model.id)}`
-
-  const tensors = (x: Float32Array, sigma: number): Record<string, SafetensorsTensor> => ({
-    x: { dtype: 'F32', shape: [shape.batch, shape.channels, shape.height, shape.width], data: x },
-    sigma: { dtype: 'F32', shape: [shape.batch], data: new Float32Array(shape.batch).fill(sigma) },
-    ...cond,
-  })
-
-  let x: Float32Array
-  if (plan.integration === 'edge') {
-    let lastX0: Float32Array | undefined
-    let stepStarted = 0
-    x = await sample<Float32Array>({
-      xInit,
-      shape,
-      schedule,
-      eps,
-      temperature: perNfe.temperature,
-      ...(model.manifest.policy.type === 'dx'
-        ? {
-            dx: {
-              segmentSize: model.manifest.policy.segmentSize,
-              shift: model.manifest.policy.shift,
-              mode: model.manifest.policy.mode,
-            },
-          }
-        : {}),
-      integrator: createCpuIntegrator() as never,
-      ...(signal ? { signal } : {}),
-      forward: async (xSrc, sigmaSrc, _step, forwardSignal) => {
-        // Decoded inside the router, so an unusable answer is retried on another backend.
-        const response = await router.post(
-          `${path}/forward`,
-          encodeSafetensors(tensors(xSrc, sigmaSrc), { nfe: String(request.nfe) }),
-          {
-            decode: (bytes) => decodePolicyOutput(model, bytes, shape),
-            ...(forwardSignal ? { signal: forwardSignal } : {}),
-          },
-        )
-        backends.add(response.backendId)
-        timings.forwardMs += response.ms
-        const output = response.value
-        if (plan.preview && output.type === 'gm') {
-          lastX0 = gmX0(output, xSrc.subarray(0, perImage), sigmaSrc, shape)
-        }
-        stepStarted = performance.now()
-        return output
-      },
-      onStep: async (info) => {
-        timings.integrateMs += performance.now() - stepStarted
-        await hooks.onProgress?.({
-          step: info.step + 1,
-          nfe: info.nfe,
-          sigma: info.sigmaDst,
-          ...(plan.preview
-            ? lastX0
-              ? { preview: previewUri(lastX0, shape, valueRange), previewKind: 'x0' as const }
-              : {
-                  preview: previewUri(info.x.subarray(0, perImage), shape, valueRange),
-                  previewKind: 'state' as const,
-                }
-            : {}),
-        })
-      },
-    })
-  } else {
-    x = await stepOnBackend(
-      plan,
-      router,
-      schedule,
-      perNfe.temperature,
-      eps,
-      xInit,
-      tensors,
-      backends,
-      timings,
-      hooks,
-      signal,
-    )
+  const run: Run = {
+    plan,
+    router,
+    hooks,
+    signal,
+    shape: latentShape(model.manifest, request.count),
+    sampling: samplingOf(model, request.nfe),
+    conditioning: conditioningTensors(model.manifest, plan.tokenIds, request),
+    modelPath: `/v1/models/${encodeURIComponent(model.id)}`,
+    backends: new Set<string>(),
+    timings: { forwardMs: 0, integrateMs: 0, encodeMs: 0 },
   }
+  const xInit = initialLatents(model.manifest, request.seed, request.count)
+  const x =
+    plan.integration === 'edge'
+      ? await integrateAtEdge(run, xInit)
+      : await stepOnBackend(run, xInit)
+  const { images, stored } = await storeImages(run, x, bucket)
+  return { images, backends: [...run.backends], timings: run.timings, stored }
+}
 
-  // Each PNG's R2 write starts as soon as it is encoded; the caller awaits `stored` together with its
-  // own final writes, so the response waits for one storage round trip instead of two in a row.
+/** Image 0 of a batch. */
+const firstImage = (run: Run, x: Float32Array) =>
+  x.subarray(0, run.shape.channels * run.shape.height * run.shape.width)
+
+/** The progress event of a finished NFE step, with a preview of image 0 when asked for. */
+function progressOf(
+  run: Run,
+  step: number,
+  sigma: number,
+  preview: { latent: Float32Array; kind: 'x0' | 'state' },
+): ProgressInfo {
+  const nfe = run.sampling.schedule.steps.length
+  if (!run.plan.preview) return { step, nfe, sigma }
+  const valueRange = run.plan.model.manifest.image.valueRange
+  return {
+    step,
+    nfe,
+    sigma,
+    preview: previewUri(preview.latent, run.shape, valueRange),
+    previewKind: preview.kind,
+  }
+}
+
+/** Edge integration: forwards on the backends, each segment's rollout here with the CPU integrator. */
+async function integrateAtEdge(run: Run, xInit: Float32Array): Promise<Float32Array> {
+  const { plan, shape, timings } = run
+  let lastX0: Float32Array | undefined
+  let stepStarted = 0
+  return sample<Float32Array>({
+    xInit,
+    shape,
+    ...run.sampling,
+    integrator: createCpuIntegrator<Float32Array>(),
+    ...(run.signal ? { signal: run.signal } : {}),
+    forward: async (xSrc, sigmaSrc, _step, signal) => {
+      // Decoded inside the router, so an unusable answer is retried on another backend.
+      const response = await run.router.post(
+        `${run.modelPath}/forward`,
+        encodeForwardRequest(forwardInputs(shape, xSrc, sigmaSrc, run.conditioning), {
+          nfe: plan.request.nfe,
+        }),
+        {
+          decode: (bytes) =>
+            decodeForwardResponse(bytes, plan.model.manifest, shape, { requireFinite: true }),
+          ...(signal ? { signal } : {}),
+        },
+      )
+      run.backends.add(response.backendId)
+      timings.forwardMs += response.ms
+      const output = response.value
+      if (plan.preview && output.type === 'gm') {
+        lastX0 = gmX0(output, firstImage(run, xSrc), sigmaSrc, shape)
+      }
+      stepStarted = performance.now()
+      return output
+    },
+    onStep: async (info) => {
+      timings.integrateMs += performance.now() - stepStarted
+      const preview = lastX0
+        ? { latent: lastX0, kind: 'x0' as const }
+        : { latent: firstImage(run, info.x), kind: 'state' as const }
+      await run.hooks.onProgress?.(progressOf(run, info.step + 1, info.sigmaDst, preview))
+    },
+  })
+}
+
+/** Backend integration: each NFE segment is one `/step` call that returns the state at σ_dst. */
+async function stepOnBackend(run: Run, xInit: Float32Array): Promise<Float32Array> {
+  const { plan, shape } = run
+  let x = xInit
+  const nfe = run.sampling.schedule.steps.length
+  for (let k = 0; k < nfe; k++) {
+    const segment = stepSegment(run.sampling, shape, k)
+    const inputs = forwardInputs(shape, x, segment.sigmaSrc, run.conditioning)
+    const response = await run.router.post(
+      `${run.modelPath}/step`,
+      encodeStepRequest(inputs, { nfe: plan.request.nfe }, segment),
+      {
+        decode: (bytes) => decodeStepResponse(bytes, shape, { requireFinite: true }),
+        ...(run.signal ? { signal: run.signal } : {}),
+      },
+    )
+    run.backends.add(response.backendId)
+    run.timings.forwardMs += response.ms
+    x = response.value
+    const preview = { latent: firstImage(run, x), kind: 'state' as const }
+    await run.hooks.onProgress?.(progressOf(run, k + 1, segment.sigmaDst, preview))
+  }
+  return x
+}
+
+/**
+ * Encodes each image and writes it to R2. Each PNG's write starts as soon as it is encoded; the caller
+ * awaits `stored` together with its own final writes, so the response waits for one storage round trip
+ * instead of two in a row.
+ */
+async function storeImages(
+  run: Run,
+  x: Float32Array,
+  bucket: R2Bucket,
+): Promise<{ images: StoredImage[]; stored: Promise<void> }> {
+  const { request, model } = run.plan
+  const perImage = run.shape.channels * run.shape.height * run.shape.width
   const images: StoredImage[] = []
   const puts: Promise<void>[] = []
   for (let i = 0; i < request.count; i++) {
-    signal?.throwIfAborted()
+    run.signal?.throwIfAborted()
     const started = performance.now()
     const png = encodeImage(
       x.subarray(i * perImage, (i + 1) * perImage),
-      shape,
+      run.shape,
       request.size,
-      valueRange,
+      model.manifest.image.valueRange,
     )
     const sha256 = await sha256Hex(png)
-    timings.encodeMs += performance.now() - started
+    run.timings.encodeMs += performance.now() - started
     const key = imageKey(sha256)
     const image: StoredImage = {
       index: i,
@@ -342,67 +295,9 @@ export async function runGeneration(
     // the previous image's, so SSE ids stay in order (a Last-Event-ID resume relies on it).
     const put = bucket.put(key, png, { httpMetadata: { contentType: 'image/png' }, sha256 })
     const previous = puts.at(-1)
-    puts.push(Promise.all([put, previous]).then(() => hooks.onImage?.(image, png)))
+    puts.push(Promise.all([put, previous]).then(() => run.hooks.onImage?.(image, png)))
   }
   const stored = Promise.all(puts).then(() => undefined)
   stored.catch(() => {}) // the caller awaits it; this only keeps an early failure from going unhandled
-  return { images, backends: [...backends], timings, stored }
-}
-
-/** Backend integration: each NFE segment is one `/step` call that returns the state at σ_dst. */
-async function stepOnBackend(
-  plan: GenerationPlan,
-  router: BackendRouter,
-  schedule: Schedule,
-  temperature: number | 'auto',
-  eps: number,
-  xInit: Float32Array,
-  tensors: (x: Float32Array, sigma: number) => Record<string, SafetensorsTensor>,
-  backends: Set<string>,
-  timings: GenerationOutcome['timings'],
-  hooks: GenerationHooks,
-  signal: AbortSignal | undefined,
-): Promise<Float32Array> {
-  let x = xInit
-  const nfe = schedule.steps.length
-  const perImage = x.length / plan.request.count
-  const path = `/v1/models/${encodeURIComponent(plan.model.id)}/step`
-  for (let k = 0; k < nfe; k++) {
-    const step = schedule.steps[k]!
-    // Same temperature rule as sample(): 'auto' follows the schedule, otherwise the last step is 1.
-    const stepTemperature =
-      temperature === 'auto' ? step.temperature : k === nfe - 1 ? 1 : temperature
-    const body = encodeSafetensors(tensors(x, step.sigmaSrc), {
-      nfe: String(plan.request.nfe),
-      sigma_dst: String(step.sigmaDst),
-      shift: String(schedule.shiftUsed),
-      total_substeps: String(schedule.totalSubsteps),
-      temperature: String(stepTemperature),
-      eps: String(eps),
-    })
-    const size = x.length
-    const response = await router.post(path, body, {
-      decode: (bytes) => f32(decodeOutput(bytes), 'x', size),
-      ...(signal ? { signal } : {}),
-    })
-    backends.add(response.backendId)
-    timings.forwardMs += response.ms
-    x = response.value
-    await hooks.onProgress?.({
-      step: k + 1,
-      nfe,
-      sigma: step.sigmaDst,
-      ...(plan.preview
-        ? {
-            preview: previewUri(
-              x.subarray(0, perImage),
-              { batch: 1, ...plan.model.manifest.latent },
-              plan.model.manifest.image.valueRange,
-            ),
-            previewKind: 'state' as const,
-          }
-        : {}),
-    })
-  }
-  return x
+  return { images, stored }
 }

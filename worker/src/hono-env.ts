@@ -12,5 +12,7 @@ export interface AppEnv {
     requestId: string
     settings: Settings
     principal: Principal
+    /** the parsed JSON body (middleware/json-body.ts), before the route's schema checks it */
+    jsonBody: unknown
   }
 }

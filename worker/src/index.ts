@@ -1,6 +1,6 @@
 /**
  * @module index
- * The piflow edge worker: public API in front of the inference backends (DESIGN.md §3).
+ * The piflow edge worker: public API in front of the inference backends (ARCHITECTURE.md §3).
  */
 import { Hono } from 'hono'
 import { cors } from 'hono/cors'

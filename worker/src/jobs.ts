@@ -10,9 +10,8 @@ import { storeResult } from './cache.ts'
 import type { Ledger } from './durable/ledger.ts'
 import { ApiError } from './errors.ts'
 import { withoutPreview } from './events.ts'
-import type { ProgressInfo } from './generate.ts'
 import { type GenerationPlan, runGeneration } from './generate.ts'
-import type { GenerationRecord, StoredImage } from './records.ts'
+import type { GenerationRecord, ProgressInfo, StoredImage } from './records.ts'
 
 /** What a job reports while it runs. */
 export type JobEvent =
@@ -191,4 +190,27 @@ export class GenerationJob {
     }
     await Promise.all([Promise.allSettled(this.#pending), ...writes])
   }
+}
+
+/**
+ * Starts the job of a new generation. Until the job owns the Idempotency-Key, a failure releases the
+ * key rather than leaving it "running". The job outlives the response: `waitUntil` keeps it alive, so
+ * a client that drops the stream can still GET the result.
+ */
+export async function startGeneration(
+  options: JobOptions,
+  waitUntil: (work: Promise<unknown>) => void,
+): Promise<GenerationJob> {
+  let job: GenerationJob
+  try {
+    // The job stores its running record itself, without holding up its first backend call.
+    job = new GenerationJob(options)
+  } catch (error) {
+    if (options.idempotencyKey !== undefined) {
+      await options.ledger.finishIdempotent(options.idempotencyKey, 'release')
+    }
+    throw error
+  }
+  waitUntil(job.settled)
+  return job
 }

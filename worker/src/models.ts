@@ -4,7 +4,7 @@
  * `models/` and parsed with the shared `@piflow/models` parser, memoised per isolate. Model files are
  * immutable (the manifest pins their sha256), so the asset CDN serves them; see routes/models.ts.
  */
-import { createTokenizer, type Manifest, parseManifest, splitWords } from '@piflow/models'
+import { createTokenizer, type Manifest, parseManifest, type Tokenizer } from '@piflow/models'
 import type { Env } from './env.ts'
 import { ApiError, NotFoundError } from './errors.ts'
 
@@ -12,8 +12,7 @@ import { ApiError, NotFoundError } from './errors.ts'
 export interface LoadedModel {
   id: string
   manifest: Manifest
-  /** token ids for a prompt (length `manifest.text.maxLength`, padded) + how many tokens it had */
-  tokenize: (prompt: string) => { ids: number[]; length: number }
+  tokenizer: Tokenizer
 }
 
 const loaded = new Map<string, Promise<LoadedModel>>()
@@ -43,13 +42,7 @@ async function load(env: Env, id: string): Promise<LoadedModel> {
     throw new ApiError(500, 'model_manifest_invalid', `Manifest of ${id} has no tokenizer file`)
   }
   const tokenizerJson = await (await fetchAsset(env, `${id}/${tokenizerFile.path}`)).json()
-  const tokenizer = createTokenizer(tokenizerJson)
-  return {
-    id,
-    manifest,
-    // The tokenizer truncates silently; `length` lets validation reject prompts it would cut.
-    tokenize: (prompt) => ({ ids: tokenizer.encode(prompt), length: splitWords(prompt).length }),
-  }
+  return { id, manifest, tokenizer: createTokenizer(tokenizerJson) }
 }
 
 /** The model `id` if this worker serves it; throws NotFoundError otherwise. */

@@ -3,9 +3,18 @@
  * What the Ledger stores per generation and how it becomes the public `Generation` JSON. Images are
  * stored as R2 keys; URLs are signed when rendered, so records never hold expiring data.
  */
-import type { GenerationParams } from '@piflow/models'
-import type { ProgressInfo } from './generate.ts'
+import type { GenerationParams } from '@piflow/protocol'
 import type { Generation } from './schemas.ts'
+
+/** Per-NFE progress, as SSE `progress` events carry it (and records keep for resumed streams). */
+export interface ProgressInfo {
+  step: number
+  nfe: number
+  sigma: number
+  /** PNG data URI of image 0's current x0 estimate (GM at the edge) or state (otherwise) */
+  preview?: string
+  previewKind?: 'x0' | 'state'
+}
 
 /** A stored image (R2 key `images/<sha256>.png`: content-addressed, shared by cache hits). */
 export interface StoredImage {
@@ -48,4 +57,32 @@ export interface GenerationRecord {
   completedAt: string | null
   /** `status` (and `retryAfter`, seconds) are what the failure is reported and replayed with */
   error: { code: string; message: string; status: number; retryAfter?: number } | null
+}
+
+/** The first record of a new generation: running, nothing done yet. */
+export function runningRecord(fields: {
+  id: string
+  requestId: string
+  request: NormalizedRequest
+  seeded: boolean
+  integration: GenerationRecord['integration']
+  createdAt: number
+}): GenerationRecord {
+  const { request } = fields
+  return {
+    id: fields.id,
+    requestId: fields.requestId,
+    status: 'running',
+    request,
+    seeded: fields.seeded,
+    cached: false,
+    progress: { step: 0, nfe: request.nfe },
+    images: [],
+    integration: fields.integration,
+    backends: [],
+    timings: { totalMs: 0, forwardMs: 0, integrateMs: 0, encodeMs: 0 },
+    createdAt: new Date(fields.createdAt).toISOString(),
+    completedAt: null,
+    error: null,
+  }
 }

@@ -3,14 +3,12 @@
  * The zod schemas of the public API. Handlers validate with them and openapi.ts renders the same
  * objects into the OpenAPI document, so the document cannot drift from what is enforced.
  */
+import { MAX_COUNT, MAX_NFE, MAX_OUTPUT_SIZE, MAX_PROMPT_CHARS, MAX_SEED } from '@piflow/protocol'
 import { z } from 'zod'
 
 /** Registry of named schemas that become `#/components/schemas/<id>`. */
 export const apiSchemas = z.registry<{ id: string; description?: string }>()
 
-/** Upper bound of the API regardless of model; a key's `maxCount` may lower it. */
-export const MAX_COUNT = 4
-export const MAX_PROMPT_CHARS = 1000
 /** Request bodies are small: a prompt and a few numbers. */
 export const MAX_BODY_BYTES = 16 * 1024
 
@@ -25,13 +23,13 @@ export const generationRequestSchema = z
     nfe: z
       .int()
       .min(1)
-      .max(64)
+      .max(MAX_NFE)
       .optional()
       .describe("Network evaluations; one of the model's `sampling.nfeOptions`."),
     seed: z
       .int()
       .min(0)
-      .max(2 ** 32 - 1)
+      .max(MAX_SEED)
       .optional()
       .describe(
         'Image i uses noise seed (seed + i) mod 2^32. Seeded requests are deterministic and cached.',
@@ -39,7 +37,7 @@ export const generationRequestSchema = z
     size: z
       .int()
       .min(1)
-      .max(4096)
+      .max(MAX_OUTPUT_SIZE)
       .optional()
       .describe("Square output size in pixels; one of the model's `image.outputSizes`."),
     guidance: z

@@ -1,15 +1,24 @@
 /**
  * @module sse
- * Server-Sent Events from stored records: the short streams of cache hits and idempotent replays, and
- * `GET /v1/generations/:id` streams, which replay the events after `Last-Event-ID` and then follow the
- * running generation through the tenant's Ledger until `done` or `error`. The POST that runs a
- * generation streams its live events itself (routes/generations.ts), with the same ids (events.ts).
+ * Every Server-Sent Events stream of a generation, written here with one event format: the live stream
+ * of the POST that runs it ({@link streamJob}), and streams from stored records ({@link streamRecord}:
+ * the short streams of cache hits and idempotent replays, and `GET /v1/generations/:id`, which replays
+ * the events after `Last-Event-ID` and then follows the running generation through the tenant's Ledger
+ * until `done` or `error`). Event ids are structural (events.ts), so every stream numbers an event alike.
  */
 import type { Context } from 'hono'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
 import { ABANDONED_MS, type Ledger } from './durable/ledger.ts'
-import { lastSeq, recordEvents, type StreamEvent, terminalSeq } from './events.ts'
+import {
+  imageSeq,
+  lastSeq,
+  progressSeq,
+  recordEvents,
+  type StreamEvent,
+  terminalSeq,
+} from './events.ts'
 import type { AppEnv } from './hono-env.ts'
+import type { GenerationJob } from './jobs.ts'
 import type { GenerationRecord } from './records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from './render.ts'
 
@@ -17,7 +26,7 @@ export const wantsSse = (c: Context<AppEnv>) =>
   (c.req.header('Accept') ?? '').toLowerCase().includes('text/event-stream')
 
 /** Headers that keep proxies from buffering or compressing an event stream. */
-export function unbuffered(c: Context<AppEnv>, response: Response): Response {
+function unbuffered(c: Context<AppEnv>, response: Response): Response {
   // streamSSE staged `Cache-Control: no-cache` on the context, which Hono merges over the response.
   for (const [name, value] of [
     ['Cache-Control', 'no-cache, no-transform'],
@@ -30,7 +39,7 @@ export function unbuffered(c: Context<AppEnv>, response: Response): Response {
 }
 
 /** `data` of the `id` event (first of every stream). */
-export function idEventData(record: GenerationRecord) {
+function idEventData(record: GenerationRecord) {
   const { request } = record
   return {
     id: record.id,
@@ -44,28 +53,36 @@ export function idEventData(record: GenerationRecord) {
 }
 
 /** `data` of the `error` event. */
-export function errorEventData(
-  id: string,
-  error: { code: string; message: string },
-  requestId: string,
-) {
+function errorEventData(id: string, error: { code: string; message: string }, requestId: string) {
   return { error: { code: error.code, message: error.message }, requestId, id }
+}
+
+/** Everything an event's `data` is rendered from. */
+interface EventSource {
+  record: GenerationRecord
+  options: RenderOptions
+  requestId: string
+  /** PNG bytes at hand by image index (a live stream), sparing inline images an R2 read */
+  pngs?: ReadonlyMap<number, Uint8Array>
+}
+
+/** The `data` of one event, the same whichever stream sends it. */
+async function eventData(event: StreamEvent, from: EventSource): Promise<unknown> {
+  const { record, options, pngs } = from
+  if (event.type === 'id') return idEventData(record)
+  if (event.type === 'progress') return event.progress
+  if (event.type === 'image') return renderImage(event.image, options, pngs?.get(event.image.index))
+  if (event.type === 'done') return renderGeneration(record, options, pngs)
+  return errorEventData(record.id, record.error!, from.requestId)
 }
 
 async function writeEvent(
   stream: SSEStreamingApi,
   event: StreamEvent,
-  record: GenerationRecord,
-  options: RenderOptions,
-  requestId: string,
+  from: EventSource,
 ): Promise<void> {
-  let data: unknown
-  if (event.type === 'id') data = idEventData(record)
-  else if (event.type === 'progress') data = event.progress
-  else if (event.type === 'image') data = await renderImage(event.image, options)
-  else if (event.type === 'done') data = await renderGeneration(record, options)
-  else data = errorEventData(record.id, record.error!, requestId)
-  await stream.writeSSE({ event: event.type, data: JSON.stringify(data), id: String(event.seq) })
+  const data = JSON.stringify(await eventData(event, from))
+  await stream.writeSSE({ event: event.type, data, id: String(event.seq) })
 }
 
 /** A running record this old belongs to a job that died with its isolate: it will never finish. */
@@ -94,7 +111,7 @@ export function streamRecord(
       let last = afterSeq
       for (;;) {
         for (const event of recordEvents(current, last)) {
-          await writeEvent(stream, event, current, options, requestId)
+          await writeEvent(stream, event, { record: current, options, requestId })
           last = event.seq
         }
         if (last >= end || stream.aborted) return
@@ -118,6 +135,63 @@ export function streamRecord(
         if (next.status === 'running' && lastSeq(next) <= last)
           await stream.write(': keepalive\n\n')
         current = next
+      }
+    }),
+  )
+}
+
+/**
+ * The live stream of the generation `job` runs (`running` is its first record): `id`, then its
+ * progress and images as they happen, then `done` or `error`, with keepalive comments meanwhile.
+ * Writes are serialised through one chain; after a disconnect they become no-ops while the job itself
+ * runs on, so a resume (`GET` with `Last-Event-ID`) continues where this stopped.
+ */
+export function streamJob(
+  c: Context<AppEnv>,
+  job: GenerationJob,
+  running: GenerationRecord,
+  options: RenderOptions,
+): Response {
+  const { requestId, settings } = c.var
+  const from: EventSource = { record: running, options, requestId, pngs: job.pngs }
+  return unbuffered(
+    c,
+    streamSSE(c, async (stream) => {
+      let chain: Promise<unknown> = Promise.resolve()
+      const enqueue = (task: () => Promise<unknown>) => {
+        chain = chain.then(task).catch(() => undefined)
+      }
+      const send = (event: StreamEvent, source = from) =>
+        stream.aborted ? Promise.resolve() : writeEvent(stream, event, source)
+      // Once the id is out, a client may GET it: the running record must be stored by then.
+      enqueue(async () => {
+        await job.stored.catch(() => undefined)
+        await send({ seq: 0, type: 'id' })
+      })
+      const keepalive = setInterval(() => {
+        enqueue(async () => {
+          if (!stream.aborted) await stream.write(': keepalive\n\n')
+        })
+      }, settings.sseKeepaliveMs)
+      const unsubscribe = job.subscribe((event) => {
+        const live: StreamEvent =
+          event.type === 'progress'
+            ? { seq: progressSeq(event.progress.step), type: 'progress', progress: event.progress }
+            : {
+                seq: imageSeq(running.request, event.image.index),
+                type: 'image',
+                image: event.image,
+              }
+        enqueue(() => send(live))
+      })
+      try {
+        const record = await job.done
+        await chain
+        const type = record.error ? 'error' : 'done'
+        await send({ seq: terminalSeq(record.request), type }, { ...from, record })
+      } finally {
+        clearInterval(keepalive)
+        unsubscribe()
       }
     }),
   )

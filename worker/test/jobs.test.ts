@@ -61,7 +61,13 @@ describe.skipIf(!backendAvailable())('GenerationJob final writes', () => {
     const ledger = env.LEDGER.get(env.LEDGER.idFromName('unit-jobs-r2-failure'))
     const cacheHash = `jobtest-${record.id}`
     const job = new GenerationJob({
-      plan: { model, request, integration: 'edge', preview: false },
+      plan: {
+        model,
+        request,
+        tokenIds: model.tokenizer.encode(request.prompt),
+        integration: 'edge',
+        preview: false,
+      },
       record,
       router: new BackendRouter(
         [{ id: 'local', url: backendUrl(), weight: 1 }],

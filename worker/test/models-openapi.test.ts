@@ -1,7 +1,7 @@
 import { SELF } from 'cloudflare:test'
+import { MAX_COUNT } from '@piflow/protocol'
 import { describe, expect, it } from 'vitest'
 import { sha256Hex } from '../src/crypto.ts'
-import { MAX_COUNT } from '../src/schemas.ts'
 import { BASE, generate } from './helpers.ts'
 
 interface ModelJson {

@@ -1,5 +1,5 @@
 import { SELF } from 'cloudflare:test'
-import { encodeSafetensors } from '@piflow/policy'
+import { encodeSafetensors } from '@piflow/protocol'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { BackendRouter, FAILURES_TO_OPEN, resetBackendHealth } from '../src/backends.ts'
 import { BackendError } from '../src/errors.ts'

@@ -1,20 +1,22 @@
 """The recipe's pi-Flow bookkeeping (models/recipe/flow.py) against the golden vectors, float64.
 
 Run: /usr/bin/python3 -m unittest models.recipe.tests.test_golden
-Golden dir: $PIFLOW_GOLDEN_DIR or /work/shared/golden (skips if absent).
+Golden dir: $PIFLOW_GOLDEN_DIR or the repository's fixtures/golden (skips if absent).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import unittest
 
 import torch
 
 from models.recipe import flow
 
-GOLDEN = os.environ.get("PIFLOW_GOLDEN_DIR", "/work/shared/golden")
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+GOLDEN = os.environ.get("PIFLOW_GOLDEN_DIR", str(REPO_ROOT / "fixtures" / "golden"))
 
 
 def _t(v):

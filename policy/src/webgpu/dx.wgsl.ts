@@ -1,6 +1,6 @@
 /**
  * @module webgpu/dx.wgsl
- * WGSL for the DX policy (golden/README.md §3 `dx_velocity`, `rollout`). The policy is elementwise, so
+ * WGSL for the DX policy (fixtures/golden/README.md §3 `dx_velocity`, `rollout`). The policy is elementwise, so
  * one thread owns one element of x for the whole segment:
  *
  * - `prepareNodes` (one thread per element of x): nodes X_n = x_src − σ_src·grid_u_n

@@ -1,6 +1,6 @@
 /**
  * @module webgpu/gm.wgsl
- * WGSL for the GM policy (golden/README.md §3 `gm_velocity`, `rollout`). Four entry points share one
+ * WGSL for the GM policy (fixtures/golden/README.md §3 `gm_velocity`, `rollout`). Four entry points share one
  * module and one binding table; each pipeline's auto layout keeps only the bindings its entry uses:
  *
  * - `prepareMeans`  (one thread per element of means_x0): means_x0 = x_src − σ_src·means_u

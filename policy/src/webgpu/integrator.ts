@@ -1,7 +1,7 @@
 /// <reference types="@webgpu/types" />
 /**
  * @module webgpu/integrator
- * The WebGPU twin of the CPU segment integrator (DESIGN.md §3): "build the policy from a network output
+ * The WebGPU twin of the CPU segment integrator (ARCHITECTURE.md §3): "build the policy from a network output
  * at (x, σ_src) and roll it to σ_dst", with the state on the GPU for the whole segment.
  *
  * One segment = ONE queue submission: the per-substep scalars are precomputed on the host (float64,

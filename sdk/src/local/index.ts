@@ -3,55 +3,35 @@
  * In-browser generation: the model's manifest and ONNX student are downloaded (sha256-checked, cached),
  * the student runs on onnxruntime-web (WebGPU, else WASM) and the policy is integrated by the shared
  * policy module (its WebGPU twin when there is a device, else the CPU reference). Noise, schedule,
- * tokenizer and request normalisation are those of the edge worker, so a seed gives the same image.
+ * tokenizer, tensors and request normalisation are the generation contract the edge worker runs
+ * (`@piflow/protocol`), so a seed gives the same image. Loading (loader.ts) is apart from a run (run.ts).
  */
-/// <reference types="@webgpu/types" />
 import {
-  createTokenizer,
-  type GenerationParams,
-  initialLatents,
-  latentShape,
-  latentToRgba,
-  type Manifest,
-  parseManifest,
-  samplingFor,
-  splitWords,
-  type Tokenizer,
-  tokenize,
-} from '@piflow/models'
-import {
-  createCpuIntegrator,
-  type LatentShape,
-  type PolicyOutput,
-  type SegmentIntegrator,
-  sample,
-} from '@piflow/policy'
-import { type FieldError, LocalInferenceError, ValidationError } from '../errors.ts'
-import type { GeneratedImage, GenerateInput, Generation, Result } from '../types.ts'
-import { type FileSpec, loadFile } from './download.ts'
-import {
-  loadOrt,
-  type OpenedSession,
-  type OrtModule,
-  openSession,
-  requestGpuDevice,
-} from './ort.ts'
-import { encodePng } from './png.ts'
-import type { LocalGenerateOptions, LocalGenerator, LocalOptions, LocalProvider } from './types.ts'
+  type NormalizedGeneration,
+  normalizeGeneration,
+  RequestValidationError,
+} from '@piflow/protocol'
+import { ValidationError } from '../errors.ts'
+import type { GenerateInput, Generation, Result } from '../types.ts'
+import { createModelLoader, type LoadedModel } from './loader.ts'
+import { runLocal } from './run.ts'
+import type { LocalGenerateOptions, LocalGenerator, LocalOptions } from './types.ts'
 
 export type * from './types.ts'
 
-/** The API's cap on images per request (worker `MAX_COUNT`). */
-const MAX_COUNT = 4
-
-/** A model with its tokenizer, ready to open students. */
-interface LoadedModel {
-  id: string
-  baseUrl: string
-  manifest: Manifest
-  tokenizer: Tokenizer
-  /** one session per student file key */
-  sessions: Map<string, Promise<OpenedSession>>
+/** The request as the API normalises it, with the API's ValidationError. */
+const normalize = (input: GenerateInput, model: LoadedModel): NormalizedGeneration => {
+  try {
+    return normalizeGeneration(input, model)
+  } catch (error) {
+    if (!(error instanceof RequestValidationError)) throw error
+    throw new ValidationError({
+      status: 422,
+      code: 'validation_failed',
+      message: error.message,
+      fieldErrors: [...error.fields],
+    })
+  }
 }
 
 /**
@@ -61,372 +41,43 @@ interface LoadedModel {
  * const { data, backend } = await local.generate({ prompt: 'a red apple', nfe: 4, seed: 7 })
  */
 export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator => {
-  const providers: readonly LocalProvider[] = options.providers ?? ['webgpu', 'wasm']
-  if (providers.length === 0 || providers.some((p) => p !== 'webgpu' && p !== 'wasm')) {
-    throw new LocalInferenceError('invalid_option', "providers must list 'webgpu' and/or 'wasm'")
-  }
-  const integratorChoice = options.integrator ?? 'auto'
-  const fetchFn = options.fetch ?? ((input, init) => globalThis.fetch(input, init))
-  const baseUrl = resolveBaseUrl(options.modelBaseUrl ?? '/models/')
-  const models = new Map<string, Promise<LoadedModel>>()
-  let ort: Promise<OrtModule> | undefined
-  let device: Promise<GPUDevice | string> | undefined
-  let webGpuIntegrator: Promise<SegmentIntegrator<Float32Array>> | undefined
-  // One device per generator, shared by ORT's WebGPU provider and the WebGPU policy integrator.
-  const getDevice = () => {
-    device ??= requestGpuDevice()
-    return device
-  }
-
-  const fileOf = (
-    model: { id: string; manifest: Manifest },
-    key: string,
-    root = baseUrl,
-  ): FileSpec => {
-    const file = model.manifest.files[key]
-    if (!file) throw new LocalInferenceError('invalid_manifest', `Manifest has no file "${key}"`)
-    return {
-      key,
-      url: new URL(`${model.id}/${file.path}`, root).href,
-      sha256: file.sha256,
-      bytes: file.bytes,
-    }
-  }
-
-  const download = (file: FileSpec, signal?: AbortSignal) =>
-    loadFile(file, {
-      fetch: fetchFn,
-      cacheName: options.cache ?? 'piflow-models',
-      onProgress: options.onDownloadProgress,
-      signal,
-    })
-
-  const loadModel = (id: string, signal?: AbortSignal) => {
-    let model = models.get(id)
-    if (!model) {
-      model = (async () => {
-        const url = new URL(`${id}/manifest.json`, baseUrl).href
-        let manifest: Manifest
-        try {
-          const response = await fetchFn(url, signal ? { signal } : {})
-          if (!response.ok) throw new Error(`HTTP ${response.status}`)
-          manifest = parseManifest(await response.json())
-        } catch (cause) {
-          if (signal?.aborted) throw signal.reason
-          throw new LocalInferenceError('manifest_unavailable', `Cannot load the manifest ${url}`, {
-            cause,
-          })
-        }
-        if (!manifest.integration.includes('browser')) {
-          throw new LocalInferenceError(
-            'not_supported',
-            `Model ${id} does not allow browser integration`,
-          )
-        }
-        const bytes = await download(fileOf({ id, manifest }, manifest.text.tokenizer), signal)
-        const tokenizer = createTokenizer(JSON.parse(new TextDecoder().decode(bytes)))
-        return { id, baseUrl, manifest, tokenizer, sessions: new Map() }
-      })()
-      models.set(id, model)
-      // A failed load (offline, aborted) must not be remembered.
-      model.catch(() => models.delete(id))
-    }
-    return model
-  }
-
-  const openStudent = (model: LoadedModel, nfe: number, signal?: AbortSignal) => {
-    const key = model.manifest.sampling.perNfe[String(nfe)]!.onnx
-    let opened = model.sessions.get(key)
-    if (!opened) {
-      opened = (async () => {
-        const bytes = await download(fileOf(model, key), signal)
-        // The WebGPU build of ORT is twice the WASM one: load it only when a device is really there.
-        ort ??= (async () => {
-          const gpu = providers.includes('webgpu') && typeof (await getDevice()) !== 'string'
-          return loadOrt(gpu, options.wasmPaths)
-        })()
-        return openSession(await ort, bytes, providers, getDevice)
-      })()
-      model.sessions.set(key, opened)
-      opened.catch(() => model.sessions.delete(key))
-    }
-    return opened
-  }
-
-  const integratorFor = async (): Promise<SegmentIntegrator<Float32Array>> => {
-    if (integratorChoice !== 'cpu') {
-      webGpuIntegrator ??= (async () => {
-        const got = await getDevice()
-        if (typeof got === 'string') throw new LocalInferenceError('no_webgpu', got)
-        // The WebGPU twin is a separate chunk: pages without WebGPU never download it.
-        const { createWebGpuIntegrator } = await import('@piflow/policy/webgpu')
-        return createWebGpuIntegrator(got)
-      })()
-      try {
-        return await webGpuIntegrator
-      } catch (error) {
-        if (integratorChoice === 'webgpu') throw error
-      }
-    }
-    return createCpuIntegrator() as SegmentIntegrator<Float32Array>
-  }
-
-  /** Opens the student for `nfe` (a normalised value) and picks the integrator. */
-  const prepare = async (model: LoadedModel, nfe: number, signal?: AbortSignal) => {
-    const opened = await openStudent(model, nfe, signal)
-    const integrator = await integratorFor()
-    return { opened, integrator }
-  }
+  const loader = createModelLoader(options)
 
   const generate = async (
     input: GenerateInput,
     opts: LocalGenerateOptions = {},
   ): Promise<Result<Generation>> => {
     const started = performance.now()
-    const { signal } = opts
     const id = input.model ?? 'piflow-emoji'
-    const model = await loadModel(id, signal)
-    const request = normalize(input, model)
+    const model = await loader.loadModel(id, opts.signal)
+    const { params, tokenIds } = normalize(input, model)
     const requestId = `local_${crypto.getRandomValues(new Uint32Array(2)).join('')}`
     opts.onStart?.({
       id: requestId,
       model: id,
-      seed: request.seed,
-      nfe: request.nfe,
-      count: request.count,
+      seed: params.seed,
+      nfe: params.nfe,
+      count: params.count,
     })
-    const { opened, integrator } = await prepare(model, request.nfe, signal)
-    const loadedAt = performance.now()
-    const { manifest } = model
-    const { policy } = manifest
-    const shape = latentShape(manifest, request.count)
-    const perImage = shape.channels * shape.height * shape.width
-    const xInit = initialLatents(manifest, request.seed, request.count)
-    const { schedule, eps, temperature } = samplingFor(manifest, request.nfe)
-    const feeds = conditioningFeeds(await ortOf(), model, request)
-    const timings = { loadMs: loadedAt - started, forwardMs: 0, integrateMs: 0, encodeMs: 0 }
-    let stepStarted = 0
-
-    const x = await sample<Float32Array>({
-      xInit,
-      shape,
-      schedule,
-      eps,
-      temperature,
-      ...(policy.type === 'dx'
-        ? { dx: { segmentSize: policy.segmentSize, shift: policy.shift, mode: policy.mode } }
-        : {}),
-      integrator,
-      ...(signal ? { signal } : {}),
-      forward: async (xSrc, sigmaSrc) => {
-        const forwardStarted = performance.now()
-        const ortModule = await ortOf()
-        const outputs = await opened.session.run({
-          ...feeds,
-          x: new ortModule.Tensor('float32', xSrc, [
-            shape.batch,
-            shape.channels,
-            shape.height,
-            shape.width,
-          ]),
-          sigma: new ortModule.Tensor('float32', new Float32Array(shape.batch).fill(sigmaSrc), [
-            shape.batch,
-          ]),
-        })
-        timings.forwardMs += performance.now() - forwardStarted
-        stepStarted = performance.now()
-        return policyOutput(manifest, outputs as Record<string, { data: unknown }>, shape)
-      },
-      onStep: (info) => {
-        timings.integrateMs += performance.now() - stepStarted
-        opts.onProgress?.({ step: info.step + 1, nfe: info.nfe })
-      },
-    })
-
-    const images: GeneratedImage[] = []
-    for (let i = 0; i < request.count; i++) {
-      signal?.throwIfAborted()
-      const encodeStarted = performance.now()
-      const rgba = latentToRgba(
-        x.subarray(i * perImage, (i + 1) * perImage),
-        { ...shape, batch: 1 },
-        request.size,
-        {
-          valueRange: manifest.image.valueRange,
-        },
-      )
-      const data = await encodePng(rgba, request.size, request.size)
-      timings.encodeMs += performance.now() - encodeStarted
-      images.push({
-        index: i,
-        seed: (request.seed + i) >>> 0,
-        width: request.size,
-        height: request.size,
-        contentType: 'image/png',
-        data,
-      })
+    const prepared = await loader.prepare(model, params.nfe, opts.signal)
+    const request = {
+      id: requestId,
+      params,
+      tokenIds: tokenIds!,
+      started,
+      loadedAt: performance.now(),
     }
-    return {
-      data: {
-        id: requestId,
-        status: 'succeeded',
-        ...request,
-        images,
-        path: opened.provider,
-        integration: integrator.name,
-        cached: false,
-        progress: { step: request.nfe, nfe: request.nfe },
-        timings: { ...timings, totalMs: performance.now() - started },
-        error: null,
-      },
-      requestId,
-      backend: opened.provider,
-      timings: { ...timings, totalMs: performance.now() - started },
-    }
-  }
-
-  const ortOf = () => {
-    if (!ort) throw new LocalInferenceError('runtime_missing', 'onnxruntime-web is not loaded')
-    return ort
+    return runLocal(prepared, request, opts)
   }
 
   return {
     generate,
     load: async (id = 'piflow-emoji', opts = {}) => {
-      const model = await loadModel(id, opts.signal)
-      const { opened, integrator } = await prepare(
-        model,
-        model.manifest.sampling.defaultNfe,
-        opts.signal,
-      )
+      const model = await loader.loadModel(id, opts.signal)
+      const { defaultNfe } = model.manifest.sampling
+      const { opened, integrator } = await loader.prepare(model, defaultNfe, opts.signal)
       return { model: id, provider: opened.provider, integrator: integrator.name }
     },
-    dispose: async () => {
-      for (const model of models.values()) {
-        const loaded = await model.catch(() => undefined)
-        for (const opened of loaded?.sessions.values() ?? []) {
-          await (await opened.catch(() => undefined))?.session.release()
-        }
-      }
-      models.clear()
-      const got = await device
-      if (got && typeof got !== 'string') got.destroy()
-      device = undefined
-      webGpuIntegrator = undefined
-    },
+    dispose: loader.dispose,
   }
-}
-
-/** Resolves the model folder URL (relative ones against the page), with a trailing slash. */
-const resolveBaseUrl = (url: string) => {
-  try {
-    return new URL(url.endsWith('/') ? url : `${url}/`, globalThis.location?.href).href
-  } catch (cause) {
-    throw new LocalInferenceError(
-      'invalid_option',
-      `modelBaseUrl ${JSON.stringify(url)} is not a URL (outside a page it must be absolute)`,
-      { cause },
-    )
-  }
-}
-
-/** The request as the worker normalises it (routes/generations.ts `normalize`), for the same image. */
-type NormalizedRequest = GenerationParams
-
-const normalize = (input: GenerateInput, model: LoadedModel): NormalizedRequest => {
-  const { manifest } = model
-  const errors: FieldError[] = []
-  const check = (ok: boolean, path: string, message: string) => ok || errors.push({ path, message })
-  const isInt = (v: unknown, min: number, max: number) =>
-    Number.isInteger(v) && (v as number) >= min && (v as number) <= max
-  const nfe = input.nfe ?? manifest.sampling.defaultNfe
-  check(
-    manifest.sampling.nfeOptions.includes(nfe),
-    'nfe',
-    `must be one of ${manifest.sampling.nfeOptions.join(', ')}`,
-  )
-  const sizes = manifest.image.outputSizes
-  const size =
-    input.size ?? (sizes.includes(manifest.image.width) ? manifest.image.width : sizes[0]!)
-  check(sizes.includes(size), 'size', `must be one of ${sizes.join(', ')}`)
-  const guidance = input.guidance ?? manifest.guidance.default
-  check(
-    guidance >= manifest.guidance.min && guidance <= manifest.guidance.max,
-    'guidance',
-    `must be between ${manifest.guidance.min} and ${manifest.guidance.max}`,
-  )
-  const count = input.count ?? 1
-  check(isInt(count, 1, MAX_COUNT), 'count', `must be an integer from 1 to ${MAX_COUNT}`)
-  const seed = input.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!
-  check(isInt(seed, 0, 2 ** 32 - 1), 'seed', 'must be an integer from 0 to 2^32-1')
-  const prompt = String(input.prompt ?? '')
-    .normalize('NFC')
-    .trim()
-    .replace(/\s+/g, ' ')
-  check(prompt.length > 0, 'prompt', 'must not be empty')
-  check(prompt.length <= 1000, 'prompt', 'must be at most 1000 characters')
-  const tokens = splitWords(prompt).length
-  check(
-    tokens <= manifest.text.maxLength,
-    'prompt',
-    `is ${tokens} tokens; this model reads at most ${manifest.text.maxLength}`,
-  )
-  if (errors.length > 0) {
-    throw new ValidationError({
-      status: 422,
-      code: 'validation_failed',
-      message: `Invalid request: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`,
-      fieldErrors: errors,
-    })
-  }
-  return { model: model.id, prompt, nfe, seed, size, guidance, count }
-}
-
-/** `tokens` (and `guidance` when the model takes it): the same for every forward of a request. */
-const conditioningFeeds = (ort: OrtModule, model: LoadedModel, request: NormalizedRequest) => {
-  const { maxLength } = model.tokenizer
-  const prompts = Array.from({ length: request.count }, () => request.prompt)
-  const feeds: Record<string, InstanceType<OrtModule['Tensor']>> = {
-    tokens: new ort.Tensor('int64', tokenize(model.tokenizer, prompts), [request.count, maxLength]),
-  }
-  const input = model.manifest.guidance.input
-  if (input) {
-    feeds[input] = new ort.Tensor(
-      'float32',
-      new Float32Array(request.count).fill(request.guidance),
-      [request.count],
-    )
-  }
-  return feeds
-}
-
-/** Maps the student's named outputs onto the policy module's output type, checking sizes. */
-const policyOutput = (
-  manifest: Manifest,
-  outputs: Record<string, { data: unknown }>,
-  shape: LatentShape,
-): PolicyOutput<Float32Array> => {
-  const { batch, channels, height, width } = shape
-  const pixels = height * width
-  const f32 = (name: string, size: number) => {
-    const data = outputs[name]?.data
-    if (!(data instanceof Float32Array) || data.length !== size) {
-      throw new LocalInferenceError(
-        'bad_output',
-        `Student output "${name}" is missing or not float32[${size}]`,
-      )
-    }
-    return data
-  }
-  const { policy } = manifest
-  if (policy.type === 'gm') {
-    return {
-      type: 'gm',
-      k: policy.k,
-      meansU: f32('means_u', batch * policy.k * channels * pixels),
-      logweights: f32('logweights', batch * policy.k * pixels),
-      logstds: f32('logstds', batch),
-    }
-  }
-  return { type: 'dx', n: policy.n, gridU: f32('grid_u', batch * policy.n * channels * pixels) }
 }

@@ -8,7 +8,7 @@
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { decodeSafetensors, encodeSafetensors, type SafetensorsTensor } from '@piflow/policy'
+import { decodeSafetensors, encodeSafetensors, type SafetensorsTensor } from '@piflow/protocol'
 
 /** What the proxy does to model requests. */
 export type FaultMode =

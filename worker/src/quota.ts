@@ -1,12 +1,12 @@
 /**
- * @module middleware/rate-limit
+ * @module quota
  * Exact per-key quotas through the RateLimiter Durable Object, advertised with the IETF
  * RateLimit/RateLimit-Policy headers (draft-ietf-httpapi-ratelimit-headers: `"<policy>";q=;w=` and
  * `"<policy>";r=;t=`) and `Retry-After` on 429. Units = images, so a count-4 request costs 4.
  */
 import type { Context } from 'hono'
-import { RateLimitedError } from '../errors.ts'
-import type { AppEnv } from '../hono-env.ts'
+import { RateLimitedError } from './errors.ts'
+import type { AppEnv } from './hono-env.ts'
 
 const POLICY = 'images'
 

@@ -1,12 +1,10 @@
-import { join } from 'node:path'
+import { ManifestError } from '@piflow/models'
 import { buildSchedule, randn } from '@piflow/policy'
 import { describe, expect, it } from 'vitest'
-import { ManifestError } from './errors.ts'
-import { parseManifest } from './manifest.ts'
 import { initialLatents, latentShape, samplingFor } from './plan.ts'
-import { MODEL_DIR, readJson } from './test-support.ts'
+import { shippedModel } from './test-support.ts'
 
-const manifest = parseManifest(readJson(join(MODEL_DIR, 'manifest.json')))
+const { manifest } = shippedModel()
 const { channels, height, width } = manifest.latent
 const per = channels * height * width
 

@@ -1,12 +1,10 @@
 import { join } from 'node:path'
+import { latentToRgba, nfeSettings, tokenize } from '@piflow/models'
 import { type GmOutput, sample } from '@piflow/policy'
 import * as ort from 'onnxruntime-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { latentToRgba } from './image.ts'
-import { nfeSettings, parseManifest } from './manifest.ts'
 import { initialLatents, latentShape, samplingFor } from './plan.ts'
-import { FIXTURES_DIR, MODEL_DIR, readJson } from './test-support.ts'
-import { createTokenizer, tokenize } from './tokenizer.ts'
+import { FIXTURES_DIR, MODEL_DIR, readJson, shippedModel } from './test-support.ts'
 
 /** Torch reference of a whole 4-NFE sample (models/recipe/export.py write_sampling_fixture). */
 interface SamplingFixture {
@@ -22,7 +20,7 @@ interface SamplingFixture {
 }
 
 const fixture = readJson(join(FIXTURES_DIR, 'sampling-parity.json')) as SamplingFixture
-const manifest = parseManifest(readJson(join(MODEL_DIR, 'manifest.json')))
+const { manifest, tokenizer } = shippedModel()
 
 describe('end to end: onnxruntime student + @piflow/policy sampler vs PyTorch', () => {
   let session: ort.InferenceSession
@@ -42,7 +40,6 @@ describe('end to end: onnxruntime student + @piflow/policy sampler vs PyTorch', 
   })
 
   it(`same seeds and prompt give the same image (atol ${fixture.tolerance.atol})`, async () => {
-    const tokenizer = createTokenizer(readJson(join(MODEL_DIR, 'tokenizer.json')))
     const { channels, height, width } = manifest.latent
     const batch = fixture.seeds.length
     const per = channels * height * width

@@ -139,13 +139,8 @@ const METADATA_KEY = '__metadata__'
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 
 /** True when `name` is a known safetensors dtype. */
-export function isSafetensorsDtype(name: unknown): name is SafetensorsDtype {
+function isSafetensorsDtype(name: unknown): name is SafetensorsDtype {
   return typeof name === 'string' && Object.hasOwn(DTYPES, name)
-}
-
-/** Bytes per element of `dtype`. */
-export function dtypeByteSize(dtype: SafetensorsDtype): number {
-  return DTYPES[dtype].bytes
 }
 
 /**

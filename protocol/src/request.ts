@@ -1,0 +1,130 @@
+/**
+ * @module request
+ * Request normalisation: a generation request (the public API's body, or the SDK's in-browser input)
+ * checked against the limits and the model, with defaults filled in. The edge worker and the SDK's local
+ * path both normalise through {@link normalizeGeneration}, so the same input gives the same
+ * {@link GenerationParams} — and so the same image — on both. The prompt is tokenized here, once: the
+ * ids travel on to the conditioning tensors (tensors.ts).
+ */
+import type { Manifest, Tokenizer } from '@piflow/models'
+import { type FieldError, RequestValidationError } from './errors.ts'
+import { MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED } from './limits.ts'
+
+/**
+ * The normalised parameters that determine a generation's images. The worker (which adds its cache
+ * fields) and the SDK's in-browser path normalise a request to this.
+ */
+export interface GenerationParams {
+  model: string
+  prompt: string
+  nfe: number
+  seed: number
+  size: number
+  guidance: number
+  count: number
+}
+
+/** What a request asks for; every field but `prompt` has a default. */
+export interface GenerationInput {
+  prompt: string
+  nfe?: number | undefined
+  seed?: number | undefined
+  size?: number | undefined
+  guidance?: number | undefined
+  count?: number | undefined
+}
+
+/** The model a request is normalised against. */
+export interface RequestModel {
+  id: string
+  manifest: Manifest
+  /**
+   * The model's tokenizer. A model whose text is encoded on the backend has none here: its prompt is
+   * then checked for characters only, and the backend checks its length in tokens.
+   */
+  tokenizer?: Tokenizer | undefined
+}
+
+/** A normalised request. */
+export interface NormalizedGeneration {
+  params: GenerationParams
+  /** Whether the caller chose the seed (a request without one is not reproducible, not cacheable). */
+  seeded: boolean
+  /** The prompt's token ids (`text.maxLength`, padded), or null for a model without a tokenizer here. */
+  tokenIds: number[] | null
+}
+
+/** Options of {@link normalizeGeneration}. */
+export interface NormalizeOptions {
+  /** Most images this caller may ask for (an API key's own cap; never above MAX_COUNT). @default MAX_COUNT */
+  maxCount?: number | undefined
+}
+
+/**
+ * One spelling per meaning: NFC, trimmed, single spaces, so equal prompts give equal cache keys and
+ * tokens.
+ */
+const normalizePrompt = (prompt: string): string =>
+  prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
+
+const isIntegerIn = (value: unknown, min: number, max: number): value is number =>
+  Number.isInteger(value) && (value as number) >= min && (value as number) <= max
+
+/** The model's native size if it offers it, else its first output size. */
+const defaultSize = (manifest: Manifest): number => {
+  const sizes = manifest.image.outputSizes
+  return sizes.includes(manifest.image.width) ? manifest.image.width : sizes[0]!
+}
+
+/**
+ * Normalises `input` for `model`: fills defaults (the manifest's nfe, size and guidance; count 1; a
+ * random seed), normalises the prompt, checks every field and tokenizes the prompt once.
+ * @throws {RequestValidationError} listing every failing field.
+ */
+export function normalizeGeneration(
+  input: GenerationInput,
+  model: RequestModel,
+  options: NormalizeOptions = {},
+): NormalizedGeneration {
+  const { manifest } = model
+  const maxCount = Math.min(options.maxCount ?? MAX_COUNT, MAX_COUNT)
+  const errors: FieldError[] = []
+  const check = (ok: boolean, path: string, message: string) => {
+    if (!ok) errors.push({ path, message })
+  }
+
+  const nfe = input.nfe ?? manifest.sampling.defaultNfe
+  const { nfeOptions } = manifest.sampling
+  check(nfeOptions.includes(nfe), 'nfe', `must be one of ${nfeOptions.join(', ')}`)
+  const size = input.size ?? defaultSize(manifest)
+  const sizes = manifest.image.outputSizes
+  check(sizes.includes(size), 'size', `must be one of ${sizes.join(', ')}`)
+  const guidance = input.guidance ?? manifest.guidance.default
+  const { min, max } = manifest.guidance
+  check(guidance >= min && guidance <= max, 'guidance', `must be between ${min} and ${max}`)
+  const count = input.count ?? 1
+  check(isIntegerIn(count, 1, maxCount), 'count', `must be an integer from 1 to ${maxCount}`)
+  const seeded = input.seed !== undefined
+  const seed = input.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!
+  check(isIntegerIn(seed, 0, MAX_SEED), 'seed', `must be an integer from 0 to ${MAX_SEED}`)
+
+  // Limits are checked after normalising too: NFC may lengthen a string.
+  const prompt = normalizePrompt(String(input.prompt ?? ''))
+  let tokenIds: number[] | null = null
+  if (prompt.length === 0) check(false, 'prompt', 'must not be empty')
+  else if (prompt.length > MAX_PROMPT_CHARS) {
+    check(false, 'prompt', `must be at most ${MAX_PROMPT_CHARS} characters`)
+  } else if (model.tokenizer) {
+    const { ids, count: words } = model.tokenizer.encodeWithCount(prompt)
+    const most = manifest.text.maxLength
+    check(words <= most, 'prompt', `is ${words} tokens; this model reads at most ${most}`)
+    tokenIds = ids
+  }
+
+  if (errors.length > 0) throw new RequestValidationError(errors)
+  return {
+    params: { model: model.id, prompt, nfe, seed, size, guidance, count },
+    seeded,
+    tokenIds,
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * @module generation-request
+ * The body of `POST /v1/generations` made into the request a generation runs: the public schema (422
+ * with every failing field; also what openapi.ts documents), the model (an unknown one is a field
+ * error too), then the generation contract of `@piflow/protocol` (defaults, limits, the model's options,
+ * the prompt tokenized once), plus what the worker adds for its cache.
+ */
+import {
+  type NormalizedGeneration,
+  normalizeGeneration,
+  RequestValidationError,
+} from '@piflow/protocol'
+import type { Context } from 'hono'
+import type { Settings } from './env.ts'
+import { NotFoundError, ValidationError } from './errors.ts'
+import type { AppEnv } from './hono-env.ts'
+import { getModel, type LoadedModel } from './models.ts'
+import type { NormalizedRequest } from './records.ts'
+import { fieldErrors, type GenerationRequest, generationRequestSchema } from './schemas.ts'
+
+/** A request ready to run. */
+export interface GenerationRequestInfo {
+  /** the body as the schema parsed it (what the Idempotency-Key fingerprints) */
+  body: GenerationRequest
+  model: LoadedModel
+  request: NormalizedRequest
+  seeded: boolean
+  /** the prompt's token ids, passed on to the conditioning tensors */
+  tokenIds: number[]
+}
+
+/** The model a body names; an unknown one is a 422 on `model`. */
+async function modelOf(c: Context<AppEnv>, id: string): Promise<LoadedModel> {
+  try {
+    return await getModel(c.env, c.var.settings.models, id)
+  } catch (error) {
+    if (error instanceof NotFoundError && error.code === 'model_not_found') {
+      throw new ValidationError([{ path: 'model', message: error.message }])
+    }
+    throw error
+  }
+}
+
+/** The generation contract's normalisation, its field errors as the API's 422. */
+function normalizeFor(body: GenerationRequest, model: LoadedModel, maxCount: number | undefined) {
+  try {
+    return normalizeGeneration(body, model, { maxCount })
+  } catch (error) {
+    if (error instanceof RequestValidationError) throw new ValidationError([...error.fields])
+    throw error
+  }
+}
+
+/** sha256 of the student file serving `nfe`, so a model update never hits a stale cache entry. */
+function modelVersion(model: LoadedModel, nfe: number): string {
+  const studentKey = model.manifest.sampling.perNfe[String(nfe)]?.onnx
+  return (studentKey && model.manifest.files[studentKey]?.sha256) || 'unknown'
+}
+
+/** Validates and normalises `c.var.jsonBody` for the calling key. */
+export async function readGenerationRequest(c: Context<AppEnv>): Promise<GenerationRequestInfo> {
+  const parsed = generationRequestSchema.safeParse(c.var.jsonBody)
+  if (!parsed.success) throw new ValidationError(fieldErrors(parsed.error))
+  const body = parsed.data
+  const model = await modelOf(c, body.model)
+  const normalized: NormalizedGeneration = normalizeFor(body, model, c.var.principal.maxCount)
+  const { params, seeded } = normalized
+  return {
+    body,
+    model,
+    request: { ...params, modelVersion: modelVersion(model, params.nfe), format: body.format },
+    seeded,
+    // every model the worker serves has its tokenizer (models.ts)
+    tokenIds: normalized.tokenIds!,
+  }
+}
+
+/** Where the policy rollout runs: the configured place when the manifest allows it, else its choice. */
+export function integrationFor(model: LoadedModel, settings: Settings): 'edge' | 'backend' {
+  const allowed: readonly string[] = model.manifest.integration
+  if (settings.integration === 'edge' && allowed.includes('edge')) return 'edge'
+  if (settings.integration === 'backend' && allowed.includes('backend')) return 'backend'
+  return allowed.includes('edge') ? 'edge' : 'backend'
+}
