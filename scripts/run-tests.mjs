@@ -13,6 +13,20 @@ let passed = 0
 let failed = 0
 let skipped = 0
 
+/** passed / failed / skipped summed over the `<testsuite>` elements of a JUnit XML report (pytest's). */
+function junitCounts(xml) {
+  const counts = { passed: 0, failed: 0, skipped: 0, total: 0 }
+  for (const [tag] of xml.matchAll(/<testsuite\b[^>]*>/g)) {
+    const attr = (name) => Number(tag.match(new RegExp(`\\b${name}="(\\d+)"`))?.[1] ?? 0)
+    const bad = attr('failures') + attr('errors')
+    counts.total += attr('tests')
+    counts.failed += bad
+    counts.skipped += attr('skipped')
+    counts.passed += attr('tests') - bad - attr('skipped')
+  }
+  return counts
+}
+
 function step(name, cmd, args) {
   console.log(`\n=== ${name}: ${cmd} ${args.join(' ')}`)
   const r = spawnSync(cmd, args, { stdio: 'inherit' })
@@ -58,5 +72,25 @@ if (existsSync(report)) {
   failed++
 }
 if (r.status !== 0 && failed === 0) failed++
+
+// The PyTorch backend's pytest suite (torch-backend/tests, incl. both torch conformance runners), counted
+// test by test from its JUnit report so the closing line covers Python too.
+const junit = '.pytest-report.xml'
+rmSync(junit, { force: true })
+console.log('\n=== pytest (torch-backend)')
+const py = spawnSync(
+  'bash',
+  ['scripts/torch-py.sh', '-m', 'pytest', 'torch-backend/tests', '-q', `--junitxml=${junit}`],
+  { stdio: 'inherit' },
+)
+const pyCounts = existsSync(junit) ? junitCounts(readFileSync(junit, 'utf8')) : null
+if (pyCounts) {
+  passed += pyCounts.passed
+  failed += pyCounts.failed
+  skipped += pyCounts.skipped
+}
+// no report (no environment, a crash) or a non-zero exit with no failed test still counts as a failure
+if (!pyCounts || (py.status !== 0 && pyCounts.failed === 0) || pyCounts.total === 0) failed++
+
 console.log(`\n${passed} passed, ${failed} failed, ${skipped} skipped`)
 process.exit(failed === 0 ? 0 : 1)
