@@ -1,6 +1,3 @@
-"""The generation pipeline of the PyTorch backend: text encoding with a prompt cache, the π-Flow sampler
-over shared forwards, VAE decoding, PNG, and small RGB previews from the latent."""
-
-from .generate import BatchMember, BatchTimings, GenerationSpec, ModelRuntime, load_model, run_batch
-
-__all__ = ['BatchMember', 'BatchTimings', 'GenerationSpec', 'ModelRuntime', 'load_model', 'run_batch']
+"""The generation pipeline of the PyTorch backend: text encoding with a prompt cache (text.py), the
+π-Flow sampler over shared forwards (generate.py), VAE decoding and PNG (images.py), small RGB previews
+from the latent (preview.py). Import from the submodules: this package imports nothing heavy itself."""

@@ -25,27 +25,10 @@ from ..noise import randn
 from ..sampler import SamplerSettings, sample
 from .images import decode_latents, png_bytes
 from .preview import LatentPreviewer
+from .spec import GenerationSpec
 from .text import PromptCache, PromptEncoder, collate
 
 SEED_MODULUS = 2 ** 32
-
-
-@dataclass(frozen=True)
-class GenerationSpec:
-    """A validated, normalised request (server/requests.py builds it; every field is in range)."""
-
-    prompt: str
-    seed: int
-    count: int
-    width: int
-    height: int
-    nfe: int
-    guidance: float | None
-    preview: bool
-
-    def batch_key(self) -> tuple[int, int, int]:
-        """Requests with equal keys can share forwards: same latent shape and the same NFE schedule."""
-        return (self.width, self.height, self.nfe)
 
 
 class BatchMember(Protocol):

@@ -14,7 +14,7 @@ import sys
 import uvicorn
 
 from ..manifest import ManifestError, load_manifest
-from ..pipeline import load_model
+from ..pipeline.generate import load_model
 from .app import create_app
 from .options import check_ranges, parser, pick_device, pick_dtype, secret_from_env
 from .service import Service, ServiceOptions

@@ -192,7 +192,7 @@ def create_app(service: Service, *, secret: str, max_body_bytes: int = 64 * 1024
 
     @app.post('/v1/generations/{generation_id}/cancel')
     async def cancel(generation_id: str):
-        if not service.cancel(generation_id, 'cancel request'):
+        if not await service.cancel_anywhere(generation_id, 'cancel request'):
             raise ProtocolError(404, 'generation_not_found', f'no live generation {generation_id!r}')
         return {'id': generation_id, 'status': 'cancelled'}
 

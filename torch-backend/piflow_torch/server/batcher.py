@@ -28,8 +28,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..pipeline import BatchTimings, GenerationSpec
-from ..sampler import Cancelled
+from ..pipeline.generate import BatchTimings
+from ..pipeline.spec import GenerationSpec
+from ..errors import Cancelled
 from .errors import ProtocolError
 
 log = logging.getLogger('piflow_torch.server')

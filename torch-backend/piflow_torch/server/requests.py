@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from ..manifest import TorchManifest
-from ..pipeline import GenerationSpec
+from ..pipeline.spec import GenerationSpec
 from .errors import ProtocolError
 
 MAX_SEED = 2 ** 32 - 1

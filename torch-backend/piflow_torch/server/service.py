@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..pipeline import ModelRuntime, run_batch
+from ..pipeline.generate import ModelRuntime, run_batch
 from .batcher import Job, ModelQueue, Stats
 from .errors import ProtocolError, model_not_found
 
@@ -28,8 +28,11 @@ class ServiceOptions:
 
 
 class Service:
-    def __init__(self, runtimes: list[ModelRuntime], options: ServiceOptions, execution_provider: str):
+    def __init__(self, runtimes: list[ModelRuntime], options: ServiceOptions, execution_provider: str,
+                 cancel_relay=None):
+        """`cancel_relay`: where cancels for generations of other processes go (Ray Serve replicas)."""
         self.options = options
+        self.cancel_relay = cancel_relay
         self.execution_provider = execution_provider
         self.runtimes = {r.id: r for r in runtimes}
         self.stats = Stats()
@@ -72,6 +75,8 @@ class Service:
         except ProtocolError:
             self._forget(job)
             raise
+        if self.cancel_relay is not None:
+            self.cancel_relay.register(job_id)
         return job, position
 
     def _forget(self, job: Job):
@@ -79,6 +84,8 @@ class Service:
             if self._jobs.get(job.id) is job:
                 del self._jobs[job.id]
         self.queues[job.model_id].withdraw(job)
+        if self.cancel_relay is not None:
+            self.cancel_relay.unregister(job.id)
 
     def cancel(self, job_id: str, reason: str) -> bool:
         """Cancels a live generation; False when no such generation is live."""
@@ -88,6 +95,12 @@ class Service:
             return False
         self.stats.add(cancelled=1)
         return True
+
+    async def cancel_anywhere(self, job_id: str, reason: str) -> bool:
+        """`cancel`, or, for a generation another replica runs, through the relay."""
+        if self.cancel(job_id, reason):
+            return True
+        return self.cancel_relay is not None and await self.cancel_relay.cancel_elsewhere(job_id)
 
     def cancel_job(self, job: Job, reason: str):
         if job.cancel(reason):
