@@ -13,6 +13,7 @@ import sys
 
 import uvicorn
 
+from ..errors import PiflowTorchError
 from ..manifest import ManifestError, load_manifest
 from ..pipeline.generate import load_model
 from .app import create_app
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None):
             loaded = load_manifest(model)
             runtimes.append(load_model(loaded, dtype=dtype, device=device, prompt_cache_size=args.prompt_cache,
                                        preview_size=args.preview_size))
-        except (ManifestError, ValueError, OSError) as error:
+        except (ManifestError, PiflowTorchError, ValueError, OSError) as error:
             print(f'piflow-torch: cannot serve {model}: {error}', file=sys.stderr)
             raise SystemExit(1) from None
     options = ServiceOptions(max_batch_rows=args.max_batch_rows, max_wait_ms=args.max_wait_ms,
