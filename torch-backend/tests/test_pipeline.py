@@ -34,7 +34,7 @@ def test_a_generation_gives_one_progress_per_nfe_and_pngs_of_the_asked_size(name
 
 def _final_latents(rt, s):
     """The sampler on its own, for comparison: noise of seeds seed + i, the model's settings."""
-    noise = torch.cat([randn((1, 16, s.height // 8, s.width // 8), s.seed + i) for i in range(s.count)])
+    noise = torch.cat([randn((1, 16, s.height // 8, s.width // 8), (s.seed + i) % 2 ** 32) for i in range(s.count)])
     conditioning = rt.encoder.encode([s.prompt])[s.prompt]
     cond = collate(rt.manifest.family, [conditioning] * s.count, [s.guidance] * s.count)
     return sample(rt.student, noise, cond, rt.settings(s))

@@ -8,6 +8,7 @@ start-up error with a message, exit status 1), then serves under uvicorn. stdout
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 
@@ -28,6 +29,10 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.listen(128)
     return sock
+
+
+def _after_graceful_shutdown(_signum, _frame):
+    pass
 
 
 def main(argv: list[str] | None = None):
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None):
     print(f'piflow-torch listening on http://{shown}:{port}', flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level='warning', timeout_graceful_shutdown=30,
                                            lifespan='off'))
+    # uvicorn handles SIGTERM/SIGINT while it runs (stop accepting, let open streams finish for up to
+    # 30 s) and then re-raises the signal into the handlers it found: these, so a drained server exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _after_graceful_shutdown)
     try:
         server.run(sockets=[sock])
     finally:
