@@ -220,13 +220,13 @@ function stepMetadata(overrides: Record<string, string> = {}) {
 function rawPost(
   target: ConformanceTarget,
   path: string,
-  options: { contentLength?: number; chunks: number; chunkBytes: number },
+  options: { contentLength?: number; chunks: number; chunkBytes: number; contentType?: string },
 ): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const url = new URL(path, target.url)
     const headers: Record<string, string | number> = {
       [SECRET_HEADER]: target.secret,
-      'Content-Type': 'application/octet-stream',
+      'Content-Type': options.contentType ?? 'application/octet-stream',
     }
     if (options.contentLength !== undefined) headers['Content-Length'] = options.contentLength
     const req = httpRequest(url, { method: 'POST', headers })
@@ -559,21 +559,31 @@ export const checks: Check[] = [
   {
     name: `oversize bodies are 413 payload_too_large (declared, and streamed without a length)`,
     async run(t) {
-      const paths: string[] = []
+      // each endpoint with the content type it accepts, so only the size is wrong
+      const targets: { path: string; contentType: string }[] = []
       const forwardModel = await firstModelIfAny(t, 'forward')
-      if (forwardModel) paths.push(`/v1/models/${encodeURIComponent(forwardModel.id)}/forward`)
+      if (forwardModel) {
+        const path = `/v1/models/${encodeURIComponent(forwardModel.id)}/forward`
+        targets.push({ path, contentType: 'application/octet-stream' })
+      }
       const generateModel = await firstModelIfAny(t, 'generate')
-      if (generateModel) paths.push(generatePath(generateModel.id))
-      for (const path of paths) {
+      if (generateModel)
+        targets.push({ path: generatePath(generateModel.id), contentType: 'application/json' })
+      for (const { path, contentType } of targets) {
         // Declares 1 GiB, sends 64 KiB: the answer must come from the header alone.
         const declared = await rawPost(t, path, {
           contentLength: 2 ** 30,
           chunks: 1,
           chunkBytes: 65536,
+          contentType,
         })
         assert.equal(declared, 413, `${path}: declared Content-Length over the limit`)
         // Chunked, no length: must be cut off once past the limit (at most 80 MiB is sent).
-        const streamed = await rawPost(t, path, { chunks: 80, chunkBytes: 1024 * 1024 })
+        const streamed = await rawPost(t, path, {
+          chunks: 80,
+          chunkBytes: 1024 * 1024,
+          contentType,
+        })
         assert.equal(streamed, 413, `${path}: streamed body over the limit`)
       }
       const after = await call(t, '/healthz', { auth: false })

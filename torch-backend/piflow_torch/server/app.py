@@ -40,10 +40,6 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class ProtocolMiddleware:
     """Request ids, the shared secret, and the body limit (see the module doc)."""
 
@@ -79,18 +75,16 @@ class ProtocolMiddleware:
         received = 0
 
         async def limited_receive():
+            # Raised inside the route's body read, so the app's ProtocolError handler answers 413.
             nonlocal received
             message = await receive()
             if message['type'] == 'http.request':
                 received += len(message.get('body', b''))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge()
+                    raise payload_too_large(self.max_body_bytes)
             return message
 
-        try:
-            await self.app(scope, limited_receive, send_with_id)
-        except BodyTooLarge:
-            await refuse(payload_too_large(self.max_body_bytes))
+        await self.app(scope, limited_receive, send_with_id)
 
 
 def model_entry(service: Service, model_id: str) -> dict:
