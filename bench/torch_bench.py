@@ -9,7 +9,9 @@ per NFE minus its forward), images/s of whole generations through `pipeline.gene
 cached, noise, every NFE, VAE decode, PNG) at each batch size, the same for diffusers' `FluxPipeline` on
 the base transformer with its own Euler scheduler at 4 and at 50 steps (+ PNG), and peak GPU memory.
 Prints a markdown table whose ratios are against the baselines of this same run; `--json` also writes
-the numbers. Timings on a shared CPU are noisy: read the ratios, not the milliseconds.
+the numbers. On a CPU the bench runs torch on one thread and reads process CPU time (as bench/policy.ts
+does), so other jobs on a shared machine inflate the numbers less; on a GPU it reads wall time after a
+synchronise. Read the ratios, not the milliseconds.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from piflow_torch.pipeline.spec import GenerationSpec  # noqa: E402
 
 FIXTURE_MANIFEST = REPO / 'torch-backend' / 'fixtures' / 'manifests' / 'piflux-tiny.json'
 PROMPT = 'a red apple on a wooden table, studio light'
+clock = time.perf_counter  # process CPU time on a CPU device (set in main)
 
 
 class Member:
@@ -69,10 +72,10 @@ class ForwardTimer:
 
     def __call__(self, *args, **kwargs):
         sync(self.device)
-        start = time.perf_counter()
+        start = clock()
         out = self.inner(*args, **kwargs)
         sync(self.device)
-        self.times.append((time.perf_counter() - start) * 1e3)
+        self.times.append((clock() - start) * 1e3)
         return out
 
 
@@ -103,10 +106,10 @@ def pi_flow(runtime, side: int, nfe: int, batches: list[int], repeats: int, devi
                        for i in range(rows)]
             timer.times.clear()
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             timings = run_batch(runtime, members, lambda: False)
             sync(device)
-            walls.append(time.perf_counter() - start)
+            walls.append(clock() - start)
             forwards += timer.times
             steps += timings.step_ms
             assert sum(m.images for m in members) == rows
@@ -129,13 +132,13 @@ def diffusers_baseline(base: Path, dtype, device, side: int, steps_list: list[in
             for _ in range(repeats if steps <= 8 else 1):
                 generator = torch.Generator().manual_seed(0)
                 sync(device)
-                start = time.perf_counter()
+                start = clock()
                 images = pipe([PROMPT] * rows, height=side, width=side, num_inference_steps=steps,
                               guidance_scale=guidance, generator=generator, max_sequence_length=512).images
                 for image in images:
                     png_bytes(__import__('numpy').asarray(image))
                 sync(device)
-                walls.append(time.perf_counter() - start)
+                walls.append(clock() - start)
             results[(steps, rows)] = rows / median(walls)
     del pipe
     return results
@@ -158,6 +161,10 @@ def main():
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    global clock
+    if device.type == 'cpu':
+        torch.set_num_threads(1)
+        clock = time.process_time
     dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[args.dtype or ('bf16' if device.type == 'cuda' else 'fp32')]
     side = args.size or (1024 if args.profile == 'full' else 128)
     batches = [int(b) for b in args.batches.split(',')]
@@ -165,7 +172,7 @@ def main():
     torch.set_grad_enabled(False)
 
     with tempfile.TemporaryDirectory(prefix='piflow-bench-') as tmp:
-        started = time.perf_counter()
+        started = clock()
         if args.profile == 'fixture':
             manifest_path = FIXTURE_MANIFEST
         else:
@@ -176,7 +183,7 @@ def main():
         loaded = load_manifest(manifest_path)
         base_dir = Path(loaded.resolve(loaded.manifest.base)[0])
         runtime = load_model(loaded, dtype=dtype, device=device)
-        setup_s = time.perf_counter() - started
+        setup_s = clock() - started
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
         nfe = loaded.manifest.sampling.defaultNfe
@@ -197,8 +204,9 @@ def main():
 def report(profile, device, dtype, side, nfe, batches, baseline_steps, ours, theirs, ours_peak, theirs_peak,
            setup_s, json_path):
     one = ours[1]
+    timing = 'process CPU time, 1 thread' if device.type == 'cpu' else 'wall time'
     print(f'\n**PyTorch backend** — profile `{profile}`, {device.type}, {str(dtype).removeprefix("torch.")}, '
-          f'{side}², {nfe} NFE (setup {setup_s:.1f} s)\n')
+          f'{side}², {nfe} NFE, {timing} (setup {setup_s:.1f} s)\n')
     print(f'| measurement | result |\n|---|---|')
     print(f'| student forward, batch 1 | {one["forward_ms"]:.2f} ms |')
     print(f'| policy rollout per NFE, batch 1 | {one["rollout_ms"]:.2f} ms = '

@@ -66,11 +66,10 @@ def _transformer(config: dict, dtype: torch.dtype, device: torch.device):
 def _lora_targets(model) -> list[str]:
     names = []
     for name, _ in model.named_modules():
-        if name.startswith('transformer_blocks.') and name.split('.', 2)[2] in DOUBLE_TARGETS:
-            names.append(name)
-        elif name.startswith('single_transformer_blocks.') and name.split('.', 2)[2] in SINGLE_TARGETS:
-            names.append(name)
-        elif name in SHARED_TARGETS:
+        group, _, rest = name.partition('.')
+        inner = rest.partition('.')[2]  # the module path inside block <i>
+        if (group == 'transformer_blocks' and inner in DOUBLE_TARGETS) or (
+                group == 'single_transformer_blocks' and inner in SINGLE_TARGETS) or name in SHARED_TARGETS:
             names.append(name)
     return names
 
