@@ -149,11 +149,5 @@ def build(out: Path, profile_name: str, device: torch.device) -> tuple[Path, Pat
                   scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
                   use_post_quant_conv=False).save_pretrained(base / 'vae')
     build_bases.build_scheduler().save_pretrained(base / 'scheduler')
-    index = build_bases._model_index('FluxPipeline', {
-        'scheduler': ('diffusers', 'FlowMatchEulerDiscreteScheduler'),
-        'text_encoder': ('transformers', 'CLIPTextModel'), 'text_encoder_2': ('transformers', 'T5EncoderModel'),
-        'tokenizer': ('transformers', 'CLIPTokenizer'), 'tokenizer_2': ('transformers', 'T5TokenizerFast'),
-        'transformer': ('diffusers', 'FluxTransformer2DModel'), 'vae': ('diffusers', 'AutoencoderKL'),
-        'image_encoder': (None, None), 'feature_extractor': (None, None)})
-    (base / 'model_index.json').write_text(json.dumps(index, indent=2) + '\n')
+    build_bases.write_model_index(base, 'FluxPipeline', build_bases.FLUX_COMPONENTS)
     return base, adapter

@@ -24,6 +24,7 @@ import {
   postGenerate,
   smallRequest,
 } from './generate-checks.ts'
+import { expectError, SECRET_HEADER } from './protocol.ts'
 
 export interface ConformanceTarget {
   /** Base URL, e.g. `http://127.0.0.1:8788`. */
@@ -67,7 +68,6 @@ export class NotApplicable extends Error {}
 
 /** Bodies above this must be refused with 413 by any implementation. */
 export const PROTOCOL_MAX_BODY_BYTES = 64 * 1024 * 1024
-const SECRET_HEADER = 'X-Piflow-Backend-Secret'
 
 // ---- HTTP helpers -------------------------------------------------------------------------------
 
@@ -79,24 +79,6 @@ async function call(
   const headers = new Headers(init.headers)
   if (init.auth !== false) headers.set(SECRET_HEADER, target.secret)
   return fetch(new URL(path, target.url), { ...init, headers, signal: AbortSignal.timeout(60_000) })
-}
-
-async function expectError(response: Response, status: number, code: string) {
-  const text = await response.text()
-  assert.equal(
-    response.status,
-    status,
-    `expected ${status} ${code}, got ${response.status}: ${text}`,
-  )
-  let body: { error?: { code?: unknown; message?: unknown }; requestId?: unknown }
-  try {
-    body = JSON.parse(text)
-  } catch {
-    assert.fail(`error body is not JSON: ${text.slice(0, 200)}`)
-  }
-  assert.equal(body.error?.code, code, `error code: ${text}`)
-  assert.equal(typeof body.error?.message, 'string', 'error.message must be a string')
-  assert.equal(typeof body.requestId, 'string', 'requestId must be a string')
 }
 
 async function listModels(target: ConformanceTarget): Promise<ModelEntry[]> {

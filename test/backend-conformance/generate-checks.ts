@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { decode as decodePng } from 'fast-png'
+import { expectError, SECRET_HEADER } from './protocol.ts'
 
 export interface GenerateModel {
   id: string
@@ -42,8 +43,6 @@ export interface GenerationEvent {
   id?: string
   [key: string]: unknown
 }
-
-const SECRET_HEADER = 'X-Piflow-Backend-Secret'
 
 /** A fresh generation id (the worker sends its request id). */
 export function generationId(tag: string): string {
@@ -191,22 +190,6 @@ export function assertSucceeded(
     assert.deepEqual([event.width, event.height], [expect.width, expect.height], 'declared size')
     return image
   })
-}
-
-async function expectError(response: Response, status: number, code: string) {
-  const text = await response.text()
-  assert.equal(
-    response.status,
-    status,
-    `expected ${status} ${code}, got ${response.status}: ${text}`,
-  )
-  const body = JSON.parse(text) as {
-    error?: { code?: string; message?: string }
-    requestId?: string
-  }
-  assert.equal(body.error?.code, code, `error code: ${text}`)
-  assert.equal(typeof body.error?.message, 'string')
-  assert.equal(typeof body.requestId, 'string')
 }
 
 /** Reads events until `predicate` matches one; returns that event and the rest of the stream. */

@@ -1,9 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, it } from 'vitest'
 import { checks, runCheck } from './checks.ts'
+import { type ListeningServer, spawnListening } from './spawn-server.ts'
 
 // The protocol conformance suite against the PyTorch backend (torch-backend/): a real
 // `python -m piflow_torch.server` process serving the tiny fixture models on the CPU (real diffusers text
@@ -21,10 +21,9 @@ if (!existsSync(python)) {
 } else {
   describe('backend conformance (PyTorch backend)', () => {
     const secret = randomBytes(16).toString('hex')
-    let child: ChildProcess
-    let url: string
+    let server: ListeningServer
     beforeAll(async () => {
-      child = spawn(
+      server = await spawnListening(
         python,
         [
           '-m',
@@ -45,27 +44,15 @@ if (!existsSync(python)) {
             PIFLOW_BACKEND_SECRET: secret,
             PYTHONPATH: `${root}torch-backend`,
           },
-          stdio: ['ignore', 'pipe', 'inherit'],
         },
       )
-      url = await new Promise<string>((resolve, reject) => {
-        let out = ''
-        child.stdout?.setEncoding('utf8').on('data', (s: string) => {
-          out += s
-          const match = /piflow-torch listening on (http:\/\/\S+)/.exec(out)
-          if (match) resolve(match[1] as string)
-        })
-        child.once('exit', (code) => reject(new Error(`torch backend exited with ${code}`)))
-      })
     }, 300_000)
-    afterAll(() => {
-      child?.kill('SIGTERM')
-    })
+    afterAll(() => server?.stop())
 
     for (const check of checks) {
       it(
         check.name,
-        (ctx) => runCheck(check, { url, secret }, (reason) => ctx.skip(reason)),
+        (ctx) => runCheck(check, { url: server.url, secret }, (reason) => ctx.skip(reason)),
         120_000,
       )
     }
