@@ -19,12 +19,15 @@ NOISE_VECTORS = REPO_ROOT / "policy" / "vectors" / "noise.json"
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 
 
-def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs ``python -m module args`` as the npm scripts do (a real process, its own interpreter state)."""
+def run_python(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs this interpreter with ``args`` in a fresh process (its own environment and imports)."""
     full_env = {**os.environ, "PYTHONPATH": str(BACKEND_ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=full_env, cwd=REPO_ROOT, timeout=600
-    )
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full_env, cwd=REPO_ROOT, timeout=600)
+
+
+def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs ``python -m module args`` as the npm scripts do."""
+    return run_python(["-m", module, *args], env)
 
 
 def closing_counts(stdout: str) -> tuple[int, int, int]:

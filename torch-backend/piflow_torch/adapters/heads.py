@@ -72,7 +72,8 @@ class GMOutputLayer(nn.Module):
         return torch.cat([self.means(normed), self.logweights(normed), logstd[:, None, :].expand(batch, seq, 1)], dim=-1)
 
     def split(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(means (B,S,K,C_tok), logweights (B,S,K,p²) log-softmaxed over K, logstds (B,1,1,1))."""
+        """(means (B,S,K,C_tok), logweights (B,S,K,p²) log-softmaxed over K, logstds (B,1,1,1)), in the
+        packed tensor's dtype (the official model log-softmaxes in its own dtype too)."""
         batch, seq, _ = packed.shape
         k, c, p2 = self.k, self.token_channels, self.logweights_channels
         means = packed[..., : k * c].reshape(batch, seq, k, c)

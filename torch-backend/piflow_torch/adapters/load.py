@@ -126,15 +126,20 @@ def _install_dx_output(model: nn.Module, adapter: AdapterFiles) -> int:
     return n
 
 
-def _load_replacements(model: nn.Module, replacements: dict[str, torch.Tensor], required_prefixes: tuple[str, ...]) -> None:
-    """Copies the adapter's non-LoRA tensors onto the student's parameters, strictly."""
-    mapped = {}
-    for key, tensor in replacements.items():
-        target = key
-        for prefix, place in ADAPTER_HEAD_PREFIXES.items():
-            if key.startswith(prefix) and required_prefixes:
-                target = place + key[len(prefix) :]
-        mapped[target] = tensor
+def _student_key(key: str, prefixes: dict[str, str]) -> str:
+    """An adapter key's parameter name in the student (GM head keys move under ``norm_out``)."""
+    for prefix, place in prefixes.items():
+        if key.startswith(prefix):
+            return place + key[len(prefix) :]
+    return key
+
+
+def _load_replacements(
+    model: nn.Module, replacements: dict[str, torch.Tensor], required_prefixes: tuple[str, ...], key_map: dict[str, str]
+) -> None:
+    """Copies the adapter's non-LoRA tensors onto the student's parameters, strictly: each must land on a
+    parameter of its shape, and every parameter under ``required_prefixes`` must come from the adapter."""
+    mapped = {_student_key(key, key_map): tensor for key, tensor in replacements.items()}
     params = dict(model.named_parameters())
     unknown = sorted(k for k in mapped if k not in params)
     if unknown:
@@ -191,12 +196,12 @@ def load_student(
         raise AdapterError(f"base: diffusers could not load {base_dir} ({error})") from None
     if files.policy_type == "gm":
         output_layer, k = _install_gm_output(model, files, base_config)
-        required = ("norm_out.",)
+        required, key_map = ("norm_out.",), ADAPTER_HEAD_PREFIXES
     else:
         output_layer, k = None, _install_dx_output(model, files)
-        required = ("proj_out.",)
+        required, key_map = ("proj_out.",), {}
     model.to(dtype)
-    _load_replacements(model, files.replacements, required)
+    _load_replacements(model, files.replacements, required, key_map)
     inject_lora(model, files.lora)
     module.cast_rope_to_model_dtype(model, dtype)
     model.to(device).eval().requires_grad_(False)

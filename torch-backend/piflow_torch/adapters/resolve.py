@@ -81,10 +81,12 @@ def resolve_model_dir(
     except RevisionNotFoundError as error:
         raise ModelNotFoundError(f"{what}: {name}: {error}") from None
     except LocalEntryNotFoundError:
-        raise ModelNotFoundError(
-            f"{what}: {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and downloads are off "
-            f"({'HF_HUB_OFFLINE=1' if local_files_only is None else 'local_files_only=True'})"
-        ) from None
+        if offline:
+            why = "HF_HUB_OFFLINE=1" if local_files_only is None else "local_files_only=True"
+            reason = f"downloads are off ({why})"
+        else:
+            reason = "the Hub could not be reached"
+        raise ModelNotFoundError(f"{what}: {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {reason}") from None
     except (HfHubHTTPError, OSError) as error:
         raise ModelNotFoundError(f"{what}: could not download {where}: {error}") from None
     target = Path(snapshot) / sub if sub else Path(snapshot)

@@ -142,8 +142,9 @@ class Student:
             out = self._base.call(self.transformer, x_packed.to(self.device, self.dtype), timestep, cond, height, width)
         if self._output_layer is None:
             return {"grid": out.float()}
-        means, logweights, logstds = self._output_layer.split(out.float())
-        return {"means": means, "logweights": logweights, "logstds": logstds}
+        # split (and log-softmax) in the model's dtype, then float32, in the official order
+        means, logweights, logstds = self._output_layer.split(out)
+        return {"means": means.float(), "logweights": logweights.float(), "logstds": logstds.float()}
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, conditioning: dict | PreparedConditioning) -> PolicyOutput:
         """The policy output at (x, σ) in the golden layout, float32 on the student's device.

@@ -86,3 +86,18 @@ def compare_exact(field: str, got: object, expected: object) -> FieldResult:
         f"{field}: {differ.numel()}/{exp.numel()} values differ (exact); first [{first}]: got {int(g[first])}, "
         f"expected {int(exp[first])}",
     )
+
+
+def error_field(error: Exception) -> FieldResult:
+    """A case that cannot run is a failure, with the reason."""
+    return FieldResult("run", False, f"{type(error).__name__}: {error}")
+
+
+def report(label: str, fields: list[FieldResult], verbose: bool) -> bool:
+    """Prints ``PASS|FAIL label (n fields)`` and the failing (or, verbose, every) field; True when all passed."""
+    ok = all(f.ok for f in fields)
+    print(f"{'PASS' if ok else 'FAIL'} {label} ({len(fields)} fields)")
+    for f in fields:
+        if verbose or not f.ok:
+            print(f"     {'ok  ' if f.ok else 'FAIL'} {f.message}")
+    return ok

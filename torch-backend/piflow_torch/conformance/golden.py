@@ -28,7 +28,7 @@ from ..policy import (
     sample_loop,
 )
 from .cases import DOCUMENTED_KINDS, GoldenCase, golden_dir, load_cases
-from .compare import FieldResult, compare_close, compare_exact
+from .compare import FieldResult, compare_close, compare_exact, error_field, report
 
 EXACT_FIELDS = frozenset({"num_substeps", "substeps_per_step", "total_substeps_used", "segment_index"})
 NOT_COVERED = {
@@ -275,15 +275,11 @@ def run(directory: Path, dtypes: list[str], device: torch.device, filters: list[
                 continue
             try:
                 fields = check_case(case, runner(case.inputs, DTYPES[dtype_name], device), dtype_name)
-            except Exception as error:  # a case that cannot run is a failure, with the reason
-                fields = [FieldResult("run", False, f"{type(error).__name__}: {error}")]
-            ok = all(f.ok for f in fields)
+            except Exception as error:  # noqa: BLE001 (any error of a case is that case's failure)
+                fields = [error_field(error)]
+            ok = report(label, fields, verbose)
             passed += ok
             failed += not ok
-            print(f"{'PASS' if ok else 'FAIL'} {label} ({len(fields)} fields)")
-            for f in fields:
-                if verbose or not f.ok:
-                    print(f"     {'ok  ' if f.ok else 'FAIL'} {f.message}")
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 0 if failed == 0 else 1
 

@@ -29,7 +29,7 @@ from ..adapters.flux import image_ids, text_ids
 from ..policy import build_schedule
 from ..sampler import SamplerSettings, sample
 from .cases import REPO_ROOT
-from .compare import FieldResult, compare_close, compare_exact
+from .compare import FieldResult, compare_close, compare_exact, error_field, report
 
 
 def official_dir() -> Path:
@@ -76,6 +76,8 @@ def settings_of(case: OfficialCase) -> SamplerSettings:
     scheduler = call.get("scheduler", {})
     if scheduler.get("use_dynamic_shifting"):
         raise ValueError("dynamic shifting is not what the released students sample with")
+    if any(key.startswith("negative_") for key in case.io):
+        raise ValueError("the case uses true CFG (negative embeddings): the students sample without it")
     guidance = call.get("guidance_scale")
     return SamplerSettings(
         nfe=call["num_inference_steps"],
@@ -184,16 +186,12 @@ def run(directory: Path, device: torch.device, filters: list[str], verbose: bool
             parts.append(("load", check_load(case, student)))
             parts.append(("replay", check_replay(case, student, device)))
             parts.append(("sampler", check_sampler(case, student, device)))
-        except Exception as error:  # a case that cannot run is a failure, with the reason
-            parts.append(("run", [FieldResult("run", False, f"{type(error).__name__}: {error}")]))
+        except Exception as error:  # noqa: BLE001 (any error of a case is that case's failure)
+            parts.append(("run", [error_field(error)]))
         for part, fields in parts:
-            ok = all(f.ok for f in fields)
+            ok = report(f"{case_dir.name} {part}", fields, verbose)
             passed += ok
             failed += not ok
-            print(f"{'PASS' if ok else 'FAIL'} {case_dir.name} {part} ({len(fields)} fields)")
-            for f in fields:
-                if verbose or not f.ok:
-                    print(f"     {'ok  ' if f.ok else 'FAIL'} {f.message}")
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 

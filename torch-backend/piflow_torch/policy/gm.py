@@ -88,7 +88,7 @@ class GmPolicy:
         self._var4 = var.reshape(batch, 1, 1, 1)
         # Fixed for the whole segment: |m_k|² and m_k·x_src per pixel (B,K,1,H,W).
         self._means_sq = (self.means_x0 * self.means_x0).sum(dim=2, keepdim=True)
-        self._means_dot_src = torch.einsum("bkchw,bchw->bkhw", self.means_x0, x_src).unsqueeze(2)
+        self._means_dot_src = (self.means_x0 * x_src.unsqueeze(1)).sum(dim=2, keepdim=True)
 
     def _coefficients(self, sigma_t: Sigma) -> tuple[Sigma, Sigma, Sigma, torch.Tensor]:
         """α = r_t/σ̃_t, β = r_src/σ̃_src, ½ζ and 1/D at σ_t (floats or per-sample tensors)."""
@@ -105,11 +105,13 @@ class GmPolicy:
     def _posterior(self, x_t: torch.Tensor, sigma_t: Sigma) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior weights (B,K,1,H,W) and posterior mean x0_hat (B,C,H,W) at (x_t, σ_t)."""
         alpha, beta, half_zeta, inv_d = self._coefficients(sigma_t)
-        means_dot_xt = torch.einsum("bkchw,bchw->bkhw", self.means_x0, x_t).unsqueeze(2)
+        # broadcast multiply + sum, not einsum: einsum's batched matmul of K×C by C×1 per pixel is ~6×
+        # slower on the CPU (measured at 1024², K=8, C=16)
+        means_dot_xt = (self.means_x0 * x_t.unsqueeze(1)).sum(dim=2, keepdim=True)
         means_dot_nu = alpha * means_dot_xt - beta * self._means_dot_src
         logits = self.logweights_effective + (means_dot_nu - half_zeta * self._means_sq) * inv_d
         weights = torch.softmax(logits, dim=1)
-        weighted_means = torch.einsum("bkhw,bkchw->bchw", weights.squeeze(2), self.means_x0)
+        weighted_means = (weights * self.means_x0).sum(dim=1)
         nu = _squeeze1(alpha) * x_t - _squeeze1(beta) * self.x_src
         x0_hat = (weighted_means + self._var4 * nu) * _squeeze1(inv_d)
         return weights, x0_hat
