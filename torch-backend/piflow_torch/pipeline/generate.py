@@ -21,15 +21,12 @@ import torch
 
 from ..adapters import load_student
 from ..manifest import LoadedManifest
-from ..noise import randn
+from ..noise import randn_batch, request_seeds
 from ..sampler import SamplerSettings, sample
 from .images import decode_latents, png_bytes
 from .preview import LatentPreviewer
 from .spec import GenerationSpec
 from .text import PromptCache, PromptEncoder, collate
-
-SEED_MODULUS = 2 ** 32
-
 
 class BatchMember(Protocol):
     """What `run_batch` needs of one request in the batch (server/batcher.py's Job implements it)."""
@@ -124,11 +121,10 @@ def _check_student(loaded: LoadedManifest, student):
 
 
 def _noise(runtime: ModelRuntime, spec: GenerationSpec) -> torch.Tensor:
-    c = runtime.manifest.latentChannels
+    """Each image's own Philox stream (image i: seed + i), so batching never changes an image's noise."""
     f = runtime.manifest.vaeScaleFactor
-    shape = (1, c, spec.height // f, spec.width // f)
-    return torch.cat([randn(shape, (spec.seed + i) % SEED_MODULUS, device=runtime.device)
-                      for i in range(spec.count)])
+    shape = (runtime.manifest.latentChannels, spec.height // f, spec.width // f)
+    return randn_batch(request_seeds(spec.seed, spec.count), shape, device=runtime.device)
 
 
 def _ms_since(start: float) -> float:
@@ -182,10 +178,10 @@ def run_batch(runtime: ModelRuntime, members: list[BatchMember], should_stop: Ca
 
     start = time.perf_counter()
     for m, offset in zip(members, offsets):
-        for i in range(m.spec.count):
+        for i, seed in enumerate(request_seeds(m.spec.seed, m.spec.count)):
             if m.cancelled():
                 break
             rgb = decode_latents(family, runtime.base, latents[offset + i:offset + i + 1])[0]
-            m.on_image(i, (m.spec.seed + i) % SEED_MODULUS, png_bytes(rgb), m.spec.width, m.spec.height)
+            m.on_image(i, seed, png_bytes(rgb), m.spec.width, m.spec.height)
     timings.decode_ms = _ms_since(start)
     return timings
