@@ -22,11 +22,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import PiflowTorchError
+
 BUNDLED_DIR = Path(__file__).resolve().parent / 'manifests'
 
 
-class ManifestError(ValueError):
+class ManifestError(PiflowTorchError, ValueError):
     """A manifest that cannot be found or does not validate; the message names the file and the field."""
+
+    code = "manifest_invalid"
 
 
 class _Strict(BaseModel):
