@@ -23,20 +23,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _config() -> dict:
+    import yaml
+
+    return yaml.safe_load((BACKEND_ROOT / "serve.yaml").read_text())
+
+
+def test_the_serve_config_validates_and_names_one_gpu_per_replica_and_queue_length_autoscaling():
+    from ray.serve.schema import ServeDeploySchema
+
+    app = ServeDeploySchema.model_validate(_config()).applications[0]
+    assert app.import_path == "piflow_torch.ray_serve:build_app" and app.route_prefix == "/"
+    deployment = app.deployments[0]
+    assert deployment.ray_actor_options.num_gpus == 1
+    assert deployment.autoscaling_config["target_ongoing_requests"] == 8
+    module, _, name = app.import_path.partition(":")
+    builder = getattr(__import__(module, fromlist=[name]), name)
+    assert isinstance(builder(app.args), serve.Application)
+
+
 @pytest.fixture(scope="module")
 def deployment():
+    """The config file's deployment on this CPU: its args and options, with the fixture model, no GPU,
+    two fixed replicas (two CPUs), and a per-NFE delay so a cancel can catch a generation."""
     from piflow_torch.ray_serve import PiflowTorch
 
     secret = "ray-test-secret"
     port = _free_port()
+    app_config = _config()["applications"][0]
+    options = {k: v for k, v in app_config["deployments"][0].items() if k != "name"}
+    options.update(ray_actor_options={**options["ray_actor_options"], "num_cpus": 0.5, "num_gpus": 0},
+                   autoscaling_config=None, num_replicas=2)
+    args = {**app_config["args"], "models": [str(FLUX_TINY)], "dtype": "fp32", "device": "cpu",
+            "service": {**app_config["args"]["service"], "debug_step_delay_ms": 200}}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PIFLOW_BACKEND_SECRET": secret, "PYTHONPATH": str(BACKEND_ROOT)}})
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = PiflowTorch.options(ray_actor_options={"num_cpus": 0.5, "num_gpus": 0}, autoscaling_config=None,
-                                  num_replicas=2).bind(models=[str(FLUX_TINY)], device="cpu", dtype="fp32",
-                                                       service={"debug_step_delay_ms": 200})
-        serve.run(app, name="piflow-torch", route_prefix="/")
+        serve.run(PiflowTorch.options(**options).bind(**args), name="piflow-torch", route_prefix="/")
         yield f"http://127.0.0.1:{port}", secret
     finally:
         serve.shutdown()
