@@ -2,7 +2,9 @@
  * @module checks
  * The backend protocol conformance suite (backend/PROTOCOL.md) as plain async checks, so it runs both
  * from the CLI against any URL (`npm run conformance:backend -- <url>`) and inside vitest against ours.
- * It only speaks HTTP + safetensors; nothing here knows how the server is built.
+ * It only speaks HTTP + safetensors (+ JSON/NDJSON/PNG for whole generations); nothing here knows how
+ * the server is built. A check that needs an endpoint no listed model advertises (`capabilities`;
+ * absent = `["forward", "step"]`, the protocol's first version) is skipped, never passed.
  */
 
 import assert from 'node:assert/strict'
@@ -14,6 +16,14 @@ import {
   type SafetensorsFile,
   type SafetensorsTensor,
 } from '@piflow/protocol'
+import {
+  type GenerateModel,
+  generateChecks,
+  generatePath,
+  postGenerate,
+  smallRequest,
+} from './generate-checks.ts'
+import { expectError, SECRET_HEADER } from './protocol.ts'
 
 export interface ConformanceTarget {
   /** Base URL, e.g. `http://127.0.0.1:8788`. */
@@ -35,6 +45,7 @@ interface TensorSpec {
 /** The parts of a /v1/models entry the suite relies on (PROTOCOL.md "required"). */
 interface ModelEntry {
   id: string
+  capabilities?: Capability[]
   policy: { type: 'gm'; k: number } | { type: 'dx'; n: number }
   latent: { channels: number; height: number; width: number }
   inputs: TensorSpec[]
@@ -44,9 +55,18 @@ interface ModelEntry {
   guidance?: { default: number; input: string | null }
 }
 
+type Capability = 'forward' | 'step' | 'generate'
+
+/** What a model serves; an entry without `capabilities` predates whole generations. */
+export function capabilitiesOf(model: { capabilities?: string[] }): string[] {
+  return model.capabilities ?? ['forward', 'step']
+}
+
+/** Thrown by a check whose endpoint no model of the target serves: reported as skipped. */
+export class NotApplicable extends Error {}
+
 /** Bodies above this must be refused with 413 by any implementation. */
 export const PROTOCOL_MAX_BODY_BYTES = 64 * 1024 * 1024
-const SECRET_HEADER = 'X-Piflow-Backend-Secret'
 
 // ---- HTTP helpers -------------------------------------------------------------------------------
 
@@ -60,24 +80,6 @@ async function call(
   return fetch(new URL(path, target.url), { ...init, headers, signal: AbortSignal.timeout(60_000) })
 }
 
-async function expectError(response: Response, status: number, code: string) {
-  const text = await response.text()
-  assert.equal(
-    response.status,
-    status,
-    `expected ${status} ${code}, got ${response.status}: ${text}`,
-  )
-  let body: { error?: { code?: unknown; message?: unknown }; requestId?: unknown }
-  try {
-    body = JSON.parse(text)
-  } catch {
-    assert.fail(`error body is not JSON: ${text.slice(0, 200)}`)
-  }
-  assert.equal(body.error?.code, code, `error code: ${text}`)
-  assert.equal(typeof body.error?.message, 'string', 'error.message must be a string')
-  assert.equal(typeof body.requestId, 'string', 'requestId must be a string')
-}
-
 async function listModels(target: ConformanceTarget): Promise<ModelEntry[]> {
   const response = await call(target, '/v1/models')
   assert.equal(response.status, 200, `/v1/models → ${response.status}`)
@@ -86,8 +88,18 @@ async function listModels(target: ConformanceTarget): Promise<ModelEntry[]> {
   return body.models
 }
 
-async function firstModel(target: ConformanceTarget): Promise<ModelEntry> {
-  return (await listModels(target))[0] as ModelEntry
+/** The first model serving `capability` (default forward); NotApplicable when none does. */
+async function firstModel(
+  target: ConformanceTarget,
+  capability: Capability = 'forward',
+): Promise<ModelEntry> {
+  const model = (await listModels(target)).find((m) => capabilitiesOf(m).includes(capability))
+  if (!model) throw new NotApplicable(`no model on this backend advertises "${capability}"`)
+  return model
+}
+
+async function firstModelIfAny(target: ConformanceTarget, capability: Capability) {
+  return (await listModels(target)).find((m) => capabilitiesOf(m).includes(capability))
 }
 
 // ---- request building -----------------------------------------------------------------------------
@@ -189,13 +201,13 @@ function stepMetadata(overrides: Record<string, string> = {}) {
 function rawPost(
   target: ConformanceTarget,
   path: string,
-  options: { contentLength?: number; chunks: number; chunkBytes: number },
+  options: { contentLength?: number; chunks: number; chunkBytes: number; contentType?: string },
 ): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const url = new URL(path, target.url)
     const headers: Record<string, string | number> = {
       [SECRET_HEADER]: target.secret,
-      'Content-Type': 'application/octet-stream',
+      'Content-Type': options.contentType ?? 'application/octet-stream',
     }
     if (options.contentLength !== undefined) headers['Content-Length'] = options.contentLength
     const req = httpRequest(url, { method: 'POST', headers })
@@ -262,43 +274,68 @@ export const checks: Check[] = [
         401,
         'unauthorized',
       )
-      const model = await firstModel(t)
-      const body = encodeSafetensors(buildInputs(model, 1, 1))
-      const response = await fetch(new URL(`/v1/models/${model.id}/forward`, t.url), {
-        method: 'POST',
-        body: body as Uint8Array<ArrayBuffer>,
-      })
-      await expectError(response, 401, 'unauthorized')
+      const forwardModel = await firstModelIfAny(t, 'forward')
+      if (forwardModel) {
+        const body = encodeSafetensors(buildInputs(forwardModel, 1, 1))
+        const response = await fetch(new URL(`/v1/models/${forwardModel.id}/forward`, t.url), {
+          method: 'POST',
+          body: body as Uint8Array<ArrayBuffer>,
+        })
+        await expectError(response, 401, 'unauthorized')
+      }
+      const generateModel = await firstModelIfAny(t, 'generate')
+      if (generateModel) {
+        const response = await postGenerate(
+          { ...t, secret: '' },
+          generateModel.id,
+          smallRequest(generateModel as unknown as GenerateModel),
+        )
+        await expectError(response, 401, 'unauthorized')
+      }
     },
   },
   {
-    name: 'GET /v1/models lists models with policy, latent, inputs, outputs, maxBatchSize',
+    name: 'GET /v1/models lists models with policy, latent, maxBatchSize and what their capabilities need',
     async run(t) {
       for (const model of await listModels(t)) {
         assert.equal(typeof model.id, 'string')
         assert.ok(model.policy.type === 'gm' || model.policy.type === 'dx', 'policy.type')
         for (const d of Object.values(model.latent))
           assert.ok(Number.isInteger(d) && d > 0, 'latent')
+        assert.ok(Number.isInteger(model.maxBatchSize) && model.maxBatchSize >= 1, 'maxBatchSize')
+        const capabilities = capabilitiesOf(model)
+        assert.ok(capabilities.length > 0, 'capabilities')
+        for (const c of capabilities)
+          assert.ok(['forward', 'step', 'generate'].includes(c), `unknown capability ${c}`)
+        const one = await call(t, `/v1/models/${encodeURIComponent(model.id)}`)
+        assert.equal(one.status, 200)
+        assert.equal(((await one.json()) as ModelEntry).id, model.id)
+        if (capabilities.includes('generate'))
+          assertGenerateEntry(model as unknown as GenerateModel)
+        if (!capabilities.includes('forward') && !capabilities.includes('step')) continue
         const names = model.inputs.map((i) => i.name)
         for (const required of ['x', 'sigma', 'tokens'])
           assert.ok(names.includes(required), required)
         const outputs = model.outputs.map((o) => o.name).sort()
         assert.deepEqual(outputs, Object.keys(expectedOutputShapes(model, 1)).sort())
-        assert.ok(Number.isInteger(model.maxBatchSize) && model.maxBatchSize >= 1, 'maxBatchSize')
-        const one = await call(t, `/v1/models/${encodeURIComponent(model.id)}`)
-        assert.equal(one.status, 200)
-        assert.equal(((await one.json()) as ModelEntry).id, model.id)
       }
     },
   },
   {
-    name: 'unknown model is 404 model_not_found (listing, forward, step)',
+    name: 'unknown model is 404 model_not_found (listing, forward, step, generate)',
     async run(t) {
-      const model = await firstModel(t)
       await expectError(await call(t, '/v1/models/no-such-model'), 404, 'model_not_found')
-      const body = encodeSafetensors(buildInputs(model, 1, 1))
-      await expectError(await post(t, 'no-such-model', 'forward', body), 404, 'model_not_found')
-      await expectError(await post(t, 'no-such-model', 'step', body), 404, 'model_not_found')
+      const forwardModel = await firstModelIfAny(t, 'forward')
+      if (forwardModel) {
+        const body = encodeSafetensors(buildInputs(forwardModel, 1, 1))
+        await expectError(await post(t, 'no-such-model', 'forward', body), 404, 'model_not_found')
+        await expectError(await post(t, 'no-such-model', 'step', body), 404, 'model_not_found')
+      }
+      const generateModel = await firstModelIfAny(t, 'generate')
+      if (generateModel) {
+        const request = smallRequest(generateModel as unknown as GenerateModel)
+        await expectError(await postGenerate(t, 'no-such-model', request), 404, 'model_not_found')
+      }
     },
   },
   {
@@ -354,7 +391,7 @@ export const checks: Check[] = [
   {
     name: 'step returns x at sigma_dst: finite, (B,C,H,W), equal to integrating forward locally',
     async run(t) {
-      const model = await firstModel(t)
+      const model = await firstModel(t, 'step')
       const inputs = buildInputs(model, 2, 0.9, 5)
       const metadata = stepMetadata({ sigma_dst: '0.4', temperature: '0.7' })
       const stepped = await decodeOk(
@@ -399,7 +436,7 @@ export const checks: Check[] = [
   {
     name: 'step with sigma_dst = sigma leaves x unchanged',
     async run(t) {
-      const model = await firstModel(t)
+      const model = await firstModel(t, 'step')
       const inputs = buildInputs(model, 1, 0.5, 9)
       const out = await decodeOk(
         await post(
@@ -503,18 +540,33 @@ export const checks: Check[] = [
   {
     name: `oversize bodies are 413 payload_too_large (declared, and streamed without a length)`,
     async run(t) {
-      const model = await firstModel(t)
-      const path = `/v1/models/${encodeURIComponent(model.id)}/forward`
-      // Declares 1 GiB, sends 64 KiB: the answer must come from the header alone.
-      const declared = await rawPost(t, path, {
-        contentLength: 2 ** 30,
-        chunks: 1,
-        chunkBytes: 65536,
-      })
-      assert.equal(declared, 413, 'declared Content-Length over the limit')
-      // Chunked, no length: must be cut off once past the limit (at most 80 MiB is sent).
-      const streamed = await rawPost(t, path, { chunks: 80, chunkBytes: 1024 * 1024 })
-      assert.equal(streamed, 413, 'streamed body over the limit')
+      // each endpoint with the content type it accepts, so only the size is wrong
+      const targets: { path: string; contentType: string }[] = []
+      const forwardModel = await firstModelIfAny(t, 'forward')
+      if (forwardModel) {
+        const path = `/v1/models/${encodeURIComponent(forwardModel.id)}/forward`
+        targets.push({ path, contentType: 'application/octet-stream' })
+      }
+      const generateModel = await firstModelIfAny(t, 'generate')
+      if (generateModel)
+        targets.push({ path: generatePath(generateModel.id), contentType: 'application/json' })
+      for (const { path, contentType } of targets) {
+        // Declares 1 GiB, sends 64 KiB: the answer must come from the header alone.
+        const declared = await rawPost(t, path, {
+          contentLength: 2 ** 30,
+          chunks: 1,
+          chunkBytes: 65536,
+          contentType,
+        })
+        assert.equal(declared, 413, `${path}: declared Content-Length over the limit`)
+        // Chunked, no length: must be cut off once past the limit (at most 80 MiB is sent).
+        const streamed = await rawPost(t, path, {
+          chunks: 80,
+          chunkBytes: 1024 * 1024,
+          contentType,
+        })
+        assert.equal(streamed, 413, `${path}: streamed body over the limit`)
+      }
       const after = await call(t, '/healthz', { auth: false })
       assert.equal(after.status, 200)
     },
@@ -527,25 +579,79 @@ export const checks: Check[] = [
   },
 ]
 
+/** The whole-generation checks, each against the first model that advertises `generate`. */
+for (const check of generateChecks) {
+  checks.push({
+    name: check.name,
+    async run(t) {
+      await check.run(t, (await firstModel(t, 'generate')) as unknown as GenerateModel)
+    },
+  })
+}
+
+function assertGenerateEntry(model: GenerateModel) {
+  const { image } = model
+  for (const key of [
+    'defaultWidth',
+    'defaultHeight',
+    'minSide',
+    'maxSide',
+    'multipleOf',
+    'maxPixels',
+  ])
+    assert.ok(Number.isInteger(image?.[key as keyof typeof image]), `image.${key}`)
+  assert.ok(Number.isInteger(model.text?.maxPromptChars), 'text.maxPromptChars')
+  assert.ok(model.nfeOptions.includes(model.defaultNfe), 'defaultNfe in nfeOptions')
+  assert.ok(Number.isInteger(model.maxCount) && model.maxCount >= 1, 'maxCount')
+  assert.ok('default' in (model.guidance ?? {}), 'guidance.default (null: none)')
+}
+
+/** Runs one check under a test runner: a check that does not apply calls `skip(reason)` instead. */
+export async function runCheck(
+  check: Check,
+  target: ConformanceTarget,
+  skip: (reason: string) => void,
+): Promise<void> {
+  try {
+    await check.run(target)
+  } catch (error) {
+    if (error instanceof NotApplicable) skip(error.message)
+    else throw error
+  }
+}
+
+export interface CheckResult {
+  name: string
+  ok: boolean
+  /** Why the check did not apply to this backend (ok stays true: nothing failed, nothing passed). */
+  skipped?: string
+  error?: string
+  ms: number
+}
+
 /** Runs every check against `target`; returns one result per check (never throws). */
 export async function runConformance(
   target: ConformanceTarget,
-  onResult?: (result: { name: string; ok: boolean; error?: string; ms: number }) => void,
+  onResult?: (result: CheckResult) => void,
 ) {
-  const results: { name: string; ok: boolean; error?: string; ms: number }[] = []
+  const results: CheckResult[] = []
   for (const check of checks) {
     const started = performance.now()
-    let result: { name: string; ok: boolean; error?: string; ms: number }
+    let result: CheckResult
     try {
       await check.run(target)
       result = { name: check.name, ok: true, ms: performance.now() - started }
     } catch (error) {
-      result = {
-        name: check.name,
-        ok: false,
-        error: error instanceof Error ? error.message : String(error),
-        ms: performance.now() - started,
-      }
+      const ms = performance.now() - started
+      result =
+        error instanceof NotApplicable
+          ? { name: check.name, ok: true, skipped: error.message, ms }
+          : {
+              name: check.name,
+              ok: false,
+              error: error instanceof Error ? error.message : String(error),
+              ms,
+            }
     }
     results.push(result)
     onResult?.(result)

@@ -21,10 +21,14 @@ if (url === undefined || secret === undefined) {
 }
 
 const results = await runConformance({ url, secret }, (r) => {
-  const mark = r.ok ? 'ok  ' : 'FAIL'
+  const mark = r.skipped ? 'skip' : r.ok ? 'ok  ' : 'FAIL'
   process.stdout.write(`${mark} ${r.name} (${r.ms.toFixed(0)} ms)\n`)
+  if (r.skipped) process.stdout.write(`     ${r.skipped}\n`)
   if (!r.ok) process.stdout.write(`     ${r.error?.split('\n').join('\n     ')}\n`)
 })
 const failed = results.filter((r) => !r.ok).length
-process.stdout.write(`\n${results.length - failed} passed, ${failed} failed\n`)
+const skipped = results.filter((r) => r.skipped).length
+process.stdout.write(
+  `\n${results.length - failed - skipped} passed, ${failed} failed, ${skipped} skipped\n`,
+)
 process.exit(failed === 0 ? 0 : 1)

@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, it } from 'vitest'
-import { checks } from './checks.ts'
+import { checks, runCheck } from './checks.ts'
+import { type ListeningServer, spawnListening } from './spawn-server.ts'
 
 // The same conformance checks against the independent Python implementation (reference_server.py),
 // which proves they test the protocol rather than our server. Needs a Python with onnxruntime, numpy
@@ -21,10 +22,9 @@ if (!available) {
 } else {
   describe('backend conformance (Python reference server)', () => {
     const secret = randomBytes(16).toString('hex')
-    let child: ChildProcess
-    let url: string
+    let server: ListeningServer
     beforeAll(async () => {
-      child = spawn(
+      server = await spawnListening(
         python,
         [
           `${root}test/backend-conformance/reference_server.py`,
@@ -33,27 +33,15 @@ if (!available) {
           '--models-dir',
           `${root}models`,
         ],
-        {
-          env: { ...process.env, PIFLOW_BACKEND_SECRET: secret },
-          stdio: ['ignore', 'pipe', 'inherit'],
-        },
+        { env: { ...process.env, PIFLOW_BACKEND_SECRET: secret } },
       )
-      url = await new Promise<string>((resolve, reject) => {
-        let out = ''
-        child.stdout?.setEncoding('utf8').on('data', (s: string) => {
-          out += s
-          const match = /listening on (http:\/\/\S+)/.exec(out)
-          if (match) resolve(match[1] as string)
-        })
-        child.once('exit', (code) => reject(new Error(`reference server exited with ${code}`)))
-      })
     })
-    afterAll(() => {
-      child?.kill('SIGTERM')
-    })
+    afterAll(() => server?.stop())
 
     for (const check of checks) {
-      it(check.name, () => check.run({ url, secret }))
+      it(check.name, (ctx) =>
+        runCheck(check, { url: server.url, secret }, (reason) => ctx.skip(reason)),
+      )
     }
   })
 }
