@@ -1,0 +1,158 @@
+/**
+ * The local dev stack against another process on the same machine: what `npm start` / the test
+ * stack serve on loopback besides the API must not let anyone read or change its state, or read its
+ * secrets. Every port the worker's processes listen on is probed, not just the API port, since an
+ * attacker on the machine sees them all (`ss -ltn`).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { localBucketName, randomApiKey } from '../../scripts/local-stack.ts'
+import { createApiKeyRecord, SCOPES } from '../../worker/src/key-record.ts'
+import { call, type Generation, getGeneration, postGeneration } from './support/api.ts'
+import { probeInspectors } from './support/devtools.ts'
+import { portsOf } from './support/processes.ts'
+import { checkReport, record } from './support/report.ts'
+import { type Rig, startRig } from './support/rig.ts'
+
+const SUITE = 'dev-stack'
+const EXPLORER = '/cdn-cgi/local/explorer/api'
+/** The names anyone can read in wrangler.toml. */
+const KV_NAMESPACE = 'piflow-api-keys'
+const PUBLIC_BUCKET_NAME = 'piflow-images'
+
+let rig: Rig
+let made: Generation
+/** Every TCP port the worker's processes (wrangler, workerd) listen on. */
+let ports: number[]
+
+/** A request that may find nothing listening; `0` then. */
+async function statusOf(url: string, init: RequestInit = {}): Promise<number> {
+  try {
+    return (await call(url, { ...init, signal: AbortSignal.timeout(5000) })).status
+  } catch {
+    return 0
+  }
+}
+
+const ok = (status: number) => status >= 200 && status < 300
+
+beforeAll(async () => {
+  rig = await startRig({ backends: 1, env: { PIFLOW_RATE_LIMIT: '100000/60' } })
+  const response = await postGeneration(rig.workerUrl, rig.apiKey, {
+    prompt: 'a red apple',
+    seed: 5,
+  })
+  expect(response.status, response.text).toBe(200)
+  made = response.json as Generation
+  ports = portsOf(rig.workerProcesses())
+  expect(ports).toContain(Number(new URL(rig.workerUrl).port))
+})
+
+afterAll(async () => {
+  await rig?.stop()
+  checkReport(SUITE)
+})
+
+describe('no local process takes the dev stack over', () => {
+  it('Local Explorer: KV, R2 and Durable Object storage, on every port of the worker', async () => {
+    const imageKey = `images/${made.images[0]!.sha256}.png`
+    const attackerKey = randomApiKey('attacker')
+    const attackerRecord = await createApiKeyRecord(attackerKey, {
+      scopes: [...SCOPES],
+      rateLimit: { limit: 1_000_000, windowSeconds: 1 },
+    })
+    const requests: { what: string; path: string; init?: RequestInit }[] = [
+      { what: 'OpenAPI root', path: '' },
+      { what: 'KV namespaces', path: '/storage/kv/namespaces' },
+      { what: 'dev key record', path: `/storage/kv/namespaces/${KV_NAMESPACE}/values/key:dev` },
+      {
+        what: 'write an attacker key',
+        path: `/storage/kv/namespaces/${KV_NAMESPACE}/values/key:attacker`,
+        init: { method: 'PUT', body: JSON.stringify(attackerRecord) },
+      },
+      { what: 'R2 buckets', path: '/r2/buckets' },
+      ...[PUBLIC_BUCKET_NAME, localBucketName(rig.signingSecret)].map((bucket) => ({
+        what: 'an image object',
+        path: `/r2/buckets/${bucket}/objects/${encodeURIComponent(imageKey)}`,
+      })),
+      { what: 'Durable Object namespaces', path: '/workers/durable_objects/namespaces' },
+    ]
+    const served: string[] = []
+    for (const port of ports) {
+      for (const request of requests) {
+        const status = await statusOf(
+          `http://127.0.0.1:${port}${EXPLORER}${request.path}`,
+          request.init,
+        )
+        if (ok(status)) served.push(`${port} ${request.what}: ${status}`)
+      }
+    }
+    // Whatever the writes did, the attacker's key must not authenticate.
+    const asAttacker = await getGeneration(rig.workerUrl, attackerKey, made.id)
+    const tried = ports.length * requests.length + 1
+    record(SUITE, {
+      check: `Local Explorer API (${requests.length} KV/R2/DO reads and writes) on each of the worker's ${ports.length} ports, then the written attacker key`,
+      tried,
+      survived: tried - served.length - (asAttacker.status === 401 ? 0 : 1),
+      outcome: 'none served (explorer off); the attacker key gets 401',
+    })
+    expect(served).toEqual([])
+    expect(asAttacker.status).toBe(401)
+  })
+
+  it('local observability: stored request traces, on every port of the worker', async () => {
+    const served: string[] = []
+    for (const port of ports) {
+      const status = await statusOf(
+        `http://127.0.0.1:${port}${EXPLORER}/local/observability/query`,
+        {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ sql: 'SELECT * FROM spans LIMIT 50' }),
+        },
+      )
+      if (ok(status)) served.push(`${port}: ${status}`)
+    }
+    record(SUITE, {
+      check: `observability query (stored request URLs) on each of the worker's ${ports.length} ports`,
+      tried: ports.length,
+      survived: ports.length - served.length,
+      outcome: 'none served (observability off)',
+    })
+    expect(served).toEqual([])
+  })
+
+  it("R2's unsigned public route, by the bucket name in wrangler.toml", async () => {
+    const image = `${made.images[0]!.sha256}.png`
+    const served: string[] = []
+    for (const port of ports) {
+      const url = `http://127.0.0.1:${port}/cdn-cgi/local/r2/public/${PUBLIC_BUCKET_NAME}/images/${image}`
+      const status = await statusOf(url)
+      if (ok(status)) served.push(`${port}: ${status}`)
+    }
+    record(SUITE, {
+      check: `GET /cdn-cgi/local/r2/public/${PUBLIC_BUCKET_NAME}/images/<sha256>.png on each of the worker's ${ports.length} ports`,
+      tried: ports.length,
+      survived: ports.length - served.length,
+      outcome:
+        'never the image: the local bucket is named by a secret derived from the signing secret',
+    })
+    expect(served).toEqual([])
+  })
+
+  it('devtools inspectors: Runtime.evaluate(process.env.PIFLOW_BACKEND_SECRET)', async () => {
+    const probes = await probeInspectors(
+      ports,
+      'globalThis.process?.env?.PIFLOW_BACKEND_SECRET ?? null',
+    )
+    const exposed = probes.filter((p) => p.targets > 0)
+    const leaked = probes.filter((p) => p.values.some((v) => v.includes(rig.backendSecret)))
+    record(SUITE, {
+      check: `devtools /json/list + Runtime.evaluate on each of the worker's ${ports.length} ports`,
+      tried: ports.length,
+      survived: ports.length - exposed.length,
+      outcome: 'no inspector listens (opt-in: PIFLOW_INSPECTOR_PORT); no secret evaluated',
+    })
+    expect(leaked.map((p) => p.port)).toEqual([])
+    expect(exposed.map((p) => `${p.port}: ${p.targets} targets`)).toEqual([])
+  })
+})
