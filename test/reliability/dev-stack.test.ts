@@ -4,12 +4,16 @@
  * secrets. Every port the worker's processes listen on is probed, not just the API port, since an
  * attacker on the machine sees them all (`ss -ltn`).
  */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { localBucketName, randomApiKey } from '../../scripts/local-stack.ts'
+import { freePort, localBucketName, ROOT, randomApiKey } from '../../scripts/local-stack.ts'
 import { createApiKeyRecord, SCOPES } from '../../worker/src/key-record.ts'
 import { call, type Generation, getGeneration, postGeneration } from './support/api.ts'
 import { probeInspectors } from './support/devtools.ts'
-import { portsOf } from './support/processes.ts'
+import { isAlive, portsOf, processTree } from './support/processes.ts'
 import { checkReport, record } from './support/report.ts'
 import { type Rig, startRig } from './support/rig.ts'
 
@@ -155,4 +159,78 @@ describe('no local process takes the dev stack over', () => {
     expect(leaked.map((p) => p.port)).toEqual([])
     expect(exposed.map((p) => `${p.port}: ${p.targets} targets`)).toEqual([])
   })
+})
+
+/** Resolves once `child` printed a line matching `ready`; rejects if it exits or takes too long. */
+function waitForOutput(child: ChildProcess, ready: RegExp, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let output = ''
+    const timer = setTimeout(() => reject(new Error(`not ready:\n${output.slice(-3000)}`)), timeoutMs)
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString()
+      if (ready.test(output)) {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`exited early (${code}):\n${output.slice(-3000)}`))
+    })
+  })
+}
+
+/** Polls until every pid is gone or `timeoutMs` passed; returns those still alive. */
+async function survivors(pids: number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const alive = pids.filter(isAlive)
+    if (alive.length === 0 || Date.now() > deadline) return alive
+    await new Promise((r) => setTimeout(r, 200))
+  }
+}
+
+describe('signals to the README start commands stop every child', () => {
+  // What systemd, `docker stop`, `timeout` and a closed terminal send: a signal to the top process.
+  const cases = [
+    ...(['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((signal) => ({
+      signal,
+      command: ['bash', 'scripts/start.sh'],
+    })),
+    { signal: 'SIGTERM' as const, command: ['npm', 'start'] },
+  ]
+  for (const { signal, command } of cases) {
+    it(`${signal} to \`${command.join(' ')}\``, async () => {
+      const port = await freePort()
+      const stateDir = mkdtempSync(join(tmpdir(), 'piflow-start-'))
+      const top = spawn(command[0]!, command.slice(1), {
+        cwd: ROOT,
+        env: { ...process.env, PORT: String(port), PIFLOW_STATE_DIR: stateDir },
+        // Its own session: the signal reaches the top process alone, as from a supervisor.
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let tree: number[] = []
+      try {
+        await waitForOutput(top, /piflow is running/, 240_000)
+        tree = processTree(top.pid!)
+        top.kill(signal)
+        const left = await survivors(tree, 20_000)
+        const stillServing = (await statusOf(`http://127.0.0.1:${port}/healthz`)) !== 0
+        record(SUITE, {
+          check: `${signal} to the top process of \`${command.join(' ')}\` (${tree.length} processes running)`,
+          tried: tree.length,
+          survived: tree.length - left.length,
+          outcome: 'every process of the stack exits within 20 s; the port closes',
+        })
+        expect(left).toEqual([])
+        expect(stillServing).toBe(false)
+      } finally {
+        for (const pid of tree.filter(isAlive)) process.kill(pid, 'SIGKILL')
+        rmSync(stateDir, { recursive: true, force: true })
+      }
+    })
+  }
 })
