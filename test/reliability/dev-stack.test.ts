@@ -165,7 +165,10 @@ describe('no local process takes the dev stack over', () => {
 function waitForOutput(child: ChildProcess, ready: RegExp, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let output = ''
-    const timer = setTimeout(() => reject(new Error(`not ready:\n${output.slice(-3000)}`)), timeoutMs)
+    const timer = setTimeout(
+      () => reject(new Error(`not ready:\n${output.slice(-3000)}`)),
+      timeoutMs,
+    )
     const onData = (chunk: Buffer) => {
       output += chunk.toString()
       if (ready.test(output)) {

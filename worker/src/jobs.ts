@@ -12,6 +12,7 @@ import { ApiError } from './errors.ts'
 import { withoutPreview } from './events.ts'
 import type { ProgressInfo } from './generate.ts'
 import { type GenerationPlan, runGeneration } from './generate.ts'
+import { LEASE_MS, LEASE_RENEW_MS } from './lease.ts'
 import type { GenerationRecord, StoredImage } from './records.ts'
 
 /** What a job reports while it runs. */
@@ -61,15 +62,26 @@ export class GenerationJob {
   #cacheWrite: Promise<unknown> = Promise.resolve()
   /** Milliseconds from the images being encoded to the last write stored (the durability cost). */
   storeMs = 0
+  /** Renews the record's lease while the job runs (lease.ts); cleared when the final record is issued. */
+  readonly #leaseTimer: ReturnType<typeof setInterval>
 
   constructor(options: JobOptions) {
+    const record = { ...options.record, leaseUntil: Date.now() + LEASE_MS }
     // Issued first on this stub, so each later write of the job lands after it (calls on one stub
     // arrive in order); a failure surfaces through `done`, whose final put would fail alike.
-    this.stored = options.ledger.putGeneration(options.record)
+    this.stored = options.ledger.putGeneration(record)
     this.stored.catch((error) => console.error('storing the running generation failed', error))
     this.#pending.push(this.stored)
-    this.done = this.#run(options)
+    this.#leaseTimer = setInterval(() => this.#renewLease(options), LEASE_RENEW_MS)
+    this.done = this.#run({ ...options, record })
     this.settled = this.done.then(() => this.#cacheWrite)
+  }
+
+  /** A missed renewal is harmless (the lease outlasts several); a dead job renews nothing. */
+  #renewLease(options: JobOptions): void {
+    options.ledger
+      .renewLease(options.record.id, Date.now() + LEASE_MS)
+      .catch((error) => console.error('renewing the generation lease failed', error))
   }
 
   /** Receives past events at once, then live ones; returns the unsubscribe function. */
@@ -182,6 +194,7 @@ export class GenerationJob {
    */
   async #finish(options: JobOptions, next: GenerationRecord): Promise<void> {
     this.#finalIssued = true
+    clearInterval(this.#leaseTimer)
     const writes: Promise<unknown>[] = [options.ledger.putGeneration(next)]
     if (options.idempotencyKey) {
       const transient = (next.error?.status ?? 0) >= 502

@@ -7,7 +7,7 @@
  */
 import type { Context } from 'hono'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
-import { ABANDONED_MS, type Ledger } from './durable/ledger.ts'
+import type { Ledger } from './durable/ledger.ts'
 import { lastSeq, recordEvents, type StreamEvent, terminalSeq } from './events.ts'
 import type { AppEnv } from './hono-env.ts'
 import type { GenerationRecord } from './records.ts'
@@ -68,10 +68,6 @@ async function writeEvent(
   await stream.writeSSE({ event: event.type, data: JSON.stringify(data), id: String(event.seq) })
 }
 
-/** A running record this old belongs to a job that died with its isolate: it will never finish. */
-const abandoned = (record: GenerationRecord) =>
-  record.status === 'running' && Date.now() - Date.parse(record.createdAt) > ABANDONED_MS
-
 /**
  * Streams `record`'s events after `afterSeq`; while it is running, follows it through `ledger`
  * (keepalive comments while nothing happens) until `done` or `error`. Dropping this stream, like
@@ -98,18 +94,8 @@ export function streamRecord(
           last = event.seq
         }
         if (last >= end || stream.aborted) return
-        if (abandoned(current)) {
-          const error = {
-            code: 'generation_abandoned',
-            message: 'The generation stopped reporting progress and will not finish',
-          }
-          await stream.writeSSE({
-            event: 'error',
-            data: JSON.stringify(errorEventData(current.id, error, requestId)),
-            id: String(end),
-          })
-          return
-        }
+        // A dead job's generation comes back from the Ledger as failed (lease.ts): its `error` event
+        // is then one of the record's events, as in GET's JSON.
         const next = await Promise.race([
           ledger.watchGeneration(current.id, last, settings.sseKeepaliveMs),
           aborted,

@@ -228,6 +228,7 @@ generations.post('/', auth('generations:write'), async (c) => {
       throw new ConflictError(
         'idempotency_in_progress',
         `A request with this Idempotency-Key is still running (${decision.generationId})`,
+        decision.retryAfter,
       )
     }
     if (decision.kind === 'mismatch') {

@@ -1,0 +1,130 @@
+/**
+ * What happens around a generation when processes die, keys are revoked, uploads are cut off or
+ * backends fail: the stack must end every state it started (no record or Idempotency-Key stuck
+ * "running"), tell clients the truth (JSON and SSE agree, Retry-After says the real wait), charge no
+ * quota for its own failures, and log a client's hang-up as what it is.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createClient } from '../../sdk/src/index.ts'
+import { LEASE_MS } from '../../worker/src/lease.ts'
+import { sseEvents } from '../support/sse.ts'
+import { type Generation, getGeneration, postGeneration } from './support/api.ts'
+import { checkReport, record } from './support/report.ts'
+import { type Rig, startRig } from './support/rig.ts'
+
+const SUITE = 'lifecycle'
+/** Each onnxruntime run of the backend takes this long, so a generation is mid-flight for seconds. */
+const RUN_DELAY_MS = 1500
+/** The bound the issue sets on noticing a dead job's generation for the default model. */
+const ABANDON_BOUND_MS = 60_000
+
+let rig: Rig
+
+beforeAll(async () => {
+  rig = await startRig({
+    backends: 1,
+    backendArgs: ['--debug-run-delay-ms', String(RUN_DELAY_MS)],
+    env: { PIFLOW_RATE_LIMIT: '100000/60' },
+  })
+})
+
+afterAll(async () => {
+  await rig?.stop()
+  checkReport(SUITE)
+})
+
+/** Starts a streamed generation and reads until its first progress event; returns its id. */
+async function startStreamed(body: unknown, idempotencyKey: string): Promise<string> {
+  const response = await fetch(`${rig.workerUrl}/v1/generations`, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${rig.apiKey}`,
+      'Content-Type': 'application/json',
+      Accept: 'text/event-stream',
+      'Idempotency-Key': idempotencyKey,
+    },
+    body: JSON.stringify(body),
+  })
+  expect(response.status).toBe(200)
+  let id: string | undefined
+  // The stream is left open: the worker dies under it.
+  for await (const event of sseEvents(response.body!)) {
+    if (event.event === 'id') id = (JSON.parse(event.data) as { id: string }).id
+    if (event.event === 'progress') break
+  }
+  expect(id).toMatch(/^gen_/)
+  return id!
+}
+
+/** The events of `GET /v1/generations/:id` as a stream, read to its end. */
+async function streamOf(id: string): Promise<{ event: string; data: string }[]> {
+  const response = await fetch(`${rig.workerUrl}/v1/generations/${id}`, {
+    headers: { Authorization: `Bearer ${rig.apiKey}`, Accept: 'text/event-stream' },
+    signal: AbortSignal.timeout(ABANDON_BOUND_MS),
+  })
+  const events: { event: string; data: string }[] = []
+  for await (const event of sseEvents(response.body!)) events.push(event)
+  return events
+}
+
+describe('a worker killed mid-generation leaves nothing stuck', () => {
+  it('SIGKILL of wrangler + workerd during a streamed, idempotent generation, then a restart', async () => {
+    const key = `reliability-${crypto.randomUUID()}`
+    const body = { prompt: 'a red apple', seed: 4242, size: 32 }
+    const id = await startStreamed(body, key)
+    await rig.killWorker()
+    const killedAt = Date.now()
+    await rig.restartWorker()
+
+    // A retry right away: refused while the dead job's lease runs, and told how long that is.
+    const conflict = await postGeneration(rig.workerUrl, rig.apiKey, body, {
+      'Idempotency-Key': key,
+    })
+    const retryAfter = Number(conflict.headers.get('retry-after'))
+    const remainingLease = Math.ceil((killedAt + LEASE_MS - Date.now()) / 1000)
+    const honestConflict =
+      conflict.status === 409
+        ? retryAfter >= Math.min(2, remainingLease) && retryAfter <= LEASE_MS / 1000
+        : conflict.status === 200 // the lease had already run out: the retry ran
+    // The SDK's own retries (same Idempotency-Key, honouring Retry-After) get a real image.
+    const client = createClient({ baseUrl: rig.workerUrl, apiKey: rig.apiKey })
+    const retried = await client
+      .generate(body, { idempotencyKey: key })
+      .then((result) => result.data)
+      .catch((error: Error) => error)
+    const retryRan =
+      !(retried instanceof Error) && retried.status === 'succeeded' && retried.id !== id
+
+    // GET and the SSE resume agree: failed, generation_abandoned, well within the bound.
+    const stored = await getGeneration(rig.workerUrl, rig.apiKey, id)
+    const detectedMs = Date.now() - killedAt
+    const generation = stored.json as Generation
+    const jsonAbandoned =
+      generation.status === 'failed' &&
+      generation.error?.code === 'generation_abandoned' &&
+      detectedMs <= ABANDON_BOUND_MS
+    const events = await streamOf(id)
+    const last = events.at(-1)
+    const sseAbandoned =
+      last?.event === 'error' &&
+      (JSON.parse(last.data) as { error: { code: string } }).error.code === 'generation_abandoned'
+    const checks = { honestConflict, retryRan, jsonAbandoned, sseAbandoned }
+    record(SUITE, {
+      check:
+        'worker SIGKILLed after the first progress event of an SSE generation with an Idempotency-Key; restarted on the same state',
+      tried: 4,
+      survived: Object.values(checks).filter(Boolean).length,
+      outcome: `a retry is told the lease's real remaining time (409 + Retry-After ≤ ${LEASE_MS / 1000} s) and the SDK's retry then runs it; GET says failed generation_abandoned and the SSE resume ends with that error, within ${ABANDON_BOUND_MS / 1000} s`,
+    })
+    expect(
+      { ...checks, conflict: conflict.status, retryAfter, detectedMs, retried: String(retried) },
+      conflict.text,
+    ).toMatchObject({
+      honestConflict: true,
+      retryRan: true,
+      jsonAbandoned: true,
+      sseAbandoned: true,
+    })
+  })
+})
