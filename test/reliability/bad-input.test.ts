@@ -122,6 +122,50 @@ const FIELDS = [
   'constructor',
 ] as const
 
+/**
+ * Code points that NFC turns into 2–3 (U+FB2C: 3), as ranges: the composition exclusions of Unicode
+ * 14, fixed by Unicode's normalisation stability policy, so the generated cases do not move with the
+ * runtime's ICU version.
+ */
+const NFC_EXPANDING: [number, number][] = [
+  [0x344, 0x344],
+  [0x958, 0x95f],
+  [0x9dc, 0x9dd],
+  [0x9df, 0x9df],
+  [0xa33, 0xa33],
+  [0xa36, 0xa36],
+  [0xa59, 0xa5b],
+  [0xa5e, 0xa5e],
+  [0xb5c, 0xb5d],
+  [0xf43, 0xf43],
+  [0xf4d, 0xf4d],
+  [0xf52, 0xf52],
+  [0xf57, 0xf57],
+  [0xf5c, 0xf5c],
+  [0xf69, 0xf69],
+  [0xf73, 0xf73],
+  [0xf75, 0xf76],
+  [0xf78, 0xf78],
+  [0xf81, 0xf81],
+  [0xf93, 0xf93],
+  [0xf9d, 0xf9d],
+  [0xfa2, 0xfa2],
+  [0xfa7, 0xfa7],
+  [0xfac, 0xfac],
+  [0xfb9, 0xfb9],
+  [0x2adc, 0x2adc],
+  [0xfb1d, 0xfb1d],
+  [0xfb1f, 0xfb1f],
+  [0xfb2a, 0xfb36],
+  [0xfb38, 0xfb3c],
+  [0xfb3e, 0xfb3e],
+  [0xfb40, 0xfb41],
+  [0xfb43, 0xfb44],
+  [0xfb46, 0xfb4e],
+  [0x1d15e, 0x1d164],
+  [0x1d1bb, 0x1d1c0],
+]
+
 beforeAll(async () => {
   rig = await startRig({ backends: 1, env: { PIFLOW_RATE_LIMIT: '100000/60' } })
 })
@@ -200,6 +244,59 @@ describe('public API (worker)', () => {
           expect(generation.images).toHaveLength(1)
         } else {
           expect(expectErrorBody(response, [422])).toBe('validation_failed')
+        }
+      },
+    )
+  })
+
+  it('prompts that Unicode normalisation (NFC) makes longer than the limit', async () => {
+    const expanding = NFC_EXPANDING.flatMap(([from, to]) =>
+      Array.from({ length: to - from + 1 }, (_, i) => String.fromCodePoint(from + i)),
+    )
+    const limit = generationRequestSchema.shape.prompt.maxLength!
+    const send = (prompt: string) =>
+      worker('/v1/generations', {
+        method: 'POST',
+        headers: authed(),
+        body: JSON.stringify({ prompt, seed: 9, size: 32 }),
+      })
+    // Within the limit as sent, past it (and past the tokenizer's own limit) once normalised.
+    const fixed = [
+      { prompt: `red apple ${'\uFB2C'.repeat(683)}`, expect: 422 },
+      { prompt: `red apple ${'\uFB2C'.repeat(334)}`, expect: 422 },
+      { prompt: `red apple ${'\uFB2C'.repeat(334).normalize('NFC').slice(0, 980)}`, expect: 200 },
+    ]
+    let fixedOk = 0
+    for (const c of fixed) {
+      const response = await send(c.prompt)
+      if (response.status === c.expect) fixedOk++
+      expect(response.status, response.text.slice(0, 300)).toBe(c.expect)
+    }
+    record(SUITE, {
+      check: `prompts of ≤ ${limit} chars that NFC expands past ${limit} (U+FB2C × 683 → 2059 chars, × 334 → 1012), and one that stays within`,
+      tried: fixed.length,
+      survived: fixedOk,
+      outcome: '422 validation_failed on `prompt` (limits checked after normalising), never 500',
+    })
+    await check(
+      `prompts of the ${expanding.length} NFC-expanding code points and a few words, ≤ ${limit} chars as sent`,
+      { seed: 309, numRuns: 40, outcome: `200 if ≤ ${limit} chars after NFC, else 422` },
+      fc
+        .tuple(
+          fc.constantFrom('', 'red apple ', 'smiling cat face '),
+          fc.array(fc.constantFrom(...expanding), { maxLength: 700, size: 'max' }),
+        )
+        .map(([words, chars]) => `${words}${chars.join('')}`)
+        .filter((prompt) => prompt.trim().length > 0 && prompt.length <= limit),
+      send,
+      (response, prompt) => {
+        const normalised = prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
+        if (normalised.length > limit) {
+          expect(expectErrorBody(response, [422])).toBe('validation_failed')
+          const fields = (response.json as { error: { fields: { path: string }[] } }).error.fields
+          expect(fields.map((f) => f.path)).toContain('prompt')
+        } else {
+          expect(response.status, response.text.slice(0, 300)).toBe(200)
         }
       },
     )

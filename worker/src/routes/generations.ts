@@ -6,6 +6,7 @@
  * → Idempotency-Key (replay/409/422) → cache (hit: no backend) → run. Validation failures cost no quota.
  */
 
+import { TokenizerError } from '@piflow/models'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
@@ -38,10 +39,43 @@ import {
   generationRequestSchema,
   MAX_BODY_BYTES,
   MAX_COUNT,
+  MAX_PROMPT_CHARS,
 } from '../schemas.ts'
 import { errorEventData, idEventData, streamRecord, unbuffered, wantsSse } from '../sse.ts'
 
 export const generations = new Hono<AppEnv>()
+
+/**
+ * The prompt in its one spelling (NFC, trimmed, single spaces, so cache keys do not split on
+ * whitespace), with its limits checked after normalising: NFC alone can make a prompt that was within
+ * the limit as sent three times longer. Whatever the tokenizer refuses is the caller's 422 too.
+ */
+function normalizePrompt(raw: string, model: LoadedModel, errors: FieldError[]): string {
+  const prompt = raw.normalize('NFC').trim().replace(/\s+/g, ' ')
+  const { maxLength } = model.manifest.text
+  if (prompt.length > MAX_PROMPT_CHARS) {
+    errors.push({
+      path: 'prompt',
+      message: `is ${prompt.length} characters once normalised (Unicode NFC); at most ${MAX_PROMPT_CHARS}`,
+    })
+    return prompt
+  }
+  let tokens: number
+  try {
+    tokens = model.tokenize(prompt).length
+  } catch (error) {
+    if (!(error instanceof TokenizerError)) throw error
+    errors.push({ path: 'prompt', message: error.message })
+    return prompt
+  }
+  if (tokens > maxLength) {
+    errors.push({
+      path: 'prompt',
+      message: `is ${tokens} tokens; this model reads at most ${maxLength}`,
+    })
+  }
+  return prompt
+}
 
 /** Model-specific checks the static schema cannot express (422 with every failing field). */
 function normalize(
@@ -71,15 +105,7 @@ function normalize(
     })
   }
   if (body.count > maxCount) errors.push({ path: 'count', message: `must be at most ${maxCount}` })
-  // One spelling per meaning: NFC, trimmed, single spaces, so cache keys do not split on whitespace.
-  const prompt = body.prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
-  const tokens = model.tokenize(prompt).length
-  if (tokens > manifest.text.maxLength) {
-    errors.push({
-      path: 'prompt',
-      message: `is ${tokens} tokens; this model reads at most ${manifest.text.maxLength}`,
-    })
-  }
+  const prompt = normalizePrompt(body.prompt, model, errors)
   if (errors.length > 0) throw new ValidationError(errors)
   const studentKey = manifest.sampling.perNfe[String(nfe)]?.onnx
   const seeded = body.seed !== undefined
