@@ -4,7 +4,7 @@
  * secrets. Every port the worker's processes listen on is probed, not just the API port, since an
  * attacker on the machine sees them all (`ss -ltn`).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -236,4 +236,41 @@ describe('signals to the README start commands stop every child', () => {
       }
     })
   }
+})
+
+/** `scripts/keys.ts …` on the rig's local state. */
+function keysScript(...args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'scripts/keys.ts', ...args, '--local', '--persist-to', rig.persistTo],
+      { cwd: ROOT },
+      (error, stdout, stderr) => resolve({ code: error ? 1 : 0, output: stdout + stderr }),
+    )
+  })
+}
+
+describe('the local dev key', () => {
+  it('a revoked dev key stays revoked across worker restarts', async () => {
+    const keyId = /^pf_([a-z0-9]+)_/.exec(rig.apiKey)![1]!
+    let revoke = { code: -1, output: '' }
+    await rig.restartWorker({
+      whileStopped: async () => {
+        revoke = await keysScript('revoke', keyId)
+      },
+    })
+    const afterOne = await getGeneration(rig.workerUrl, rig.apiKey, made.id)
+    await rig.restartWorker()
+    const afterTwo = await getGeneration(rig.workerUrl, rig.apiKey, made.id)
+    const statuses = [afterOne.status, afterTwo.status]
+    record(SUITE, {
+      check: '`scripts/keys.ts revoke dev --local`, then 2 worker restarts with the same dev key',
+      tried: statuses.length,
+      survived: statuses.filter((s) => s === 401).length,
+      outcome:
+        '401 after each restart: the seed writes the dev key only when its record is missing or for another key',
+    })
+    expect(revoke.code, revoke.output).toBe(0)
+    expect(statuses).toEqual([401, 401])
+  })
 })

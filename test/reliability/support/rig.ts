@@ -45,8 +45,13 @@ export interface Rig {
   killWorker(): Promise<void>
   /** starts a fresh backend `i` and points its proxy at it */
   replaceBackend(i: number): Promise<void>
-  /** stops the worker and starts it again on the same state directory (same secrets) */
-  restartWorker(options?: { apiKey?: string }): Promise<void>
+  /**
+   * stops the worker and starts it again on the same state directory (same secrets); `whileStopped`
+   * runs in between (e.g. scripts/keys.ts on the state, which the running workerd keeps locked)
+   */
+  restartWorker(options?: { apiKey?: string; whileStopped?: () => Promise<void> }): Promise<void>
+  /** the wrangler state directory (KV, R2, Durable Objects) */
+  persistTo: string
   stop(): Promise<void>
 }
 
@@ -144,8 +149,10 @@ export async function startRig(options?: RigOptions): Promise<Rig> {
       const service = await startOne(i)
       proxies[i]!.upstream = service.url
     },
+    persistTo,
     async restartWorker(restart) {
       await worker?.stop()
+      await restart?.whileStopped?.()
       if (restart?.apiKey) {
         apiKey = restart.apiKey
         issuedSecrets.add(apiKey)

@@ -7,10 +7,22 @@ import { createMiddleware } from 'hono/factory'
 import { endTime, startTime } from 'hono/timing'
 import { BadRequestError, ForbiddenError, UnauthorizedError } from '../errors.ts'
 import type { AppEnv } from '../hono-env.ts'
-import { createApiKeyRecord, parseApiKey, SCOPES, type Scope, verifyApiKey } from '../keys.ts'
+import {
+  apiKeyRecordSchema,
+  createApiKeyRecord,
+  parseApiKey,
+  SCOPES,
+  type Scope,
+  verifyApiKey,
+} from '../keys.ts'
 
 const seeded = new Set<string>()
 
+/**
+ * Writes the dev key's record unless KV already holds one for this very key: a record that is
+ * missing, unreadable or for another key (a new dev key) is replaced; this key's own record, revoked
+ * or edited, is kept, so `keys.ts revoke` survives the next start.
+ */
 async function seedDevKey(kv: KVNamespace, devKey: string): Promise<void> {
   if (seeded.has(devKey)) return
   const parsed = parseApiKey(devKey)
@@ -19,7 +31,8 @@ async function seedDevKey(kv: KVNamespace, devKey: string): Promise<void> {
     name: 'local development key',
     scopes: [...SCOPES],
   })
-  await kv.put(`key:${parsed.keyId}`, JSON.stringify(record))
+  const stored = apiKeyRecordSchema.safeParse(await kv.get(`key:${parsed.keyId}`, 'json')).data
+  if (stored?.hash !== record.hash) await kv.put(`key:${parsed.keyId}`, JSON.stringify(record))
   seeded.add(devKey)
 }
 
