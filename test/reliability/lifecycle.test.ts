@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient } from '../../sdk/src/index.ts'
 import { LEASE_MS } from '../../worker/src/lease.ts'
 import { sseEvents } from '../support/sse.ts'
-import { type Generation, getGeneration, postGeneration } from './support/api.ts'
+import { call, type Generation, getGeneration, postGeneration } from './support/api.ts'
 import { checkReport, record } from './support/report.ts'
 import { type Rig, startRig } from './support/rig.ts'
 
@@ -125,6 +125,91 @@ describe('a worker killed mid-generation leaves nothing stuck', () => {
       retryRan: true,
       jsonAbandoned: true,
       sseAbandoned: true,
+    })
+  })
+})
+
+/** Reads `response`'s events until the stream ends; resolves with them and when it ended. */
+async function readToEnd(
+  response: Response,
+): Promise<{ events: { event: string; data: string }[]; endedAt: number }> {
+  const events: { event: string; data: string }[] = []
+  for await (const event of sseEvents(response.body!)) events.push(event)
+  return { events, endedAt: Date.now() }
+}
+
+const endsRevoked = (events: { event: string; data: string }[]) => {
+  const last = events.at(-1)
+  return (
+    last?.event === 'error' &&
+    (JSON.parse(last.data) as { error: { code: string } }).error.code === 'key_revoked'
+  )
+}
+
+// Last: it revokes the suite's key.
+describe('revoking a key (DELETE /v1/keys/:id)', () => {
+  it('is immediate on the isolate that handles it: requests refused, open streams end', async () => {
+    const keyId = /^pf_([a-z0-9]+)_/.exec(rig.apiKey)![1]!
+    const auth = { Authorization: `Bearer ${rig.apiKey}` }
+    const made = await postGeneration(rig.workerUrl, rig.apiKey, { prompt: 'a pear', seed: 77 })
+    expect(made.status, made.text).toBe(200)
+    const image = (made.json as Generation).images[0]!
+    // Another key's id: not this key's to revoke.
+    const other = await call(`${rig.workerUrl}/v1/keys/someoneelse`, {
+      method: 'DELETE',
+      headers: auth,
+    })
+    // A live generation's stream (the POST) and a follower of it (GET as SSE).
+    const live = await fetch(`${rig.workerUrl}/v1/generations`, {
+      method: 'POST',
+      headers: { ...auth, 'Content-Type': 'application/json', Accept: 'text/event-stream' },
+      body: JSON.stringify({ prompt: 'a plum', seed: 78, size: 32 }),
+    })
+    const reader = sseEvents(live.body!)
+    const first = (await reader.next()).value as { event: string; data: string }
+    const { id } = JSON.parse(first.data) as { id: string }
+    const follower = await fetch(`${rig.workerUrl}/v1/generations/${id}`, {
+      headers: { ...auth, Accept: 'text/event-stream' },
+    })
+    const liveRest = (async () => {
+      const events = [first]
+      for await (const event of reader) events.push(event)
+      return { events, endedAt: Date.now() }
+    })()
+    const followed = readToEnd(follower)
+
+    const revoke = await call(`${rig.workerUrl}/v1/keys/${keyId}`, {
+      method: 'DELETE',
+      headers: auth,
+    })
+    const revokedAt = Date.now()
+    const after = await getGeneration(rig.workerUrl, rig.apiKey, id)
+    const [liveEnd, followEnd] = await Promise.all([liveRest, followed])
+    // Signed URLs are bearer capabilities until they expire (documented): the image still loads.
+    const imageStatus = (await fetch(image.url)).status
+    const checks = {
+      otherForbidden: other.status === 403,
+      revoked: revoke.status === 200 && (revoke.json as { revoked?: boolean }).revoked === true,
+      refusedAtOnce: after.status === 401,
+      liveStreamEnded: endsRevoked(liveEnd.events) && liveEnd.endedAt - revokedAt < 2000,
+      followerEnded: endsRevoked(followEnd.events) && followEnd.endedAt - revokedAt < 2000,
+      signedUrlStillServes: imageStatus === 200,
+    }
+    record(SUITE, {
+      check:
+        'DELETE /v1/keys/<own id> during a live SSE generation and a follower of it; DELETE of another id; a signed URL made before',
+      tried: Object.keys(checks).length,
+      survived: Object.values(checks).filter(Boolean).length,
+      outcome:
+        "403 for another key's id; 200 revoked; the key's next request 401 and both streams end with error key_revoked within 2 s; signed image URLs stay valid until they expire (documented)",
+    })
+    expect(checks).toEqual({
+      otherForbidden: true,
+      revoked: true,
+      refusedAtOnce: true,
+      liveStreamEnded: true,
+      followerEnded: true,
+      signedUrlStillServes: true,
     })
   })
 })

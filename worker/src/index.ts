@@ -16,6 +16,7 @@ import { openApiDocument } from './openapi.ts'
 import { generations } from './routes/generations.ts'
 import { health } from './routes/health.ts'
 import { images } from './routes/images.ts'
+import { keys } from './routes/keys.ts'
 import { models } from './routes/models.ts'
 
 export { Ledger } from './durable/ledger.ts'
@@ -62,6 +63,7 @@ app.route('/', health)
 app.route('/v1/generations', generations)
 app.route('/v1/models', models)
 app.route('/v1/images', images)
+app.route('/v1/keys', keys)
 app.get('/openapi.json', (c) => c.json(openApiDocument()))
 app.get('/v1/openapi.json', (c) => c.json(openApiDocument()))
 

@@ -182,6 +182,20 @@ export function openApiDocument(): object {
           },
         },
       },
+      '/v1/keys/{id}': {
+        delete: {
+          operationId: 'revokeKey',
+          summary:
+            'Revoke the calling key itself: refused at once by this isolate (its open streams end with error key_revoked), elsewhere within ~70 s; signed image URLs stay valid until they expire',
+          security: bearer,
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            200: { description: 'Revoked', content: json('RevokedKey') },
+            401: error('Missing or unknown key'),
+            403: error("Not the calling key's id"),
+          },
+        },
+      },
       '/healthz': {
         get: { operationId: 'health', responses: { 200: { description: 'Worker alive' } } },
       },

@@ -10,8 +10,10 @@ import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
 import type { Ledger } from './durable/ledger.ts'
 import { lastSeq, recordEvents, type StreamEvent, terminalSeq } from './events.ts'
 import type { AppEnv } from './hono-env.ts'
+import { watchRevocation } from './middleware/auth.ts'
 import type { GenerationRecord } from './records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from './render.ts'
+import { KEY_REVOKED } from './revocations.ts'
 
 export const wantsSse = (c: Context<AppEnv>) =>
   (c.req.header('Accept') ?? '').toLowerCase().includes('text/event-stream')
@@ -85,25 +87,37 @@ export function streamRecord(
     c,
     streamSSE(c, async (stream) => {
       const aborted = new Promise<undefined>((resolve) => stream.onAbort(() => resolve(undefined)))
+      const revocation = watchRevocation(c, settings.sseKeepaliveMs)
+      const revoked = revocation.revoked.then(() => 'revoked' as const)
       const end = terminalSeq(record.request)
       let current = record
       let last = afterSeq
-      for (;;) {
-        for (const event of recordEvents(current, last)) {
-          await writeEvent(stream, event, current, options, requestId)
-          last = event.seq
+      try {
+        for (;;) {
+          for (const event of recordEvents(current, last)) {
+            await writeEvent(stream, event, current, options, requestId)
+            last = event.seq
+          }
+          if (last >= end || stream.aborted) return
+          // A dead job's generation comes back from the Ledger as failed (lease.ts): its `error` event
+          // is then one of the record's events, as in GET's JSON.
+          const next = await Promise.race([
+            ledger.watchGeneration(current.id, last, settings.sseKeepaliveMs),
+            aborted,
+            revoked,
+          ])
+          if (next === 'revoked') {
+            const data = errorEventData(current.id, KEY_REVOKED, requestId)
+            await stream.writeSSE({ event: 'error', data: JSON.stringify(data), id: String(end) })
+            return
+          }
+          if (stream.aborted || next === undefined) return
+          if (next.status === 'running' && lastSeq(next) <= last)
+            await stream.write(': keepalive\n\n')
+          current = next
         }
-        if (last >= end || stream.aborted) return
-        // A dead job's generation comes back from the Ledger as failed (lease.ts): its `error` event
-        // is then one of the record's events, as in GET's JSON.
-        const next = await Promise.race([
-          ledger.watchGeneration(current.id, last, settings.sseKeepaliveMs),
-          aborted,
-        ])
-        if (stream.aborted || next === undefined) return
-        if (next.status === 'running' && lastSeq(next) <= last)
-          await stream.write(': keepalive\n\n')
-        current = next
+      } finally {
+        revocation.stop()
       }
     }),
   )

@@ -3,6 +3,7 @@
  * Bearer-key authentication with per-route scopes. Keys live in KV as hashes only (keys.ts); in local
  * mode the dev key from PIFLOW_DEV_API_KEY is seeded into KV on first use (never outside local mode).
  */
+import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import { endTime, startTime } from 'hono/timing'
 import { BadRequestError, ForbiddenError, UnauthorizedError } from '../errors.ts'
@@ -15,6 +16,7 @@ import {
   type Scope,
   verifyApiKey,
 } from '../keys.ts'
+import { onRevokedHere } from '../revocations.ts'
 
 const seeded = new Set<string>()
 
@@ -36,8 +38,8 @@ async function seedDevKey(kv: KVNamespace, devKey: string): Promise<void> {
   seeded.add(devKey)
 }
 
-/** Requires a valid key carrying `scope`; sets `c.var.principal`. */
-export const auth = (scope: Scope) =>
+/** Requires a valid key (carrying `scope` when given); sets `c.var.principal`. */
+export const auth = (scope?: Scope) =>
   createMiddleware<AppEnv>(async (c, next) => {
     const { devApiKey } = c.var.settings
     if (devApiKey) await seedDevKey(c.env.API_KEYS, devApiKey)
@@ -62,9 +64,39 @@ export const auth = (scope: Scope) =>
     const principal = await verifyApiKey(c.env.API_KEYS, match[1]!)
     endTime(c, 'auth')
     if (!principal) throw new UnauthorizedError('Unknown, revoked or malformed API key')
-    if (!principal.scopes.includes(scope)) {
+    if (scope && !principal.scopes.includes(scope)) {
       throw new ForbiddenError(`This API key lacks the "${scope}" scope`)
     }
     c.set('principal', principal)
     await next()
   })
+
+/** What {@link watchRevocation} returns. */
+export interface RevocationWatch {
+  /** resolves once the caller's key is no longer valid */
+  revoked: Promise<void>
+  stop(): void
+}
+
+/**
+ * Watches the caller's key while a long response (an event stream) runs: `revoked` resolves at once
+ * when the key is revoked through this isolate, else at the first re-check against KV (every
+ * `intervalMs`, through the key memo) that refuses it.
+ */
+export function watchRevocation(c: Context<AppEnv>, intervalMs: number): RevocationWatch {
+  const { keyId } = c.var.principal
+  const token = /^Bearer +(\S+)/i.exec(c.req.header('Authorization') ?? '')?.[1] ?? ''
+  let stop = () => {}
+  const revoked = new Promise<void>((resolve) => {
+    const unsubscribe = onRevokedHere(keyId, resolve)
+    const timer = setInterval(async () => {
+      if (!(await verifyApiKey(c.env.API_KEYS, token).catch(() => true))) resolve()
+    }, intervalMs)
+    stop = () => {
+      unsubscribe()
+      clearInterval(timer)
+    }
+  })
+  revoked.then(() => stop())
+  return { revoked, stop: () => stop() }
+}

@@ -26,13 +26,14 @@ import {
 import { imageSeq, parseLastEventId, progressSeq, terminalSeq } from '../events.ts'
 import type { AppEnv } from '../hono-env.ts'
 import { GenerationJob } from '../jobs.ts'
-import { auth } from '../middleware/auth.ts'
+import { auth, watchRevocation } from '../middleware/auth.ts'
 import { readJsonBody } from '../middleware/json-body.ts'
 import { consumeQuota } from '../middleware/rate-limit.ts'
 import { getModel, type LoadedModel } from '../models.ts'
 import { publicOrigin } from '../origin.ts'
 import type { GenerationRecord, NormalizedRequest } from '../records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from '../render.ts'
+import { KEY_REVOKED } from '../revocations.ts'
 import {
   fieldErrors,
   type GenerationRequest,
@@ -395,16 +396,21 @@ generations.post('/', auth('generations:write'), async (c) => {
           )
         }
       })
+      // A key revoked mid-stream ends the stream (the job runs on; its result stays in the Ledger).
+      const revocation = watchRevocation(c, settings.sseKeepaliveMs)
       try {
-        const record = await job.done
+        const record = await Promise.race([job.done, revocation.revoked.then(() => undefined)])
         await chain
         const end = terminalSeq(request)
-        if (record.error) {
+        if (!record) {
+          await write('error', end, errorEventData(id, KEY_REVOKED, c.var.requestId))
+        } else if (record.error) {
           await write('error', end, errorEventData(id, record.error, c.var.requestId))
         } else {
           await write('done', end, await renderGeneration(record, options, job.pngs))
         }
       } finally {
+        revocation.stop()
         clearInterval(keepalive)
         unsubscribe()
       }
