@@ -212,7 +212,8 @@ async function readRequest(
       `body must be application/octet-stream (safetensors), got ${type}`,
     )
   }
-  const body = await readBody(raw, ctx.options.maxBodyBytes)
+  // The body counts against the request's deadline: a stalled upload is refused, not waited for.
+  const body = await readBody(raw, ctx.options.maxBodyBytes, ctx.options.requestTimeoutMs)
   const { tensors, metadata } = decodeBody(body)
   const student = selectStudent(model, metadata)
   const { feeds, batch } = validateInputs(model, student, tensors, ctx.options.maxBatchSize)

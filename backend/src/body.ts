@@ -2,13 +2,19 @@
  * @module body
  * Reads a request body with a hard size limit: a declared Content-Length over the limit is refused
  * before a byte is read, and a body without one (chunked) or one that lies is counted while it streams
- * and refused the moment it passes the limit — memory is never allocated beyond the limit.
+ * and refused the moment it passes the limit — memory is never allocated beyond the limit. A body
+ * that has not arrived within the request's deadline is a 408; a client that hangs up mid-upload is
+ * 499 `cancelled` (nobody reads it), not an internal error with a stack in the log.
  */
 
 import { BackendError } from './errors.ts'
 
-/** Reads `request`'s body (at most `maxBytes`), aborting with the request's signal. */
-export async function readBody(request: Request, maxBytes: number): Promise<Uint8Array> {
+/** Reads `request`'s body (at most `maxBytes`) within `timeoutMs`. */
+export async function readBody(
+  request: Request,
+  maxBytes: number,
+  timeoutMs: number,
+): Promise<Uint8Array> {
   const tooLarge = (size: string) =>
     new BackendError(
       413,
@@ -33,9 +39,19 @@ export async function readBody(request: Request, maxBytes: number): Promise<Uint
   const chunks: Uint8Array[] = []
   let received = 0
   const reader = request.body.getReader()
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(
+        new BackendError(408, 'request_timeout', `body not received within ${timeoutMs} ms`, {
+          headers: { Connection: 'close' },
+        }),
+      )
+    }, timeoutMs)
+  })
   try {
     for (;;) {
-      const { done, value } = await reader.read()
+      const { done, value } = await Promise.race([reader.read(), timeout])
       if (done) break
       received += value.byteLength
       if (received > maxBytes) throw tooLarge('more than that')
@@ -43,7 +59,10 @@ export async function readBody(request: Request, maxBytes: number): Promise<Uint
     }
   } catch (error) {
     await reader.cancel().catch(() => {})
-    throw error
+    if (error instanceof BackendError) throw error
+    throw new BackendError(499, 'cancelled', 'the client hung up before its body arrived')
+  } finally {
+    clearTimeout(timer)
   }
   if (chunks.length === 1) return chunks[0] as Uint8Array
   const out = new Uint8Array(received)

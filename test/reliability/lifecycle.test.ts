@@ -5,6 +5,7 @@
  * quota for its own failures, and log a client's hang-up as what it is.
  */
 
+import { connect } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient } from '../../sdk/src/index.ts'
 import { LEASE_MS } from '../../worker/src/lease.ts'
@@ -18,13 +19,22 @@ const SUITE = 'lifecycle'
 const RUN_DELAY_MS = 1500
 /** The bound the issue sets on noticing a dead job's generation for the default model. */
 const ABANDON_BOUND_MS = 60_000
+/** The backend's per-request deadline in this suite (a body that has not arrived by then is refused). */
+const BACKEND_REQUEST_TIMEOUT_MS = 8000
+/** The worker's limit on reading a request body (worker/src/middleware/json-body.ts). */
+const WORKER_BODY_TIMEOUT_MS = 10_000
 
 let rig: Rig
 
 beforeAll(async () => {
   rig = await startRig({
     backends: 1,
-    backendArgs: ['--debug-run-delay-ms', String(RUN_DELAY_MS)],
+    backendArgs: [
+      '--debug-run-delay-ms',
+      String(RUN_DELAY_MS),
+      '--request-timeout-ms',
+      String(BACKEND_REQUEST_TIMEOUT_MS),
+    ],
     env: { PIFLOW_RATE_LIMIT: '100000/60' },
   })
 })
@@ -125,6 +135,96 @@ describe('a worker killed mid-generation leaves nothing stuck', () => {
       retryRan: true,
       jsonAbandoned: true,
       sseAbandoned: true,
+    })
+  })
+})
+
+/**
+ * A POST whose body stops halfway: the headers promise `declared` bytes, `sent` of them go out, then
+ * the client either hangs up (`destroy`) or waits for an answer. Resolves with the status line (or
+ * `''` when the server closed without one) and how long it took.
+ */
+function partialUpload(
+  url: string,
+  headers: Record<string, string>,
+  declared: number,
+  sent: number,
+  then: 'destroy' | 'wait',
+): Promise<{ status: string; ms: number }> {
+  const target = new URL(url)
+  return new Promise((resolve) => {
+    const started = Date.now()
+    let answer = ''
+    const socket = connect(Number(target.port), target.hostname)
+    const done = () =>
+      resolve({ status: /^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? '', ms: Date.now() - started })
+    socket.setTimeout(60_000, () => socket.destroy())
+    socket.on('data', (chunk) => {
+      answer += chunk.toString()
+      socket.end()
+    })
+    socket.on('close', done)
+    socket.on('error', () => undefined)
+    socket.on('connect', () => {
+      const head = Object.entries({
+        ...headers,
+        'Content-Length': String(declared),
+        Connection: 'close',
+      })
+        .map(([k, v]) => `${k}: ${v}`)
+        .join('\r\n')
+      socket.write(`POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\n${head}\r\n\r\n`)
+      socket.write(Buffer.alloc(sent, 0x20))
+      if (then === 'destroy') setTimeout(() => socket.destroy(), 300)
+    })
+  })
+}
+
+describe('uploads cut off or stalled', () => {
+  it('worker and backend: a client hang-up is no 500, a stalled body is a 408', async () => {
+    const workerPost = `${rig.workerUrl}/v1/generations`
+    const workerHeaders = {
+      Authorization: `Bearer ${rig.apiKey}`,
+      'Content-Type': 'application/json',
+    }
+    const backendPost = `${rig.backendUrls[0]}/v1/models/piflow-emoji/forward`
+    const backendHeaders = {
+      'X-Piflow-Backend-Secret': rig.backendSecret,
+      'Content-Type': 'application/octet-stream',
+    }
+    const logsBefore = rig.logs.length
+    for (let i = 0; i < 3; i++) {
+      await partialUpload(workerPost, workerHeaders, 4000, 1000, 'destroy')
+      await partialUpload(backendPost, backendHeaders, 400_000, 100_000, 'destroy')
+    }
+    const [workerStall, backendStall] = await Promise.all([
+      partialUpload(workerPost, workerHeaders, 4000, 1000, 'wait'),
+      partialUpload(backendPost, backendHeaders, 400_000, 100_000, 'wait'),
+    ])
+    // Time for the servers to log what they make of the hang-ups.
+    await new Promise((r) => setTimeout(r, 1000))
+    const logged = rig.logs.slice(logsBefore)
+    const alarming = logged.filter((line) =>
+      /unhandled|internal error|internal_error|\s+at /.test(line),
+    )
+    const checks = {
+      workerStall408:
+        workerStall.status === '408' && workerStall.ms < WORKER_BODY_TIMEOUT_MS + 5000,
+      backendStall408:
+        backendStall.status === '408' && backendStall.ms < BACKEND_REQUEST_TIMEOUT_MS + 5000,
+      noAlarmingLogLines: alarming.length === 0,
+    }
+    record(SUITE, {
+      check:
+        '3 uploads cut off halfway (client hangs up) and 1 stalled halfway, each to the worker and to a backend',
+      tried: 3,
+      survived: Object.values(checks).filter(Boolean).length,
+      outcome: `no unhandled 500 or stack logged for a hang-up; a stalled body gets 408 request_timeout (worker after ${WORKER_BODY_TIMEOUT_MS / 1000} s, backend at its request deadline)`,
+    })
+    expect({ ...checks, workerStall, backendStall, alarming: alarming.slice(0, 5) }).toMatchObject({
+      workerStall408: true,
+      backendStall408: true,
+      noAlarmingLogLines: true,
     })
   })
 })
