@@ -43,7 +43,7 @@ function localSecrets(): LocalSecrets {
     backendSecret: randomSecret(),
     signingSecret: randomSecret(),
   }
-  mkdirSync(STATE_DIR, { recursive: true })
+  mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 })
   writeFileSync(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 })
   return secrets
 }

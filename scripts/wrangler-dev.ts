@@ -10,13 +10,16 @@
  *   worker, secrets included; opt in with `PIFLOW_INSPECTOR_PORT=<port>` when debugging;
  * - R2's public-bucket route (`/cdn-cgi/local/r2/public/<bucket>/<key>`, unsigned reads), which
  *   wrangler always serves: the local bucket is named by `PIFLOW_LOCAL_R2_BUCKET` (env, not argv),
- *   a name derived from the signing secret, so the route answers only whoever holds that secret.
+ *   a name derived from the signing secret, so the route answers only whoever holds that secret;
+ * - state files readable by other users (KV holds key hashes, R2 the images): everything it and
+ *   workerd create is private (umask 077), the state directory 0700.
  *
  * Stops the worker (and workerd) on SIGTERM, SIGINT and SIGHUP, and when its parent process dies.
  *
  * Usage: node --import tsx scripts/wrangler-dev.ts --port N --persist-to DIR --env-file FILE
  *        [--var NAME:VALUE …]
  */
+import { chmodSync, mkdirSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
 // Read by wrangler when it builds the Miniflare options; set before it is loaded.
@@ -26,6 +29,8 @@ process.env.X_LOCAL_OBSERVABILITY = 'false'
 process.env.CI = 'true'
 process.env.WRANGLER_SEND_METRICS = 'false'
 process.env.CLOUDFLARE_CF_FETCH_ENABLED = 'false'
+// Inherited by workerd, which writes the KV, R2 and Durable Object files.
+process.umask(0o077)
 
 const { values } = parseArgs({
   options: {
@@ -57,6 +62,11 @@ function inspectorOption(): false | { hostname: string; port: number } {
 }
 
 const persistTo = values['persist-to']
+if (persistTo) {
+  mkdirSync(persistTo, { recursive: true })
+  // One made before (by an older version, or with another umask) becomes private too.
+  chmodSync(persistTo, 0o700)
+}
 const bucket = process.env.PIFLOW_LOCAL_R2_BUCKET
 const { unstable_startWorker } = await import('wrangler')
 const worker = await unstable_startWorker({
