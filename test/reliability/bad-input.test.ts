@@ -5,6 +5,7 @@
  * generators happen to produce may succeed; they must then be real, finished generations.
  */
 import { connect } from 'node:net'
+import { splitWords } from '@piflow/models'
 import { encodeSafetensors, type SafetensorsTensor } from '@piflow/policy'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -280,7 +281,11 @@ describe('public API (worker)', () => {
     })
     await check(
       `prompts of the ${expanding.length} NFC-expanding code points and a few words, ≤ ${limit} chars as sent`,
-      { seed: 309, numRuns: 40, outcome: `200 if ≤ ${limit} chars after NFC, else 422` },
+      {
+        seed: 309,
+        numRuns: 40,
+        outcome: `200 if ≤ ${limit} chars after NFC and it has a word to read, else 422`,
+      },
       fc
         .tuple(
           fc.constantFrom('', 'red apple ', 'smiling cat face '),
@@ -291,7 +296,7 @@ describe('public API (worker)', () => {
       send,
       (response, prompt) => {
         const normalised = prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
-        if (normalised.length > limit) {
+        if (normalised.length > limit || splitWords(normalised).length === 0) {
           expect(expectErrorBody(response, [422])).toBe('validation_failed')
           const fields = (response.json as { error: { fields: { path: string }[] } }).error.fields
           expect(fields.map((f) => f.path)).toContain('prompt')
@@ -440,6 +445,74 @@ describe('public API (worker)', () => {
         if (response.status >= 400) expectErrorBody(response)
       },
     )
+  })
+
+  it('content negotiation, charsets and prompts with nothing to read', async () => {
+    const body = JSON.stringify({ prompt: 'a red apple', seed: 21, size: 32 })
+    const post = (headers: Record<string, string>, payload = body) =>
+      worker('/v1/generations', { method: 'POST', headers: authed(headers), body: payload })
+    const isJson = (r: ReadResponse) =>
+      r.status === 200 && (r.headers.get('content-type') ?? '').startsWith('application/json')
+    const isSse = (r: ReadResponse) =>
+      r.status === 200 && (r.headers.get('content-type') ?? '').startsWith('text/event-stream')
+    const isError = (status: number, code: string) => (r: ReadResponse) =>
+      r.status === status && expectErrorBody(r) === code
+    const cases: {
+      what: string
+      send: () => Promise<ReadResponse>
+      ok: (r: ReadResponse) => boolean
+    }[] = [
+      {
+        what: 'Accept: text/event-stream;q=0',
+        send: () => post({ Accept: 'text/event-stream;q=0' }),
+        ok: isJson,
+      },
+      {
+        what: 'Accept: text/event-stream;q=0.2, application/json',
+        send: () => post({ Accept: 'text/event-stream;q=0.2, application/json' }),
+        ok: isJson,
+      },
+      { what: 'Accept: */*', send: () => post({ Accept: '*/*' }), ok: isJson },
+      {
+        what: 'Accept: text/event-stream',
+        send: () => post({ Accept: 'text/event-stream' }),
+        ok: isSse,
+      },
+      {
+        what: 'Content-Type: application/json; charset=latin1',
+        send: () => post({ 'Content-Type': 'application/json; charset=latin1' }),
+        ok: isError(415, 'unsupported_media_type'),
+      },
+      {
+        what: 'Content-Type: application/json; charset=utf-16',
+        send: () => post({ 'Content-Type': 'application/json; charset=utf-16' }),
+        ok: isError(415, 'unsupported_media_type'),
+      },
+      {
+        what: 'Content-Type: application/json; charset="UTF-8"',
+        send: () => post({ 'Content-Type': 'application/json; charset="UTF-8"' }),
+        ok: isJson,
+      },
+      {
+        what: 'a prompt of emoji and punctuation only (no word the tokenizer reads)',
+        send: () => post({}, JSON.stringify({ prompt: '🍎🍏 !!! ¿?', seed: 22 })),
+        ok: isError(422, 'validation_failed'),
+      },
+    ]
+    const failed: string[] = []
+    for (const c of cases) {
+      const response = await c.send()
+      if (!c.ok(response))
+        failed.push(`${c.what}: ${response.status} ${response.text.slice(0, 120)}`)
+    }
+    record(SUITE, {
+      check: `Accept q-values, request charsets, prompts without a readable word (${cases.length} cases)`,
+      tried: cases.length,
+      survived: cases.length - failed.length,
+      outcome:
+        'q=0 never selects SSE (JSON unless SSE is preferred); a charset other than UTF-8 is 415; a prompt with no a–z/0–9 word is 422, not a silent unconditional image',
+    })
+    expect(failed).toEqual([])
   })
 
   it('deeply nested, huge and lying bodies; worker memory stays bounded', async () => {

@@ -96,7 +96,7 @@ export class UnsupportedMediaTypeError extends ApiError {
     super(
       415,
       'unsupported_media_type',
-      `Expected Content-Type: application/json, got ${got ? JSON.stringify(got) : 'none'}`,
+      `Expected Content-Type: application/json (UTF-8), got ${got ? JSON.stringify(got) : 'none'}`,
     )
   }
 }

@@ -6,6 +6,7 @@
  * generation streams its live events itself (routes/generations.ts), with the same ids (events.ts).
  */
 import type { Context } from 'hono'
+import { accepts } from 'hono/accepts'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
 import type { Ledger } from './durable/ledger.ts'
 import { lastSeq, recordEvents, type StreamEvent, terminalSeq } from './events.ts'
@@ -15,8 +16,16 @@ import type { GenerationRecord } from './records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from './render.ts'
 import { KEY_REVOKED } from './revocations.ts'
 
+/**
+ * True when the client prefers an event stream: RFC 9110 negotiation through Hono's `accepts`, so
+ * `text/event-stream;q=0` (not acceptable) or a higher-q `application/json` select JSON.
+ */
 export const wantsSse = (c: Context<AppEnv>) =>
-  (c.req.header('Accept') ?? '').toLowerCase().includes('text/event-stream')
+  accepts(c, {
+    header: 'Accept',
+    supports: ['application/json', 'text/event-stream'],
+    default: 'application/json',
+  }) === 'text/event-stream'
 
 /** Headers that keep proxies from buffering or compressing an event stream. */
 export function unbuffered(c: Context<AppEnv>, response: Response): Response {

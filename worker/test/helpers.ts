@@ -34,7 +34,8 @@ const contexts: ExecutionContext[] = []
  * `url` may be a path or a whole URL (any host). Await {@link settleCalls} after the test.
  */
 export async function callWithVars(
-  vars: Partial<Env>,
+  /** replaced bindings; `undefined` unsets one */
+  vars: { [K in keyof Env]?: Env[K] | undefined },
   url: string,
   init?: RequestInit & { key?: string | null },
 ): Promise<Response> {

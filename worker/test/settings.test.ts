@@ -16,6 +16,7 @@ describe('PIFLOW_SIGNING_SECRET', () => {
           {
             PIFLOW_ENV,
             PIFLOW_PUBLIC_ORIGIN: 'https://api.piflow.example',
+            // unsets the secret the test config provides
             PIFLOW_SIGNING_SECRET: undefined,
           },
           path,

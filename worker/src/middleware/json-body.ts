@@ -1,6 +1,7 @@
 /**
  * @module middleware/json-body
- * Reads a JSON body with the checks zValidator lacks: 415 for other media types, 413 both from
+ * Reads a JSON body with the checks zValidator lacks: 415 for other media types and charsets than
+ * UTF-8, 413 both from
  * Content-Length and while streaming (a lying or absent Content-Length cannot bypass it), 400 for
  * malformed JSON, 408 for a body that has not arrived within {@link BODY_TIMEOUT_MS}, and a typed 400
  * (not an unhandled 500) when the client hangs up mid-upload. Values are validated afterwards by the
@@ -65,6 +66,11 @@ export async function readJsonBody(c: Context, maxBytes: number): Promise<unknow
   const type = c.req.header('Content-Type')
   const mediaType = type?.split(';')[0]?.trim().toLowerCase()
   if (mediaType !== 'application/json' && !mediaType?.endsWith('+json')) {
+    throw new UnsupportedMediaTypeError(type)
+  }
+  // JSON is UTF-8 (RFC 8259 §8.1): a body declared in another charset would be misread, not decoded.
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(type ?? '')?.[1]?.toLowerCase()
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
     throw new UnsupportedMediaTypeError(type)
   }
   const declared = c.req.header('Content-Length')

@@ -69,6 +69,14 @@ function normalizePrompt(raw: string, model: LoadedModel, errors: FieldError[]):
     errors.push({ path: 'prompt', message: error.message })
     return prompt
   }
+  if (tokens === 0) {
+    // The model would see only padding: an unconditional image, not what was asked for.
+    errors.push({
+      path: 'prompt',
+      message:
+        'has no word this model reads (runs of a-z and 0-9); emoji and punctuation alone are ignored',
+    })
+  }
   if (tokens > maxLength) {
     errors.push({
       path: 'prompt',
