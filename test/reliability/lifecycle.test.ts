@@ -35,7 +35,8 @@ beforeAll(async () => {
       '--request-timeout-ms',
       String(BACKEND_REQUEST_TIMEOUT_MS),
     ],
-    env: { PIFLOW_RATE_LIMIT: '100000/60' },
+    // A long window: the quota checks below must not see it roll over.
+    env: { PIFLOW_RATE_LIMIT: '100000/3600' },
   })
 })
 
@@ -226,6 +227,61 @@ describe('uploads cut off or stalled', () => {
       backendStall408: true,
       noAlarmingLogLines: true,
     })
+  })
+})
+
+/** `r` of a `RateLimit: "images";r=<remaining>;t=<seconds>` header. */
+const remainingOf = (headers: Headers) =>
+  Number(/r=(\d+)/.exec(headers.get('ratelimit') ?? '')?.[1])
+
+describe('backend outages and readiness probes', () => {
+  it('a generation that fails for backend reasons costs no quota', async () => {
+    const proxy = rig.proxies[0]!
+    const remaining: number[] = []
+    const statuses: number[] = []
+    // Two outages (below the breaker's threshold of three), then two generations that succeed.
+    for (const mode of ['down', 'down', 'pass', 'pass'] as const) {
+      proxy.mode = mode
+      const response = await postGeneration(rig.workerUrl, rig.apiKey, {
+        prompt: 'a kiwi',
+        size: 32,
+      })
+      statuses.push(response.status)
+      remaining.push(remainingOf(response.headers))
+    }
+    proxy.mode = 'pass'
+    const [first] = remaining as [number]
+    // Each request shows what was left after taking its unit; a refunded unit is back for the next.
+    const expected = [first, first, first, first - 1]
+    record(SUITE, {
+      check:
+        'quota (RateLimit r=) across 2 generations failing with the backend down, then 2 that succeed',
+      tried: 4,
+      survived: remaining.filter((r, i) => r === expected[i]).length,
+      outcome:
+        'the failed generations (502 backend_failed) are refunded; only the successes are charged',
+    })
+    expect({ statuses, remaining }).toEqual({ statuses: [502, 502, 200, 200], remaining: expected })
+  })
+
+  it('/readyz floods do not become backend probes', async () => {
+    const proxy = rig.proxies[0]!
+    proxy.stats.probes = 0
+    const calls = 40
+    const answers = await Promise.all(
+      Array.from({ length: calls / 2 }, () => call(`${rig.workerUrl}/readyz`)),
+    )
+    for (let i = 0; i < calls / 2; i++) answers.push(await call(`${rig.workerUrl}/readyz`))
+    const probes = proxy.stats.probes
+    record(SUITE, {
+      check: `${calls} unauthenticated GET /readyz (half concurrent, half in a row)`,
+      tried: calls,
+      survived: answers.filter((a) => a.status === 200).length,
+      outcome:
+        '200 each, from one backend probe per 5 s per isolate (concurrent calls share it): public for load balancers, never a load amplifier',
+    })
+    expect(answers.every((a) => a.status === 200)).toBe(true)
+    expect(probes).toBeLessThanOrEqual(2)
   })
 })
 

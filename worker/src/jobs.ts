@@ -30,6 +30,8 @@ export interface JobOptions {
   cacheHash?: string
   /** set when the request carried an Idempotency-Key */
   idempotencyKey?: string
+  /** gives the request's quota back: called when the generation fails for backend reasons (≥ 502) */
+  refundQuota?: () => Promise<void>
   /**
    * Record each step and image in the Ledger as it happens (for `GET` progress and SSE resumes of
    * the running generation). Streamed requests only: a JSON caller sees nothing until the end, and
@@ -190,16 +192,23 @@ export class GenerationJob {
 
   /**
    * Stores the final record after every pending patch (calls on one stub arrive in order) and settles
-   * the Idempotency-Key; a transient backend failure releases it so the client's retry runs again.
+   * the Idempotency-Key; a transient backend failure releases it so the client's retry runs again,
+   * and gives the request's quota back.
    */
   async #finish(options: JobOptions, next: GenerationRecord): Promise<void> {
     this.#finalIssued = true
     clearInterval(this.#leaseTimer)
     const writes: Promise<unknown>[] = [options.ledger.putGeneration(next)]
+    // 502/503/504: the backends failed, not the caller; the caller's retry should run and cost once.
+    const transient = (next.error?.status ?? 0) >= 502
     if (options.idempotencyKey) {
-      const transient = (next.error?.status ?? 0) >= 502
       writes.push(
         options.ledger.finishIdempotent(options.idempotencyKey, transient ? 'release' : 'keep'),
+      )
+    }
+    if (transient && options.refundQuota) {
+      writes.push(
+        options.refundQuota().catch((error) => console.error('refunding the quota failed', error)),
       )
     }
     await Promise.all([Promise.allSettled(this.#pending), ...writes])

@@ -28,7 +28,7 @@ import type { AppEnv } from '../hono-env.ts'
 import { GenerationJob } from '../jobs.ts'
 import { auth, watchRevocation } from '../middleware/auth.ts'
 import { readJsonBody } from '../middleware/json-body.ts'
-import { consumeQuota } from '../middleware/rate-limit.ts'
+import { consumeQuota, type QuotaRefund } from '../middleware/rate-limit.ts'
 import { getModel, type LoadedModel } from '../models.ts'
 import { publicOrigin } from '../origin.ts'
 import type { GenerationRecord, NormalizedRequest } from '../records.ts'
@@ -310,8 +310,9 @@ generations.post('/', auth('generations:write'), async (c) => {
   hitStored.catch(() => {}) // awaited below
 
   let hitRecord: GenerationRecord | undefined
+  let refundQuota: QuotaRefund
   try {
-    ;[, hitRecord] = await Promise.all([
+    ;[refundQuota, hitRecord] = await Promise.all([
       timed(c, 'quota', consumeQuota(c, request.count)),
       hitStored,
     ])
@@ -348,6 +349,7 @@ generations.post('/', auth('generations:write'), async (c) => {
       ledger,
       ...(hash ? { cacheHash: hash } : {}),
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      refundQuota,
       recordProgress: wantsSse(c),
     })
   } catch (error) {
