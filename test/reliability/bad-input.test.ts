@@ -4,7 +4,11 @@
  * a hang — every request has a timeout), and memory that stays bounded. Valid requests that the
  * generators happen to produce may succeed; they must then be real, finished generations.
  */
+import { execFile } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { splitWords } from '@piflow/models'
 import { encodeSafetensors, type SafetensorsTensor } from '@piflow/policy'
 import fc from 'fast-check'
@@ -668,6 +672,82 @@ describe('public API (worker)', () => {
     })
     expect(survived).toBe(cases.length)
   })
+})
+
+/** Schemathesis, pinned in test/requirements.txt and installed by `scripts/setup.sh --test`. */
+const SCHEMATHESIS = resolve(import.meta.dirname, '../../.toolchain/py/bin/schemathesis')
+/** The budget: examples per operation (deterministic generation: the same cases every run). */
+const SCHEMATHESIS_EXAMPLES = 50
+/** A hang fails the test instead of the run (the budget above takes ~15 s here). */
+const SCHEMATHESIS_TIMEOUT_MS = 240_000
+
+describe('the OpenAPI document (schemathesis)', () => {
+  it(
+    'every operation of /openapi.json behaves as documented',
+    async () => {
+      expect(
+        existsSync(SCHEMATHESIS),
+        'schemathesis missing: run bash scripts/setup.sh --test',
+      ).toBe(true)
+      const dir = mkdtempSync(join(tmpdir(), 'piflow-schemathesis-'))
+      const reportPath = join(dir, 'report.json')
+      const args = [
+        'run',
+        `${rig.workerUrl}/openapi.json`,
+        '--phases',
+        'coverage,fuzzing',
+        // positive_data_acceptance expects every schema-valid body to be accepted, but nfe and size
+        // are checked against the model's manifest, which a JSON schema cannot express.
+        '--checks',
+        'all',
+        '--exclude-checks',
+        'positive_data_acceptance',
+        // It would revoke the suite's own key.
+        '--exclude-operation-id',
+        'revokeKey',
+        '--max-examples',
+        String(SCHEMATHESIS_EXAMPLES),
+        // Not --max-time: fuzzing would repeat until the time is spent.
+        '--generation-deterministic',
+        '--workers',
+        '1',
+        '--request-timeout',
+        '30',
+        '-H',
+        `Authorization: Bearer ${rig.apiKey}`,
+        '--no-color',
+        '--report',
+        'json',
+        '--report-json-path',
+        reportPath,
+      ]
+      const output = await new Promise<string>((done) => {
+        const options = { maxBuffer: 64 << 20, timeout: SCHEMATHESIS_TIMEOUT_MS }
+        execFile(SCHEMATHESIS, args, options, (_e, out, err) => done(`${out}${err}`))
+      })
+      try {
+        const report = JSON.parse(readFileSync(reportPath, 'utf8')) as {
+          operations: { selected: number; tested: number; errored: number }
+          failures: { code: string; title: string; operations: string[] }[]
+          errors: unknown[]
+        }
+        const failing = new Set(report.failures.flatMap((f) => f.operations))
+        record(SUITE, {
+          check: `schemathesis 4 over /openapi.json (${report.operations.selected} operations; coverage + fuzzing, ${SCHEMATHESIS_EXAMPLES} examples each, deterministic)`,
+          tried: report.operations.selected,
+          survived: report.operations.tested - failing.size - report.operations.errored,
+          outcome:
+            'no 5xx; statuses, content types, headers and bodies as documented; 401 without the key; 405 + Allow for undeclared methods',
+        })
+        expect(report.failures, output.slice(-4000)).toEqual([])
+        expect(report.errors).toEqual([])
+        expect(report.operations.tested).toBe(report.operations.selected)
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    },
+    SCHEMATHESIS_TIMEOUT_MS + 30_000,
+  )
 })
 
 describe('backend protocol (backend process, direct)', () => {
