@@ -10,7 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient } from '../../sdk/src/index.ts'
 import { LEASE_MS } from '../../worker/src/lease.ts'
 import { sseEvents } from '../support/sse.ts'
-import { call, type Generation, getGeneration, postGeneration } from './support/api.ts'
+import {
+  call,
+  type Generation,
+  getGeneration,
+  postGeneration,
+  postGenerationStream,
+} from './support/api.ts'
 import { checkReport, record } from './support/report.ts'
 import { type Rig, startRig } from './support/rig.ts'
 
@@ -47,15 +53,8 @@ afterAll(async () => {
 
 /** Starts a streamed generation and reads until its first progress event; returns its id. */
 async function startStreamed(body: unknown, idempotencyKey: string): Promise<string> {
-  const response = await fetch(`${rig.workerUrl}/v1/generations`, {
-    method: 'POST',
-    headers: {
-      Authorization: `Bearer ${rig.apiKey}`,
-      'Content-Type': 'application/json',
-      Accept: 'text/event-stream',
-      'Idempotency-Key': idempotencyKey,
-    },
-    body: JSON.stringify(body),
+  const response = await postGenerationStream(rig.workerUrl, rig.apiKey, body, {
+    headers: { 'Idempotency-Key': idempotencyKey },
   })
   expect(response.status).toBe(200)
   let id: string | undefined
@@ -316,10 +315,10 @@ describe('revoking a key (DELETE /v1/keys/:id)', () => {
       headers: auth,
     })
     // A live generation's stream (the POST) and a follower of it (GET as SSE).
-    const live = await fetch(`${rig.workerUrl}/v1/generations`, {
-      method: 'POST',
-      headers: { ...auth, 'Content-Type': 'application/json', Accept: 'text/event-stream' },
-      body: JSON.stringify({ prompt: 'a plum', seed: 78, size: 32 }),
+    const live = await postGenerationStream(rig.workerUrl, rig.apiKey, {
+      prompt: 'a plum',
+      seed: 78,
+      size: 32,
     })
     const reader = sseEvents(live.body!)
     const first = (await reader.next()).value as { event: string; data: string }

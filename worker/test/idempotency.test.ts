@@ -2,8 +2,13 @@ import { env, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { RECORD_TTL_MS } from '../src/durable/ledger.ts'
 import { LEASE_MS, LEASE_RENEW_MS } from '../src/lease.ts'
-import type { GenerationRecord } from '../src/records.ts'
-import { backendAvailable, backendRequests, type ErrorJson, generate } from './helpers.ts'
+import {
+  backendAvailable,
+  backendRequests,
+  type ErrorJson,
+  generate,
+  runningRecord,
+} from './helpers.ts'
 
 describe('Ledger idempotency records', () => {
   it('claims, conflicts, mismatches, replays and releases', async () => {
@@ -45,33 +50,12 @@ describe('Ledger idempotency records', () => {
   it('a running record whose lease ran out fails as abandoned, and frees its key', async () => {
     const ledger = env.LEDGER.get(env.LEDGER.idFromName('unit-ledger-lease'))
     const now = Date.now()
-    const running = (id: string, leaseUntil: number): GenerationRecord => ({
-      id,
-      requestId: 'req_1',
-      status: 'running',
-      request: {
-        model: 'piflow-emoji',
-        modelVersion: 'x',
-        prompt: 'apple',
-        nfe: 4,
-        seed: 1,
-        size: 32,
-        guidance: 3,
-        count: 1,
-        format: 'png',
-      },
-      seeded: true,
-      cached: false,
-      progress: { step: 0, nfe: 4 },
-      images: [],
-      integration: 'edge',
-      backends: [],
-      timings: { totalMs: 0, forwardMs: 0, integrateMs: 0, encodeMs: 0 },
-      createdAt: new Date(now - 2 * LEASE_MS).toISOString(),
-      completedAt: null,
-      error: null,
-      leaseUntil,
-    })
+    const running = (id: string, leaseUntil: number) =>
+      runningRecord(
+        id,
+        { prompt: 'apple' },
+        { createdAt: new Date(now - 2 * LEASE_MS).toISOString(), leaseUntil },
+      )
     // Renewed just now: alive, retry soon.
     await ledger.putGeneration(running('gen_live', now + LEASE_MS))
     expect(await ledger.beginIdempotent('live', 'fp', 'gen_live')).toEqual({ kind: 'new' })
