@@ -722,8 +722,8 @@ describe('the OpenAPI document (schemathesis)', () => {
         reportPath,
       ]
       const output = await new Promise<string>((done) => {
-        // Run in the temporary directory: schemathesis keeps a crash cache (.schemathesis/) in its cwd.
-      const options = { cwd: dir, maxBuffer: 64 << 20, timeout: SCHEMATHESIS_TIMEOUT_MS }
+        // In the temporary directory: schemathesis keeps a crash cache (.schemathesis/) in its cwd.
+        const options = { cwd: dir, maxBuffer: 64 << 20, timeout: SCHEMATHESIS_TIMEOUT_MS }
         execFile(SCHEMATHESIS, args, options, (_e, out, err) => done(`${out}${err}`))
       })
       try {
