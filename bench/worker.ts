@@ -9,10 +9,17 @@
  *    Objects, routing, PNG encoding, R2) and for edge integration (the worker also runs the rollout).
  * 2. Cache-hit latency (seeded repeat) vs generation latency.
  * 3. Requests/s for cache hits at concurrency 32 with autocannon.
+ * 4. The worker's CPU time per request: utime + stime of its processes (/proc/<pid>/stat) before and
+ *    after BENCH_CPU_N requests of each series, less what the same processes burn idle over the same
+ *    wall time. Split into the workerd running the worker (with wrangler's local KV, R2 and Durable
+ *    Object simulators, which share its process), the workerd of wrangler dev's local proxy hop (no
+ *    production counterpart) and wrangler's node.
  *
- * Env: BENCH_N rounds (one sample of each generation series, five cache hits; default 40), BENCH_SECONDS autocannon duration (default 10).
+ * Env: BENCH_N rounds (one sample of each generation series, five cache hits; default 40),
+ * BENCH_SECONDS autocannon duration (default 10), BENCH_CPU_N requests per CPU series (default 100).
  */
 
+import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { loadavg } from 'node:os'
@@ -26,6 +33,7 @@ import {
   startBackend,
   startWorker,
 } from '../scripts/local-stack.ts'
+import { listenerPid, pidsInGroup, processGroupOf } from '../test/reliability/support/processes.ts'
 import { generateOverSteps } from './support/step-client.ts'
 
 interface AutocannonResult {
@@ -46,6 +54,7 @@ const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon
 
 const N = Number(process.env.BENCH_N ?? 40)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10)
+const CPU_N = Number(process.env.BENCH_CPU_N ?? 100)
 const PROMPT = 'red apple'
 
 const modelDir = join(ROOT, 'models/piflow-emoji')
@@ -155,6 +164,75 @@ async function viaWorker(
   }
 }
 
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime. */
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }))
+
+/** CPU time (user + system, all threads) `pid` has used, in ms. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // Fields 14 and 15 of stat(5) (utime, stime) are 12 and 13 after the command name.
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
+}
+
+/** A worker's processes by role (see the module comment). */
+interface WorkerProcesses {
+  worker: number[]
+  proxy: number[]
+  wrangler: number[]
+}
+
+function workerProcesses(url: string): WorkerProcesses {
+  const proxy = listenerPid(url)
+  const pgid = proxy === undefined ? undefined : processGroupOf(proxy)
+  if (proxy === undefined || pgid === undefined) throw new Error(`no process serves ${url}`)
+  const comm = (pid: number) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
+  const group = pidsInGroup(pgid)
+  return {
+    worker: group.filter((pid) => pid !== proxy && comm(pid) === 'workerd'),
+    proxy: [proxy],
+    wrangler: group.filter((pid) => comm(pid) !== 'workerd'),
+  }
+}
+
+type CpuSample = Record<keyof WorkerProcesses, number>
+const sampleCpu = (p: WorkerProcesses): CpuSample => ({
+  worker: p.worker.reduce((sum, pid) => sum + cpuMs(pid), 0),
+  proxy: p.proxy.reduce((sum, pid) => sum + cpuMs(pid), 0),
+  wrangler: p.wrangler.reduce((sum, pid) => sum + cpuMs(pid), 0),
+})
+
+/** CPU ms per request of each role over `n` sequential runs, less the idle rate over the same time. */
+async function cpuPerRequest(
+  processes: WorkerProcesses,
+  idlePerMs: CpuSample,
+  n: number,
+  run: () => Promise<unknown>,
+): Promise<CpuSample & { wallMs: number }> {
+  const before = sampleCpu(processes)
+  const started = performance.now()
+  for (let i = 0; i < n; i++) await run()
+  const wall = performance.now() - started
+  const after = sampleCpu(processes)
+  const per = (role: keyof CpuSample) =>
+    Math.max(0, after[role] - before[role] - idlePerMs[role] * wall) / n
+  return { worker: per('worker'), proxy: per('proxy'), wrangler: per('wrangler'), wallMs: wall / n }
+}
+
+/** What the processes burn doing nothing (timers, GC), per ms of wall time, over `ms`. */
+async function idleCpu(processes: WorkerProcesses, ms: number): Promise<CpuSample> {
+  const before = sampleCpu(processes)
+  const started = performance.now()
+  await new Promise((r) => setTimeout(r, ms))
+  const wall = performance.now() - started
+  const after = sampleCpu(processes)
+  return {
+    worker: (after.worker - before.worker) / wall,
+    proxy: (after.proxy - before.proxy) / wall,
+    wrangler: (after.wrangler - before.wrangler) / wall,
+  }
+}
+
 const fmt = (ms: number) => ms.toFixed(1)
 const services: Service[] = []
 try {
@@ -231,6 +309,29 @@ try {
     body: JSON.stringify(cachedBody),
   })
 
+  // CPU per request, after the wall-clock series, on the same two workers.
+  const edgeProcesses = workerProcesses(edgeWorker.url)
+  const backendProcesses = workerProcesses(backendWorker.url)
+  const [edgeIdle, backendIdle] = await Promise.all([
+    idleCpu(edgeProcesses, 3000),
+    idleCpu(backendProcesses, 3000),
+  ])
+  const cpu = {
+    // The floor: workerd's HTTP handling and the worker's middleware, no storage, no backend.
+    health: await cpuPerRequest(edgeProcesses, edgeIdle, CPU_N, async () => {
+      await (await fetch(`${edgeWorker.url}/healthz`)).arrayBuffer()
+    }),
+    cacheHit: await cpuPerRequest(edgeProcesses, edgeIdle, CPU_N, () =>
+      viaWorker(edgeWorker.url, key, cachedBody),
+    ),
+    backendIntegration: await cpuPerRequest(backendProcesses, backendIdle, CPU_N, () =>
+      viaWorker(backendWorker.url, key, { prompt: PROMPT }),
+    ),
+    edgeIntegration: await cpuPerRequest(edgeProcesses, edgeIdle, CPU_N, () =>
+      viaWorker(edgeWorker.url, key, { prompt: PROMPT }),
+    ),
+  }
+
   console.log(
     `\n## worker bench (${N} samples per series; ${manifest.sampling.defaultNfe}-NFE ${manifest.id}, 1 image)\n`,
   )
@@ -261,6 +362,28 @@ try {
   console.log(
     `cache hit vs generation (edge): ${(edgeStats.p50 / cacheStats.p50).toFixed(1)}× faster at p50 client-observed, ` +
       `${edgeStats.serverP50 !== undefined && cacheStats.serverP50 ? (edgeStats.serverP50 / cacheStats.serverP50).toFixed(1) : '–'}× in-worker (target ≥ 20×)`,
+  )
+  console.log(
+    `\n### worker CPU per request (${CPU_N} sequential requests per series; /proc utime+stime, ${1000 / CLOCK_TICKS} ms ticks, idle rate subtracted)\n`,
+  )
+  console.log(
+    '| series | workerd running the worker (incl. local KV/R2/DO simulators) ms | wrangler dev proxy workerd ms | wrangler node ms | wall ms/request |',
+  )
+  console.log('|---|---|---|---|---|')
+  const cpuRow = (name: string, c: (typeof cpu)['cacheHit']) =>
+    console.log(
+      `| ${name} | ${c.worker.toFixed(2)} | ${c.proxy.toFixed(2)} | ${c.wrangler.toFixed(2)} | ${fmt(c.wallMs)} |`,
+    )
+  cpuRow('/healthz (no storage, no backend)', cpu.health)
+  cpuRow('cache hit', cpu.cacheHit)
+  cpuRow('generation, backend integration', cpu.backendIntegration)
+  cpuRow('generation, edge integration', cpu.edgeIntegration)
+  // The edge series also runs the 4 rollouts; the backend series does the same worker work without them.
+  const rollout = cpu.edgeIntegration.worker - cpu.backendIntegration.worker
+  console.log(
+    `\nworker CPU per request (target ≤ 2 ms without the edge rollout): cache hit ${cpu.cacheHit.worker.toFixed(2)} ms, ` +
+      `backend integration ${cpu.backendIntegration.worker.toFixed(2)} ms, edge integration ${cpu.edgeIntegration.worker.toFixed(2)} ms ` +
+      `(of which the ${manifest.sampling.defaultNfe} rollouts ≈ ${rollout.toFixed(2)} ms = edge − backend integration)`,
   )
   console.log(
     `load average at the end: ${loadavg()

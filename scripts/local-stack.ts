@@ -6,7 +6,7 @@
  * so `stop()` takes down wrangler's workerd and tsx's node too.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -216,6 +216,16 @@ export async function startBackend(options: BackendOptions = {}): Promise<Backen
   }
 }
 
+/**
+ * The local R2 bucket's name: wrangler serves every local bucket unsigned at
+ * `/cdn-cgi/local/r2/public/<bucket>/<key>` (it cannot be turned off), so the name is a secret,
+ * derived from the signing secret (stable for a state directory, unguessable without it).
+ */
+export function localBucketName(signingSecret: string): string {
+  const tag = createHmac('sha256', signingSecret).update('piflow local r2 bucket').digest('hex')
+  return `piflow-images-${tag.slice(0, 32)}`
+}
+
 /** Options of {@link startWorker}. */
 export interface WorkerOptions {
   backends: { id?: string; url: string; weight?: number }[]
@@ -230,7 +240,10 @@ export interface WorkerOptions {
   log?: (line: string) => void
 }
 
-/** Starts the worker with `wrangler dev` (local workerd, offline) and waits until it answers. */
+/**
+ * Starts the worker under scripts/wrangler-dev.ts (`wrangler dev` with the channels a local process
+ * could take it over by closed; workerd, offline) and waits until it answers.
+ */
 export async function startWorker(options: WorkerOptions): Promise<Service> {
   // wrangler's [build] step stages them too; doing it first guarantees the directory exists.
   stageModelAssets()
@@ -258,32 +271,27 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
   )
   const spawnWrangler = async () => {
     const port = options.port ?? (await freePort())
-    const inspectorPort = await freePort()
     const { child } = await spawnUntil(
       'wrangler dev',
       process.execPath,
       [
-        join(ROOT, 'node_modules/wrangler/bin/wrangler.js'),
-        'dev',
+        '--import',
+        'tsx',
+        'scripts/wrangler-dev.ts',
         '--config',
         'wrangler.toml',
-        '--ip',
-        '127.0.0.1',
         '--port',
         String(port),
-        '--inspector-port',
-        String(inspectorPort),
         '--persist-to',
         persistTo,
-        '--show-interactive-dev-session=false',
         '--env-file',
         envFile,
         ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
       ],
       {
-        // Offline: no login, no metrics, no Request.cf fetch (it fails without internet and stalls start-up).
-        env: { CI: 'true', WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
-        ready: /Ready on (http:\/\/\S+)/,
+        // By env, like the secrets: the bucket's name is what its unsigned public route needs.
+        env: { PIFLOW_LOCAL_R2_BUCKET: localBucketName(options.signingSecret) },
+        ready: /piflow-worker ready on (http:\/\/\S+)/,
         timeoutMs: 120_000,
         ...(options.log ? { log: options.log } : {}),
       },

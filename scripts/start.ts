@@ -2,14 +2,16 @@
  * @module start
  * `npm start`: the local piflow stack. Starts the inference backend and the edge worker (`wrangler dev`,
  * offline), generates one real image through the worker into out/first.png, prints the URL, the dev
- * API key and ready-to-paste curl commands, then runs until Ctrl-C (stopping both process groups).
+ * API key and ready-to-paste curl commands, then runs until Ctrl-C, SIGTERM or SIGHUP (stopping both
+ * process groups). scripts/start.sh execs this process itself (not `npm start`, which would pass a
+ * signal to its `sh -c` only and leave the stack serving).
  *
  * Env: PORT (worker port; default 8787, or a free one if taken), PIFLOW_BACKEND_PORT (default: any free
- * port).
- * The dev key is kept in .wrangler/piflow-local.json (git-ignored) so it survives restarts.
+ * port), PIFLOW_STATE_DIR (default .wrangler: the secrets file and wrangler's state).
+ * The dev key is kept in <state dir>/piflow-local.json (git-ignored) so it survives restarts.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import {
   freePort,
   ROOT,
@@ -26,9 +28,12 @@ interface LocalSecrets {
   signingSecret: string
 }
 
+/** Where the local stack keeps its secrets and state. */
+const STATE_DIR = resolve(ROOT, process.env.PIFLOW_STATE_DIR ?? '.wrangler')
+
 /** Secrets of this checkout's local stack, created once. */
 function localSecrets(): LocalSecrets {
-  const file = join(ROOT, '.wrangler/piflow-local.json')
+  const file = join(STATE_DIR, 'piflow-local.json')
   if (existsSync(file)) {
     const saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<LocalSecrets>
     if (saved.devApiKey && saved.backendSecret && saved.signingSecret) return saved as LocalSecrets
@@ -38,7 +43,7 @@ function localSecrets(): LocalSecrets {
     backendSecret: randomSecret(),
     signingSecret: randomSecret(),
   }
-  mkdirSync(join(ROOT, '.wrangler'), { recursive: true })
+  mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 })
   writeFileSync(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 })
   return secrets
 }
@@ -85,39 +90,52 @@ async function main() {
   const secrets = localSecrets()
   const services: Service[] = []
   let stopping = false
+  /** The service being started, if any: a signal then stops it once it is up, not leave it behind. */
+  let starting: Promise<unknown> = Promise.resolve()
   const stop = async (code: number) => {
     if (stopping) return
     stopping = true
     log('stopping…')
+    await starting.catch(() => undefined)
     await Promise.all(services.reverse().map((s) => s.stop()))
     process.exit(code)
   }
-  process.on('SIGINT', () => void stop(0))
-  process.on('SIGTERM', () => void stop(0))
+  /** Registers a started service, so `stop` stops it; stops now if a signal came while it started. */
+  const started = async <T extends Service>(pending: Promise<T>): Promise<T> => {
+    starting = pending
+    const service = await pending
+    services.push(service)
+    if (stopping) throw new Error('stopped while starting')
+    return service
+  }
+  // A supervisor (systemd, docker stop, timeout) sends SIGTERM; a closed terminal SIGHUP.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => stop(0))
 
   try {
     log('starting the inference backend…')
-    const backend = await startBackend({
-      secret: secrets.backendSecret,
-      port: Number(process.env.PIFLOW_BACKEND_PORT ?? 0),
-      log: (line) => console.error(`  backend | ${line}`),
-    })
-    services.push(backend)
+    const backend = await started(
+      startBackend({
+        secret: secrets.backendSecret,
+        port: Number(process.env.PIFLOW_BACKEND_PORT ?? 0),
+        log: (line) => console.error(`  backend | ${line}`),
+      }),
+    )
     log(`backend ready at ${backend.url}`)
     log('starting the edge worker (wrangler dev, offline)…')
-    const worker = await startWorker({
-      backends: [{ id: 'local', url: backend.url, weight: 1 }],
-      backendSecret: secrets.backendSecret,
-      devApiKey: secrets.devApiKey,
-      signingSecret: secrets.signingSecret,
-      // 8787 (wrangler's default) unless taken, e.g. by another checkout's stack.
-      port: process.env.PORT ? Number(process.env.PORT) : await freePort(8787),
-      persistTo: join(ROOT, '.wrangler/state'),
-      log: (line) => {
-        if (/error|warn|exception/i.test(line)) console.error(`  worker  | ${line}`)
-      },
-    })
-    services.push(worker)
+    const worker = await started(
+      startWorker({
+        backends: [{ id: 'local', url: backend.url, weight: 1 }],
+        backendSecret: secrets.backendSecret,
+        devApiKey: secrets.devApiKey,
+        signingSecret: secrets.signingSecret,
+        // 8787 (wrangler's default) unless taken, e.g. by another checkout's stack.
+        port: process.env.PORT ? Number(process.env.PORT) : await freePort(8787),
+        persistTo: join(STATE_DIR, 'state'),
+        log: (line) => {
+          if (/error|warn|exception/i.test(line)) console.error(`  worker  | ${line}`)
+        },
+      }),
+    )
     log(`worker ready at ${worker.url}`)
     await firstImage(worker.url, secrets.devApiKey)
 
@@ -148,6 +166,7 @@ Result of an earlier generation:
 Press Ctrl-C to stop.
 `)
   } catch (error) {
+    if (stopping) return
     console.error(`[piflow] failed: ${(error as Error).message}`)
     await stop(1)
   }

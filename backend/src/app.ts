@@ -11,6 +11,7 @@ import {
   EXECUTION_PROVIDER_HEADER,
   encodeForwardResponse,
   encodeStepResponse,
+  guardBody,
   policyOutputFrom,
   SECRET_HEADER,
   TENSORS_CONTENT_TYPE,
@@ -165,7 +166,8 @@ interface ParsedRequest {
  * What a tensor request must pass before its body is read, in this order: the model exists (404), the
  * server is not draining (503), the body is safetensors (415), and it is within `maxBodyBytes` (413,
  * hono's bodyLimit: from Content-Length before a byte is read, or while streaming a body without one,
- * so memory never grows past the limit). Sets `c.var.model`.
+ * so memory never grows past the limit), and it arrives within `requestTimeoutMs` (408; a hang-up is 499).
+ * Sets `c.var.model`.
  */
 function acceptTensors(ctx: AppContext) {
   const limit = bodyLimit({
@@ -194,6 +196,19 @@ function acceptTensors(ctx: AppContext) {
         `body must be application/octet-stream (safetensors), got ${type}`,
       )
     }
+    // The body counts against the request's deadline: a stalled upload is refused, not waited for.
+    c.req.raw = guardBody(c.req.raw, {
+      timeoutMs: ctx.options.requestTimeoutMs,
+      onTimeout: () =>
+        new BackendError(
+          408,
+          'request_timeout',
+          `body not received within ${ctx.options.requestTimeoutMs} ms`,
+          { headers: { Connection: 'close' } },
+        ),
+      onAbort: () =>
+        new BackendError(499, 'cancelled', 'the client hung up before its body arrived'),
+    })
     await limit(c, next)
   })
 }

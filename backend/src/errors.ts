@@ -23,6 +23,7 @@ export type BackendErrorCode =
   | 'invalid_metadata'
   | 'queue_full'
   | 'timeout'
+  | 'request_timeout'
   | 'cancelled'
   | 'shutting_down'
   | 'not_ready'

@@ -6,6 +6,8 @@
  * and the backend wire format (safetensors, step metadata, headers). No Node or DOM APIs: it runs in
  * workerd, Node and browsers alike.
  */
+export type { BodyGuardOptions } from './body-guard.ts'
+export { guardBody } from './body-guard.ts'
 export type { FieldError, ProtocolErrorCode } from './errors.ts'
 export { ProtocolError, RequestValidationError } from './errors.ts'
 export {

@@ -6,7 +6,7 @@
  * {@link GenerationParams} — and so the same image — on both. The prompt is tokenized here, once: the
  * ids travel on to the conditioning tensors (tensors.ts).
  */
-import type { Manifest, Tokenizer } from '@piflow/models'
+import { type Manifest, type Tokenizer, TokenizerError } from '@piflow/models'
 import { type FieldError, RequestValidationError } from './errors.ts'
 import { MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED } from './limits.ts'
 
@@ -77,6 +77,38 @@ const defaultSize = (manifest: Manifest): number => {
 }
 
 /**
+ * The prompt's token ids, or null with a field error: whatever the tokenizer refuses is the caller's
+ * error too (never an internal one), and a prompt with no word the tokenizer reads is refused, since
+ * the model would see only padding and draw an unconditional image, not what was asked for.
+ */
+function tokenizePrompt(
+  prompt: string,
+  tokenizer: Tokenizer,
+  most: number,
+  errors: FieldError[],
+): number[] | null {
+  let encoded: { ids: number[]; count: number }
+  try {
+    encoded = tokenizer.encodeWithCount(prompt)
+  } catch (error) {
+    if (!(error instanceof TokenizerError)) throw error
+    errors.push({ path: 'prompt', message: error.message })
+    return null
+  }
+  const { ids, count } = encoded
+  if (count === 0) {
+    errors.push({
+      path: 'prompt',
+      message:
+        'has no word this model reads (runs of a-z and 0-9); emoji and punctuation alone are ignored',
+    })
+  }
+  if (count > most)
+    errors.push({ path: 'prompt', message: `is ${count} tokens; this model reads at most ${most}` })
+  return ids
+}
+
+/**
  * Normalises `input` for `model`: fills defaults (the manifest's nfe, size and guidance; count 1; a
  * random seed), normalises the prompt, checks every field and tokenizes the prompt once.
  * @throws {RequestValidationError} listing every failing field.
@@ -113,12 +145,13 @@ export function normalizeGeneration(
   let tokenIds: number[] | null = null
   if (prompt.length === 0) check(false, 'prompt', 'must not be empty')
   else if (prompt.length > MAX_PROMPT_CHARS) {
-    check(false, 'prompt', `must be at most ${MAX_PROMPT_CHARS} characters`)
+    check(
+      false,
+      'prompt',
+      `is ${prompt.length} characters once normalised (Unicode NFC); at most ${MAX_PROMPT_CHARS}`,
+    )
   } else if (model.tokenizer) {
-    const { ids, count: words } = model.tokenizer.encodeWithCount(prompt)
-    const most = manifest.text.maxLength
-    check(words <= most, 'prompt', `is ${words} tokens; this model reads at most ${most}`)
-    tokenIds = ids
+    tokenIds = tokenizePrompt(prompt, model.tokenizer, manifest.text.maxLength, errors)
   }
 
   if (errors.length > 0) throw new RequestValidationError(errors)

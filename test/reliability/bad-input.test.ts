@@ -4,7 +4,12 @@
  * a hang — every request has a timeout), and memory that stays bounded. Valid requests that the
  * generators happen to produce may succeed; they must then be real, finished generations.
  */
+import { execFile } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { splitWords } from '@piflow/models'
 import { encodeSafetensors, type SafetensorsTensor } from '@piflow/protocol'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -122,6 +127,50 @@ const FIELDS = [
   'constructor',
 ] as const
 
+/**
+ * Code points that NFC turns into 2–3 (U+FB2C: 3), as ranges: the composition exclusions of Unicode
+ * 14, fixed by Unicode's normalisation stability policy, so the generated cases do not move with the
+ * runtime's ICU version.
+ */
+const NFC_EXPANDING: [number, number][] = [
+  [0x344, 0x344],
+  [0x958, 0x95f],
+  [0x9dc, 0x9dd],
+  [0x9df, 0x9df],
+  [0xa33, 0xa33],
+  [0xa36, 0xa36],
+  [0xa59, 0xa5b],
+  [0xa5e, 0xa5e],
+  [0xb5c, 0xb5d],
+  [0xf43, 0xf43],
+  [0xf4d, 0xf4d],
+  [0xf52, 0xf52],
+  [0xf57, 0xf57],
+  [0xf5c, 0xf5c],
+  [0xf69, 0xf69],
+  [0xf73, 0xf73],
+  [0xf75, 0xf76],
+  [0xf78, 0xf78],
+  [0xf81, 0xf81],
+  [0xf93, 0xf93],
+  [0xf9d, 0xf9d],
+  [0xfa2, 0xfa2],
+  [0xfa7, 0xfa7],
+  [0xfac, 0xfac],
+  [0xfb9, 0xfb9],
+  [0x2adc, 0x2adc],
+  [0xfb1d, 0xfb1d],
+  [0xfb1f, 0xfb1f],
+  [0xfb2a, 0xfb36],
+  [0xfb38, 0xfb3c],
+  [0xfb3e, 0xfb3e],
+  [0xfb40, 0xfb41],
+  [0xfb43, 0xfb44],
+  [0xfb46, 0xfb4e],
+  [0x1d15e, 0x1d164],
+  [0x1d1bb, 0x1d1c0],
+]
+
 beforeAll(async () => {
   rig = await startRig({ backends: 1, env: { PIFLOW_RATE_LIMIT: '100000/60' } })
 })
@@ -200,6 +249,63 @@ describe('public API (worker)', () => {
           expect(generation.images).toHaveLength(1)
         } else {
           expect(expectErrorBody(response, [422])).toBe('validation_failed')
+        }
+      },
+    )
+  })
+
+  it('prompts that Unicode normalisation (NFC) makes longer than the limit', async () => {
+    const expanding = NFC_EXPANDING.flatMap(([from, to]) =>
+      Array.from({ length: to - from + 1 }, (_, i) => String.fromCodePoint(from + i)),
+    )
+    const limit = generationRequestSchema.shape.prompt.maxLength!
+    const send = (prompt: string) =>
+      worker('/v1/generations', {
+        method: 'POST',
+        headers: authed(),
+        body: JSON.stringify({ prompt, seed: 9, size: 32 }),
+      })
+    // Within the limit as sent, past it (and past the tokenizer's own limit) once normalised.
+    const fixed = [
+      { prompt: `red apple ${'\uFB2C'.repeat(683)}`, expect: 422 },
+      { prompt: `red apple ${'\uFB2C'.repeat(334)}`, expect: 422 },
+      { prompt: `red apple ${'\uFB2C'.repeat(334).normalize('NFC').slice(0, 980)}`, expect: 200 },
+    ]
+    let fixedOk = 0
+    for (const c of fixed) {
+      const response = await send(c.prompt)
+      if (response.status === c.expect) fixedOk++
+      expect(response.status, response.text.slice(0, 300)).toBe(c.expect)
+    }
+    record(SUITE, {
+      check: `prompts of ≤ ${limit} chars that NFC expands past ${limit} (U+FB2C × 683 → 2059 chars, × 334 → 1012), and one that stays within`,
+      tried: fixed.length,
+      survived: fixedOk,
+      outcome: '422 validation_failed on `prompt` (limits checked after normalising), never 500',
+    })
+    await check(
+      `prompts of the ${expanding.length} NFC-expanding code points and a few words, ≤ ${limit} chars as sent`,
+      {
+        seed: 309,
+        numRuns: 40,
+        outcome: `200 if ≤ ${limit} chars after NFC and it has a word to read, else 422`,
+      },
+      fc
+        .tuple(
+          fc.constantFrom('', 'red apple ', 'smiling cat face '),
+          fc.array(fc.constantFrom(...expanding), { maxLength: 700, size: 'max' }),
+        )
+        .map(([words, chars]) => `${words}${chars.join('')}`)
+        .filter((prompt) => prompt.trim().length > 0 && prompt.length <= limit),
+      send,
+      (response, prompt) => {
+        const normalised = prompt.normalize('NFC').trim().replace(/\s+/g, ' ')
+        if (normalised.length > limit || splitWords(normalised).length === 0) {
+          expect(expectErrorBody(response, [422])).toBe('validation_failed')
+          const fields = (response.json as { error: { fields: { path: string }[] } }).error.fields
+          expect(fields.map((f) => f.path)).toContain('prompt')
+        } else {
+          expect(response.status, response.text.slice(0, 300)).toBe(200)
         }
       },
     )
@@ -343,6 +449,74 @@ describe('public API (worker)', () => {
         if (response.status >= 400) expectErrorBody(response)
       },
     )
+  })
+
+  it('content negotiation, charsets and prompts with nothing to read', async () => {
+    const body = JSON.stringify({ prompt: 'a red apple', seed: 21, size: 32 })
+    const post = (headers: Record<string, string>, payload = body) =>
+      worker('/v1/generations', { method: 'POST', headers: authed(headers), body: payload })
+    const isJson = (r: ReadResponse) =>
+      r.status === 200 && (r.headers.get('content-type') ?? '').startsWith('application/json')
+    const isSse = (r: ReadResponse) =>
+      r.status === 200 && (r.headers.get('content-type') ?? '').startsWith('text/event-stream')
+    const isError = (status: number, code: string) => (r: ReadResponse) =>
+      r.status === status && expectErrorBody(r) === code
+    const cases: {
+      what: string
+      send: () => Promise<ReadResponse>
+      ok: (r: ReadResponse) => boolean
+    }[] = [
+      {
+        what: 'Accept: text/event-stream;q=0',
+        send: () => post({ Accept: 'text/event-stream;q=0' }),
+        ok: isJson,
+      },
+      {
+        what: 'Accept: text/event-stream;q=0.2, application/json',
+        send: () => post({ Accept: 'text/event-stream;q=0.2, application/json' }),
+        ok: isJson,
+      },
+      { what: 'Accept: */*', send: () => post({ Accept: '*/*' }), ok: isJson },
+      {
+        what: 'Accept: text/event-stream',
+        send: () => post({ Accept: 'text/event-stream' }),
+        ok: isSse,
+      },
+      {
+        what: 'Content-Type: application/json; charset=latin1',
+        send: () => post({ 'Content-Type': 'application/json; charset=latin1' }),
+        ok: isError(415, 'unsupported_media_type'),
+      },
+      {
+        what: 'Content-Type: application/json; charset=utf-16',
+        send: () => post({ 'Content-Type': 'application/json; charset=utf-16' }),
+        ok: isError(415, 'unsupported_media_type'),
+      },
+      {
+        what: 'Content-Type: application/json; charset="UTF-8"',
+        send: () => post({ 'Content-Type': 'application/json; charset="UTF-8"' }),
+        ok: isJson,
+      },
+      {
+        what: 'a prompt of emoji and punctuation only (no word the tokenizer reads)',
+        send: () => post({}, JSON.stringify({ prompt: '🍎🍏 !!! ¿?', seed: 22 })),
+        ok: isError(422, 'validation_failed'),
+      },
+    ]
+    const failed: string[] = []
+    for (const c of cases) {
+      const response = await c.send()
+      if (!c.ok(response))
+        failed.push(`${c.what}: ${response.status} ${response.text.slice(0, 120)}`)
+    }
+    record(SUITE, {
+      check: `Accept q-values, request charsets, prompts without a readable word (${cases.length} cases)`,
+      tried: cases.length,
+      survived: cases.length - failed.length,
+      outcome:
+        'q=0 never selects SSE (JSON unless SSE is preferred); a charset other than UTF-8 is 415; a prompt with no a–z/0–9 word is 422, not a silent unconditional image',
+    })
+    expect(failed).toEqual([])
   })
 
   it('deeply nested, huge and lying bodies; worker memory stays bounded', async () => {
@@ -498,6 +672,83 @@ describe('public API (worker)', () => {
     })
     expect(survived).toBe(cases.length)
   })
+})
+
+/** Schemathesis, pinned in test/requirements.txt and installed by `scripts/setup.sh --test`. */
+const SCHEMATHESIS = resolve(import.meta.dirname, '../../.toolchain/py/bin/schemathesis')
+/** The budget: examples per operation (deterministic generation: the same cases every run). */
+const SCHEMATHESIS_EXAMPLES = 50
+/** A hang fails the test instead of the run (the budget above takes ~15 s here). */
+const SCHEMATHESIS_TIMEOUT_MS = 240_000
+
+describe('the OpenAPI document (schemathesis)', () => {
+  it(
+    'every operation of /openapi.json behaves as documented',
+    async () => {
+      expect(
+        existsSync(SCHEMATHESIS),
+        'schemathesis missing: run bash scripts/setup.sh --test',
+      ).toBe(true)
+      const dir = mkdtempSync(join(tmpdir(), 'piflow-schemathesis-'))
+      const reportPath = join(dir, 'report.json')
+      const args = [
+        'run',
+        `${rig.workerUrl}/openapi.json`,
+        '--phases',
+        'coverage,fuzzing',
+        // positive_data_acceptance expects every schema-valid body to be accepted, but nfe and size
+        // are checked against the model's manifest, which a JSON schema cannot express.
+        '--checks',
+        'all',
+        '--exclude-checks',
+        'positive_data_acceptance',
+        // It would revoke the suite's own key.
+        '--exclude-operation-id',
+        'revokeKey',
+        '--max-examples',
+        String(SCHEMATHESIS_EXAMPLES),
+        // Not --max-time: fuzzing would repeat until the time is spent.
+        '--generation-deterministic',
+        '--workers',
+        '1',
+        '--request-timeout',
+        '30',
+        '-H',
+        `Authorization: Bearer ${rig.apiKey}`,
+        '--no-color',
+        '--report',
+        'json',
+        '--report-json-path',
+        reportPath,
+      ]
+      const output = await new Promise<string>((done) => {
+        // In the temporary directory: schemathesis keeps a crash cache (.schemathesis/) in its cwd.
+        const options = { cwd: dir, maxBuffer: 64 << 20, timeout: SCHEMATHESIS_TIMEOUT_MS }
+        execFile(SCHEMATHESIS, args, options, (_e, out, err) => done(`${out}${err}`))
+      })
+      try {
+        const report = JSON.parse(readFileSync(reportPath, 'utf8')) as {
+          operations: { selected: number; tested: number; errored: number }
+          failures: { code: string; title: string; operations: string[] }[]
+          errors: unknown[]
+        }
+        const failing = new Set(report.failures.flatMap((f) => f.operations))
+        record(SUITE, {
+          check: `schemathesis 4 over /openapi.json (${report.operations.selected} operations; coverage + fuzzing, ${SCHEMATHESIS_EXAMPLES} examples each, deterministic)`,
+          tried: report.operations.selected,
+          survived: report.operations.tested - failing.size - report.operations.errored,
+          outcome:
+            'no 5xx; statuses, content types, headers and bodies as documented; 401 without the key; 405 + Allow for undeclared methods',
+        })
+        expect(report.failures, output.slice(-4000)).toEqual([])
+        expect(report.errors).toEqual([])
+        expect(report.operations.tested).toBe(report.operations.selected)
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    },
+    SCHEMATHESIS_TIMEOUT_MS + 30_000,
+  )
 })
 
 describe('backend protocol (backend process, direct)', () => {

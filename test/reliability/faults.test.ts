@@ -15,6 +15,7 @@ import {
   type Generation,
   getGeneration,
   postGeneration,
+  postGenerationStream,
   waitForGeneration,
 } from './support/api.ts'
 import type { FaultMode } from './support/fault-proxy.ts'
@@ -241,16 +242,12 @@ describe('process and connection failures', () => {
     for (let i = 0; i < tried; i++) {
       const seed = nextSeed++
       const controller = new AbortController()
-      const response = await fetch(`${rig.workerUrl}/v1/generations`, {
-        method: 'POST',
-        headers: {
-          Authorization: `Bearer ${rig.apiKey}`,
-          'Content-Type': 'application/json',
-          Accept: 'text/event-stream',
-        },
-        body: JSON.stringify({ prompt: PROMPT, seed, size: 32 }),
-        signal: controller.signal,
-      })
+      const response = await postGenerationStream(
+        rig.workerUrl,
+        rig.apiKey,
+        { prompt: PROMPT, seed, size: 32 },
+        { signal: controller.signal },
+      )
       expect(response.status).toBe(200)
       let id: string | undefined
       try {

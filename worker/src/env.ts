@@ -136,9 +136,15 @@ export function settings(env: Env): Settings {
     throw new ConfigError('PIFLOW_INTEGRATION must be auto, edge or backend')
   }
   const backendSecret = env.PIFLOW_BACKEND_SECRET ?? ''
-  // Outside local mode a missing secret is a deployment mistake we refuse to paper over.
-  const signingSecret = env.PIFLOW_SIGNING_SECRET ?? (local ? `local:${backendSecret}` : '')
-  if (!signingSecret) throw new ConfigError('PIFLOW_SIGNING_SECRET is not set')
+  // Required in every mode: a fallback derived from config would be a constant anyone can read, and
+  // `wrangler deploy` without `--env production` runs the top-level (local) settings. The local
+  // stack always passes a random one.
+  const signingSecret = env.PIFLOW_SIGNING_SECRET ?? ''
+  if (!signingSecret) {
+    throw new ConfigError(
+      'PIFLOW_SIGNING_SECRET is not set (wrangler secret put PIFLOW_SIGNING_SECRET --env production)',
+    )
+  }
   const result: Settings = {
     local,
     models: (env.PIFLOW_MODELS ?? 'piflow-emoji')

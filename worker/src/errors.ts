@@ -73,11 +73,11 @@ export class NotFoundError extends ApiError {
   }
 }
 
-/** 409: an Idempotency-Key whose first request is still running. */
+/** 409: an Idempotency-Key whose first request is still running; retry in `retryAfter` seconds. */
 export class ConflictError extends ApiError {
   override readonly name = 'ConflictError'
-  constructor(code: string, message: string) {
-    super(409, code, message, { headers: { 'Retry-After': '1' } })
+  constructor(code: string, message: string, retryAfter = 1) {
+    super(409, code, message, { headers: { 'Retry-After': String(retryAfter) } })
   }
 }
 
@@ -96,7 +96,7 @@ export class UnsupportedMediaTypeError extends ApiError {
     super(
       415,
       'unsupported_media_type',
-      `Expected Content-Type: application/json, got ${got ? JSON.stringify(got) : 'none'}`,
+      `Expected Content-Type: application/json (UTF-8), got ${got ? JSON.stringify(got) : 'none'}`,
     )
   }
 }

@@ -41,6 +41,7 @@ export async function claimIdempotencyKey(
     throw new ConflictError(
       'idempotency_in_progress',
       `A request with this Idempotency-Key is still running (${decision.generationId})`,
+      decision.retryAfter,
     )
   }
   if (decision.kind === 'mismatch') {

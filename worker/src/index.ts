@@ -8,6 +8,7 @@ import { HTTPException } from 'hono/http-exception'
 import { secureHeaders } from 'hono/secure-headers'
 import { timing } from 'hono/timing'
 import './policy-kernel.ts' // before anything builds a policy
+import { allowedMethods } from './allowed-methods.ts'
 import { settings } from './env.ts'
 import { ApiError, errorBody, NotFoundError } from './errors.ts'
 import type { AppEnv } from './hono-env.ts'
@@ -16,6 +17,7 @@ import { openApiDocument } from './openapi.ts'
 import { generations } from './routes/generations.ts'
 import { health } from './routes/health.ts'
 import { images } from './routes/images.ts'
+import { keys } from './routes/keys.ts'
 import { models } from './routes/models.ts'
 
 export { Ledger } from './durable/ledger.ts'
@@ -62,14 +64,23 @@ app.route('/', health)
 app.route('/v1/generations', generations)
 app.route('/v1/models', models)
 app.route('/v1/images', images)
+app.route('/v1/keys', keys)
 app.get('/openapi.json', (c) => c.json(openApiDocument()))
 app.get('/v1/openapi.json', (c) => c.json(openApiDocument()))
 
 app.notFound((c) => {
-  const error = new NotFoundError(
-    `No route ${c.req.method} ${new URL(c.req.url).pathname}`,
-    'route_not_found',
-  )
+  const path = new URL(c.req.url).pathname
+  const allowed = allowedMethods(app.routes, path)
+  if (allowed.length > 0) {
+    const error = new ApiError(
+      405,
+      'method_not_allowed',
+      `${c.req.method} is not allowed on ${path}`,
+    )
+    c.header('Allow', allowed.join(', '))
+    return c.json(errorBody(error, c.get('requestId') ?? 'unknown'), 405)
+  }
+  const error = new NotFoundError(`No route ${c.req.method} ${path}`, 'route_not_found')
   return c.json(errorBody(error, c.get('requestId') ?? 'unknown'), 404)
 })
 

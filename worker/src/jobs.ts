@@ -11,6 +11,7 @@ import type { Ledger } from './durable/ledger.ts'
 import { ApiError } from './errors.ts'
 import { withoutPreview } from './events.ts'
 import { type GenerationPlan, runGeneration } from './generate.ts'
+import { LEASE_MS, LEASE_RENEW_MS } from './lease.ts'
 import type { GenerationRecord, ProgressInfo, StoredImage } from './records.ts'
 
 /** What a job reports while it runs. */
@@ -28,6 +29,8 @@ export interface JobOptions {
   cacheHash?: string
   /** set when the request carried an Idempotency-Key */
   idempotencyKey?: string
+  /** gives the request's quota back: called when the generation fails for backend reasons (≥ 502) */
+  refundQuota?: () => Promise<void>
   /**
    * Record each step and image in the Ledger as it happens (for `GET` progress and SSE resumes of
    * the running generation). Streamed requests only: a JSON caller sees nothing until the end, and
@@ -60,15 +63,26 @@ export class GenerationJob {
   #cacheWrite: Promise<unknown> = Promise.resolve()
   /** Milliseconds from the images being encoded to the last write stored (the durability cost). */
   storeMs = 0
+  /** Renews the record's lease while the job runs (lease.ts); cleared when the final record is issued. */
+  readonly #leaseTimer: ReturnType<typeof setInterval>
 
   constructor(options: JobOptions) {
+    const record = { ...options.record, leaseUntil: Date.now() + LEASE_MS }
     // Issued first on this stub, so each later write of the job lands after it (calls on one stub
     // arrive in order); a failure surfaces through `done`, whose final put would fail alike.
-    this.stored = options.ledger.putGeneration(options.record)
+    this.stored = options.ledger.putGeneration(record)
     this.stored.catch((error) => console.error('storing the running generation failed', error))
     this.#pending.push(this.stored)
-    this.done = this.#run(options)
+    this.#leaseTimer = setInterval(() => this.#renewLease(options), LEASE_RENEW_MS)
+    this.done = this.#run({ ...options, record })
     this.settled = this.done.then(() => this.#cacheWrite)
+  }
+
+  /** A missed renewal is harmless (the lease outlasts several); a dead job renews nothing. */
+  #renewLease(options: JobOptions): void {
+    options.ledger
+      .renewLease(options.record.id, Date.now() + LEASE_MS)
+      .catch((error) => console.error('renewing the generation lease failed', error))
   }
 
   /** Receives past events at once, then live ones; returns the unsubscribe function. */
@@ -177,15 +191,23 @@ export class GenerationJob {
 
   /**
    * Stores the final record after every pending patch (calls on one stub arrive in order) and settles
-   * the Idempotency-Key; a transient backend failure releases it so the client's retry runs again.
+   * the Idempotency-Key; a transient backend failure releases it so the client's retry runs again,
+   * and gives the request's quota back.
    */
   async #finish(options: JobOptions, next: GenerationRecord): Promise<void> {
     this.#finalIssued = true
+    clearInterval(this.#leaseTimer)
     const writes: Promise<unknown>[] = [options.ledger.putGeneration(next)]
+    // 502/503/504: the backends failed, not the caller; the caller's retry should run and cost once.
+    const transient = (next.error?.status ?? 0) >= 502
     if (options.idempotencyKey) {
-      const transient = (next.error?.status ?? 0) >= 502
       writes.push(
         options.ledger.finishIdempotent(options.idempotencyKey, transient ? 'release' : 'keep'),
+      )
+    }
+    if (transient && options.refundQuota) {
+      writes.push(
+        options.refundQuota().catch((error) => console.error('refunding the quota failed', error)),
       )
     }
     await Promise.all([Promise.allSettled(this.#pending), ...writes])

@@ -6,7 +6,10 @@
 import { z } from 'zod'
 import { sha256Hex } from './hash.ts'
 
-/** Everything a key may be allowed to do. */
+/**
+ * Everything a key may be allowed to do. `models:read` is kept so existing records stay valid, but
+ * nothing checks it: the model routes are public (the browser SDK downloads models without a key).
+ */
 export const SCOPES = ['generations:write', 'generations:read', 'models:read'] as const
 export type Scope = (typeof SCOPES)[number]
 

@@ -5,6 +5,7 @@
  */
 import { sha256Hex, timingSafeEqualStrings } from './crypto.ts'
 import { type ApiKeyRecord, apiKeyRecordSchema, parseApiKey, type Scope } from './key-record.ts'
+import { isRevokedHere, revokeHere } from './revocations.ts'
 
 export {
   type ApiKeyRecord,
@@ -18,6 +19,8 @@ export {
 /** The authenticated caller, as the handlers see it. */
 export interface Principal {
   keyId: string
+  /** sha256 of the presented key */
+  keyHash: string
   scopes: readonly Scope[]
   rateLimit: ApiKeyRecord['rateLimit']
   maxCount: number | undefined
@@ -39,6 +42,7 @@ const memo = new Map<string, { principal: Principal; until: number }>()
  */
 export async function verifyApiKey(kv: KVNamespace, key: string): Promise<Principal | undefined> {
   const presentedHash = await sha256Hex(key)
+  if (isRevokedHere(presentedHash)) return undefined
   const hit = memo.get(presentedHash)
   if (hit && hit.until > Date.now()) return hit.principal
   const principal = await lookupApiKey(kv, key, presentedHash)
@@ -61,8 +65,23 @@ async function lookupApiKey(
   if (!ok || !parsed || !record || record.revoked) return undefined
   return {
     keyId: parsed.keyId,
+    keyHash: presentedHash,
     scopes: record.scopes,
     rateLimit: record.rateLimit,
     maxCount: record.maxCount,
   }
+}
+
+/**
+ * Revokes the caller's own key: KV's record gets `revoked: true` (kept, like `keys.ts revoke`), and
+ * this isolate refuses the key and ends its open streams at once (revocations.ts).
+ */
+export async function revokeApiKey(kv: KVNamespace, principal: Principal): Promise<void> {
+  const key = `key:${principal.keyId}`
+  const record = apiKeyRecordSchema.safeParse(await kv.get(key, 'json')).data
+  if (record && record.hash === principal.keyHash && !record.revoked) {
+    await kv.put(key, JSON.stringify({ ...record, revoked: true }))
+  }
+  memo.delete(principal.keyHash)
+  revokeHere(principal.keyId, principal.keyHash)
 }

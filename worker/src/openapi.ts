@@ -80,9 +80,13 @@ export function openApiDocument(): object {
             400: error('Malformed JSON or header'),
             401: error('Missing or unknown API key'),
             403: error('Key lacks the generations:write scope'),
-            409: error('Idempotency-Key in progress'),
+            408: error('Body not received within 10 s'),
+            409: {
+              ...error('Idempotency-Key in progress'),
+              headers: { 'Retry-After': { schema: { type: 'integer' } } },
+            },
             413: error('Body too large'),
-            415: error('Body is not application/json'),
+            415: error('Body is not application/json in UTF-8'),
             422: error(
               'Invalid values (error.fields lists them) or Idempotency-Key reused with another body',
             ),
@@ -128,7 +132,9 @@ export function openApiDocument(): object {
               },
             },
             204: { description: 'SSE: Last-Event-ID was the final event; nothing follows' },
-            400: error('Last-Event-ID is not an event id of this generation'),
+            400: error('Last-Event-ID is not an event id of this generation, or a malformed key'),
+            401: error('Missing or unknown API key'),
+            403: error('Key lacks the generations:read scope'),
             404: error('Unknown id'),
           },
         },
@@ -160,7 +166,10 @@ export function openApiDocument(): object {
             { name: 'key', in: 'path', required: true, schema: { type: 'string' } },
           ],
           responses: {
-            200: { description: 'File bytes', content: { 'application/octet-stream': {} } },
+            200: {
+              description: 'File bytes (ONNX as octet-stream, tokenizers and manifests as JSON)',
+              content: { 'application/octet-stream': {}, 'application/json': {} },
+            },
             304: { description: 'Not modified' },
             404: error('Unknown file'),
           },
@@ -179,6 +188,21 @@ export function openApiDocument(): object {
             200: { description: 'PNG', content: { 'image/png': {} } },
             403: error('Expired or invalid signature'),
             404: error('Unknown image'),
+          },
+        },
+      },
+      '/v1/keys/{id}': {
+        delete: {
+          operationId: 'revokeKey',
+          summary:
+            'Revoke the calling key itself: refused at once by this isolate (its open streams end with error key_revoked), elsewhere within ~70 s; signed image URLs stay valid until they expire',
+          security: bearer,
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            200: { description: 'Revoked', content: json('RevokedKey') },
+            400: error('Malformed Authorization header'),
+            401: error('Missing or unknown key'),
+            403: error("Not the calling key's id"),
           },
         },
       },

@@ -10,8 +10,14 @@ import type { AppEnv } from './hono-env.ts'
 
 const POLICY = 'images'
 
-/** Takes `cost` units from the caller's quota; sets the headers, throws 429 when exhausted. */
-export async function consumeQuota(c: Context<AppEnv>, cost: number): Promise<void> {
+/** Gives the units of one {@link consumeQuota} back. */
+export type QuotaRefund = () => Promise<void>
+
+/**
+ * Takes `cost` units from the caller's quota; sets the headers, throws 429 when exhausted. Returns
+ * the refund, for a generation that then fails for the backends' reasons rather than the caller's.
+ */
+export async function consumeQuota(c: Context<AppEnv>, cost: number): Promise<QuotaRefund> {
   const { principal, settings } = c.var
   const { limit, windowSeconds } = principal.rateLimit ?? settings.rateLimit
   const stub = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(principal.keyId))
@@ -22,4 +28,5 @@ export async function consumeQuota(c: Context<AppEnv>, cost: number): Promise<vo
   }
   if (!decision.allowed) throw new RateLimitedError(decision.resetSeconds, headers)
   for (const [name, value] of Object.entries(headers)) c.header(name, value)
+  return () => stub.refund(cost, decision.windowStart)
 }

@@ -55,6 +55,11 @@ export interface GenerationRecord {
   timings: Generation['timings']
   createdAt: string
   completedAt: string | null
+  /**
+   * While running: until when (epoch ms) the record is trusted without a renewal by its job
+   * (lease.ts); a running record past it was abandoned by a dead job.
+   */
+  leaseUntil?: number
   /** `status` (and `retryAfter`, seconds) are what the failure is reported and replayed with */
   error: { code: string; message: string; status: number; retryAfter?: number } | null
 }

@@ -134,6 +134,13 @@ apiSchemas.add(modelSchema, { id: 'Model' })
 export const modelListSchema = z.object({ object: z.literal('list'), data: z.array(modelSchema) })
 apiSchemas.add(modelListSchema, { id: 'ModelList' })
 
+export const revokedKeySchema = z.object({
+  id: z.string().describe('The key id (the `<id>` of `pf_<id>_<secret>`).'),
+  object: z.literal('api_key'),
+  revoked: z.literal(true),
+})
+apiSchemas.add(revokedKeySchema, { id: 'RevokedKey' })
+
 export const healthSchema = z.object({
   status: z.enum(['ok', 'degraded']),
   backends: z.array(

@@ -7,8 +7,9 @@
  * until `done` or `error`). Event ids are structural (events.ts), so every stream numbers an event alike.
  */
 import type { Context } from 'hono'
+import { accepts } from 'hono/accepts'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
-import { ABANDONED_MS, type Ledger } from './durable/ledger.ts'
+import type { Ledger } from './durable/ledger.ts'
 import {
   imageSeq,
   lastSeq,
@@ -19,11 +20,21 @@ import {
 } from './events.ts'
 import type { AppEnv } from './hono-env.ts'
 import type { GenerationJob } from './jobs.ts'
+import { watchRevocation } from './middleware/auth.ts'
 import type { GenerationRecord } from './records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from './render.ts'
+import { KEY_REVOKED } from './revocations.ts'
 
+/**
+ * True when the client prefers an event stream: RFC 9110 negotiation through Hono's `accepts`, so
+ * `text/event-stream;q=0` (not acceptable) or a higher-q `application/json` select JSON.
+ */
 export const wantsSse = (c: Context<AppEnv>) =>
-  (c.req.header('Accept') ?? '').toLowerCase().includes('text/event-stream')
+  accepts(c, {
+    header: 'Accept',
+    supports: ['application/json', 'text/event-stream'],
+    default: 'application/json',
+  }) === 'text/event-stream'
 
 /** Headers that keep proxies from buffering or compressing an event stream. */
 function unbuffered(c: Context<AppEnv>, response: Response): Response {
@@ -85,10 +96,6 @@ async function writeEvent(
   await stream.writeSSE({ event: event.type, data, id: String(event.seq) })
 }
 
-/** A running record this old belongs to a job that died with its isolate: it will never finish. */
-const abandoned = (record: GenerationRecord) =>
-  record.status === 'running' && Date.now() - Date.parse(record.createdAt) > ABANDONED_MS
-
 /**
  * Streams `record`'s events after `afterSeq`; while it is running, follows it through `ledger`
  * (keepalive comments while nothing happens) until `done` or `error`. Dropping this stream, like
@@ -106,35 +113,37 @@ export function streamRecord(
     c,
     streamSSE(c, async (stream) => {
       const aborted = new Promise<undefined>((resolve) => stream.onAbort(() => resolve(undefined)))
+      const revocation = watchRevocation(c, settings.sseKeepaliveMs)
+      const revoked = revocation.revoked.then(() => 'revoked' as const)
       const end = terminalSeq(record.request)
       let current = record
       let last = afterSeq
-      for (;;) {
-        for (const event of recordEvents(current, last)) {
-          await writeEvent(stream, event, { record: current, options, requestId })
-          last = event.seq
-        }
-        if (last >= end || stream.aborted) return
-        if (abandoned(current)) {
-          const error = {
-            code: 'generation_abandoned',
-            message: 'The generation stopped reporting progress and will not finish',
+      try {
+        for (;;) {
+          for (const event of recordEvents(current, last)) {
+            await writeEvent(stream, event, { record: current, options, requestId })
+            last = event.seq
           }
-          await stream.writeSSE({
-            event: 'error',
-            data: JSON.stringify(errorEventData(current.id, error, requestId)),
-            id: String(end),
-          })
-          return
+          if (last >= end || stream.aborted) return
+          // A dead job's generation comes back from the Ledger as failed (lease.ts): its `error` event
+          // is then one of the record's events, as in GET's JSON.
+          const next = await Promise.race([
+            ledger.watchGeneration(current.id, last, settings.sseKeepaliveMs),
+            aborted,
+            revoked,
+          ])
+          if (next === 'revoked') {
+            const data = errorEventData(current.id, KEY_REVOKED, requestId)
+            await stream.writeSSE({ event: 'error', data: JSON.stringify(data), id: String(end) })
+            return
+          }
+          if (stream.aborted || next === undefined) return
+          if (next.status === 'running' && lastSeq(next) <= last)
+            await stream.write(': keepalive\n\n')
+          current = next
         }
-        const next = await Promise.race([
-          ledger.watchGeneration(current.id, last, settings.sseKeepaliveMs),
-          aborted,
-        ])
-        if (stream.aborted || next === undefined) return
-        if (next.status === 'running' && lastSeq(next) <= last)
-          await stream.write(': keepalive\n\n')
-        current = next
+      } finally {
+        revocation.stop()
       }
     }),
   )
@@ -184,12 +193,22 @@ export function streamJob(
               }
         enqueue(() => send(live))
       })
+      // A key revoked mid-stream ends the stream (the job runs on; its result stays in the Ledger).
+      const revocation = watchRevocation(c, settings.sseKeepaliveMs)
       try {
-        const record = await job.done
+        const record = await Promise.race([job.done, revocation.revoked.then(() => undefined)])
         await chain
-        const type = record.error ? 'error' : 'done'
-        await send({ seq: terminalSeq(record.request), type }, { ...from, record })
+        const end = terminalSeq(running.request)
+        if (!record) {
+          const data = errorEventData(running.id, KEY_REVOKED, requestId)
+          if (!stream.aborted) {
+            await stream.writeSSE({ event: 'error', data: JSON.stringify(data), id: String(end) })
+          }
+        } else {
+          await send({ seq: end, type: record.error ? 'error' : 'done' }, { ...from, record })
+        }
       } finally {
+        revocation.stop()
         clearInterval(keepalive)
         unsubscribe()
       }

@@ -4,6 +4,7 @@ import { inject } from 'vitest'
 import type { Env } from '../src/env.ts'
 import app from '../src/index.ts'
 import { type ApiKeyRecord, createApiKeyRecord } from '../src/keys.ts'
+import type { GenerationRecord, NormalizedRequest } from '../src/records.ts'
 
 export const BASE = 'http://piflow.test'
 export const devKey = () => env.PIFLOW_DEV_API_KEY!
@@ -34,7 +35,8 @@ const contexts: ExecutionContext[] = []
  * `url` may be a path or a whole URL (any host). Await {@link settleCalls} after the test.
  */
 export async function callWithVars(
-  vars: Partial<Env>,
+  /** replaced bindings; `undefined` unsets one */
+  vars: { [K in keyof Env]?: Env[K] | undefined },
   url: string,
   init?: RequestInit & { key?: string | null },
 ): Promise<Response> {
@@ -110,4 +112,40 @@ export async function readSse(
 export interface ErrorJson {
   error: { code: string; message: string; fields?: { path: string; message: string }[] }
   requestId: string
+}
+
+/** A `running` record of a 4-NFE, one-image request, for tests that store records themselves. */
+export function runningRecord(
+  id: string,
+  request: Partial<NormalizedRequest> = {},
+  fields: Partial<GenerationRecord> = {},
+): GenerationRecord {
+  return {
+    id,
+    requestId: 'req_test',
+    status: 'running',
+    request: {
+      model: 'piflow-emoji',
+      modelVersion: 'test',
+      prompt: 'red apple',
+      nfe: 4,
+      seed: 1,
+      size: 32,
+      guidance: 3,
+      count: 1,
+      format: 'png',
+      ...request,
+    },
+    seeded: true,
+    cached: false,
+    progress: { step: 0, nfe: 4 },
+    images: [],
+    integration: 'edge',
+    backends: [],
+    timings: { totalMs: 0, forwardMs: 0, integrateMs: 0, encodeMs: 0 },
+    createdAt: new Date().toISOString(),
+    completedAt: null,
+    error: null,
+    ...fields,
+  }
 }

@@ -11,40 +11,18 @@ import { lookupResult } from '../src/cache.ts'
 import { settings } from '../src/env.ts'
 import { GenerationJob } from '../src/jobs.ts'
 import { getModel } from '../src/models.ts'
-import type { GenerationRecord, NormalizedRequest } from '../src/records.ts'
-import { backendAvailable, backendSecret, backendUrl } from './helpers.ts'
+import { backendAvailable, backendSecret, backendUrl, runningRecord } from './helpers.ts'
 
 describe.skipIf(!backendAvailable())('GenerationJob final writes', () => {
   it('a failed PNG write ends as a failed record and caches nothing', async () => {
     const config = settings(env)
     const model = await getModel(env, config.models, 'piflow-emoji')
-    const request: NormalizedRequest = {
-      model: model.id,
-      modelVersion: 'test',
-      prompt: 'red apple',
-      nfe: 4,
-      seed: 9_001,
-      size: 32,
-      guidance: model.manifest.guidance.default,
-      count: 1,
-      format: 'png',
-    }
-    const record: GenerationRecord = {
-      id: `gen_jobtest${Date.now().toString(36)}`,
-      requestId: 'req_jobtest',
-      status: 'running',
-      request,
-      seeded: true,
-      cached: false,
-      progress: { step: 0, nfe: 4 },
-      images: [],
-      integration: 'edge',
-      backends: [],
-      timings: { totalMs: 0, forwardMs: 0, integrateMs: 0, encodeMs: 0 },
-      createdAt: new Date().toISOString(),
-      completedAt: null,
-      error: null,
-    }
+    const record = runningRecord(
+      `gen_jobtest${Date.now().toString(36)}`,
+      { model: model.id, seed: 9_001, guidance: model.manifest.guidance.default },
+      { requestId: 'req_jobtest' },
+    )
+    const { request } = record
     // PNG writes fail; the cache entry's own R2 write would succeed, so only ordering keeps it out.
     const failingBucket = new Proxy(env.IMAGES, {
       get(target, name, receiver) {

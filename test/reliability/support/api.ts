@@ -81,6 +81,26 @@ export function postGeneration(
   })
 }
 
+/** POST /v1/generations asking for SSE; the response is returned unread (its body is the stream). */
+export function postGenerationStream(
+  workerUrl: string,
+  apiKey: string,
+  body: unknown,
+  init: { headers?: Record<string, string>; signal?: AbortSignal } = {},
+): Promise<Response> {
+  return fetch(`${workerUrl}/v1/generations`, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${apiKey}`,
+      'Content-Type': 'application/json',
+      Accept: 'text/event-stream',
+      ...init.headers,
+    },
+    body: JSON.stringify(body),
+    ...(init.signal ? { signal: init.signal } : {}),
+  })
+}
+
 /** GET /v1/generations/:id. */
 export function getGeneration(workerUrl: string, apiKey: string, id: string) {
   return call(`${workerUrl}/v1/generations/${encodeURIComponent(id)}`, {

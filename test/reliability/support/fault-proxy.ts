@@ -34,7 +34,8 @@ export interface FaultProxy {
   /** apply `mode` only to the next N model requests, then pass (undefined = every request) */
   faultBudget: number | undefined
   /** model requests seen, and how many had a fault applied */
-  readonly stats: { modelRequests: number; faulted: number }
+  /** `probes`: the other requests (health and readiness checks) */
+  readonly stats: { modelRequests: number; faulted: number; probes: number }
   /** called for every model request (e.g. to kill the backend after the first forward) */
   onModelRequest: ((count: number) => void) | undefined
   close(): Promise<void>
@@ -103,7 +104,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     mode: 'pass',
     slowMs: 0,
     faultBudget: undefined,
-    stats: { modelRequests: 0, faulted: 0 },
+    stats: { modelRequests: 0, faulted: 0, probes: 0 },
     onModelRequest: undefined,
     close: async () => {
       for (const s of sockets) s.destroy()
@@ -121,7 +122,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         else mode = 'pass'
       }
       if (mode !== 'pass') state.stats.faulted++
-    } else if (mode !== 'down') {
+    } else {
+      state.stats.probes++
+    }
+    if (!isModel && mode !== 'down') {
       mode = 'pass'
     }
     const body = await readAll(req).catch(() => undefined)

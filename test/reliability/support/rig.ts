@@ -6,8 +6,7 @@
  * log captured (to prove secrets never appear in it), SIGKILL of a backend mid-request, and a worker
  * restart on a persisted state directory.
  */
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
@@ -18,6 +17,7 @@ import {
   startWorker,
 } from '../../../scripts/local-stack.ts'
 import { type FaultProxy, startFaultProxy } from './fault-proxy.ts'
+import { listenerPid, pidsInGroup, processGroupOf } from './processes.ts'
 
 /** Options of {@link startRig}. */
 export interface RigOptions {
@@ -39,10 +39,19 @@ export interface Rig {
   readonly logs: string[]
   /** SIGKILLs backend `i` (its whole process group), like a crashed host */
   killBackend(i: number): void
+  /** every process of the worker (wrangler and its workerd), i.e. its process group */
+  workerProcesses(): number[]
+  /** SIGKILLs the worker (wrangler and workerd), like a crashed host; `restartWorker` brings it back */
+  killWorker(): Promise<void>
   /** starts a fresh backend `i` and points its proxy at it */
   replaceBackend(i: number): Promise<void>
-  /** stops the worker and starts it again on the same state directory (same secrets) */
-  restartWorker(options?: { apiKey?: string }): Promise<void>
+  /**
+   * stops the worker and starts it again on the same state directory (same secrets); `whileStopped`
+   * runs in between (e.g. scripts/keys.ts on the state, which the running workerd keeps locked)
+   */
+  restartWorker(options?: { apiKey?: string; whileStopped?: () => Promise<void> }): Promise<void>
+  /** the wrangler state directory (KV, R2, Durable Objects) */
+  persistTo: string
   stop(): Promise<void>
 }
 
@@ -51,20 +60,14 @@ export const capturedLogs: string[] = []
 /** Secrets handed out by any rig in this process. */
 export const issuedSecrets = new Set<string>()
 
-/** PID of the process listening on `url`'s port (ss maps ports to processes). */
-function listenerPid(url: string): number | undefined {
-  const port = new URL(url).port
-  const ss = execFileSync('ss', ['-ltnpH', `sport = :${port}`], { encoding: 'utf8' })
-  const pid = Number(/pid=(\d+)/.exec(ss)?.[1])
-  return pid || undefined
-}
+export { rssOfListener } from './processes.ts'
 
-/** Resident memory (KiB) of the process listening on `url`'s port (0 if none). */
-export function rssOfListener(url: string): number {
+/** SIGKILLs the whole process group serving `url`. */
+function killGroupListeningOn(url: string): void {
   const pid = listenerPid(url)
-  if (!pid) return 0
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
+  const pgid = pid === undefined ? undefined : processGroupOf(pid)
+  if (pgid === undefined) throw new Error(`no process listens on ${url}`)
+  process.kill(-pgid, 'SIGKILL')
 }
 
 /** Starts backends, proxies and the worker; cleans up everything if any part fails. */
@@ -129,19 +132,27 @@ export async function startRig(options?: RigOptions): Promise<Rig> {
     proxies,
     logs,
     killBackend(i) {
-      const pid = listenerPid(backendUrls[i]!)
-      if (!pid) throw new Error(`no process listens on ${backendUrls[i]}`)
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      const pgid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])
-      process.kill(-pgid, 'SIGKILL')
+      killGroupListeningOn(backendUrls[i]!)
+    },
+    workerProcesses() {
+      const pid = listenerPid(rig.workerUrl)
+      const pgid = pid === undefined ? undefined : processGroupOf(pid)
+      return pgid === undefined ? [] : pidsInGroup(pgid)
+    },
+    async killWorker() {
+      killGroupListeningOn(rig.workerUrl)
+      await worker?.stop() // reaps the killed child; its state directory stays
+      worker = undefined
     },
     async replaceBackend(i) {
       await backends[i]?.stop()
       const service = await startOne(i)
       proxies[i]!.upstream = service.url
     },
+    persistTo,
     async restartWorker(restart) {
       await worker?.stop()
+      await restart?.whileStopped?.()
       if (restart?.apiKey) {
         apiKey = restart.apiKey
         issuedSecrets.add(apiKey)

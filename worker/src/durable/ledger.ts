@@ -6,15 +6,18 @@
  */
 import { DurableObject } from 'cloudflare:workers'
 import { lastSeq } from '../events.ts'
+import {
+  ABANDONED_CODE,
+  abandonedRecord,
+  isAbandoned,
+  LEASE_MS,
+  leaseEnd,
+  retryAfterSeconds,
+} from '../lease.ts'
 import type { GenerationRecord } from '../records.ts'
 
 /** How long generation and idempotency records are kept. */
 export const RECORD_TTL_MS = 24 * 60 * 60 * 1000
-/**
- * A key still "running" after this long belongs to a job that died with its isolate (every backend
- * call has a timeout, so a live job finishes far sooner); the key is then free again.
- */
-export const ABANDONED_MS = 10 * 60 * 1000
 
 interface IdempotencyEntry {
   fingerprint: string
@@ -30,7 +33,7 @@ export const WATCH_MAX_MS = 30_000
 /** What `beginIdempotent` decided. */
 export type IdempotencyDecision =
   | { kind: 'new' }
-  | { kind: 'running'; generationId: string }
+  | { kind: 'running'; generationId: string; retryAfter: number }
   | { kind: 'replay'; generationId: string }
   | { kind: 'mismatch'; generationId: string }
 
@@ -56,6 +59,13 @@ export class Ledger extends DurableObject {
   async deleteGeneration(id: string): Promise<void> {
     await this.ctx.storage.delete(`gen:${id}`)
     this.#notify(id)
+  }
+
+  /** Extends a running record's lease to `until` (its job is alive); finished records stay as they are. */
+  async renewLease(id: string, until: number): Promise<void> {
+    const current = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
+    if (current?.status !== 'running') return
+    await this.ctx.storage.put(`gen:${id}`, { ...current, leaseUntil: until })
   }
 
   /** Merges `patch` into an existing record; returns the new record (undefined if unknown). */
@@ -94,15 +104,25 @@ export class Ledger extends DurableObject {
         if (watchers.size === 0 && this.#watchers.get(id) === watchers) this.#watchers.delete(id)
         resolve()
       }
-      const timer = setTimeout(wake, Math.min(Math.max(0, timeoutMs), WATCH_MAX_MS))
+      // Woken at the lease's end at the latest, so a follower learns of a dead job at once.
+      const untilLeaseEnd = leaseEnd(record) - Date.now() + 50
+      const wait = Math.min(Math.max(0, timeoutMs), WATCH_MAX_MS, Math.max(0, untilLeaseEnd))
+      const timer = setTimeout(wake, wait)
       watchers.add(wake)
     })
     return this.getGeneration(id)
   }
 
+  /** The record, or undefined once expired; a running record whose job died becomes its failure. */
   async getGeneration(id: string): Promise<GenerationRecord | undefined> {
     const record = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
     if (!record || Date.parse(record.createdAt) + RECORD_TTL_MS < Date.now()) return undefined
+    if (isAbandoned(record)) {
+      const failed = abandonedRecord(record)
+      await this.ctx.storage.put(`gen:${id}`, failed)
+      this.#notify(id)
+      return failed
+    }
     return record
   }
 
@@ -117,15 +137,27 @@ export class Ledger extends DurableObject {
   ): Promise<IdempotencyDecision> {
     const now = Date.now()
     const stored = await this.ctx.storage.get<IdempotencyEntry>(`idem:${key}`)
-    const abandoned = stored?.state === 'running' && now - stored.startedAt > ABANDONED_MS
-    const existing = stored && stored.expiresAt > now && !abandoned ? stored : undefined
-    if (existing) {
-      if (existing.fingerprint !== fingerprint) {
-        return { kind: 'mismatch', generationId: existing.generationId }
+    const existing = stored && stored.expiresAt > now ? stored : undefined
+    if (existing?.state === 'done') {
+      return existing.fingerprint === fingerprint
+        ? { kind: 'replay', generationId: existing.generationId }
+        : { kind: 'mismatch', generationId: existing.generationId }
+    }
+    if (existing?.state === 'running') {
+      // Held by a live job unless its generation was abandoned (or never stored, long ago).
+      const record = await this.getGeneration(existing.generationId)
+      const dead = record
+        ? record.error?.code === ABANDONED_CODE
+        : now - existing.startedAt > LEASE_MS
+      if (!dead) {
+        return existing.fingerprint === fingerprint
+          ? {
+              kind: 'running',
+              generationId: existing.generationId,
+              retryAfter: retryAfterSeconds(record, now),
+            }
+          : { kind: 'mismatch', generationId: existing.generationId }
       }
-      return existing.state === 'running'
-        ? { kind: 'running', generationId: existing.generationId }
-        : { kind: 'replay', generationId: existing.generationId }
     }
     const entry: IdempotencyEntry = {
       fingerprint,

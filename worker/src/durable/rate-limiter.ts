@@ -14,6 +14,8 @@ export interface RateLimitDecision {
   /** seconds until the window resets */
   resetSeconds: number
   windowSeconds: number
+  /** start of the window the units were taken from (what `refund` gives them back to) */
+  windowStart: number
 }
 
 interface WindowState {
@@ -44,6 +46,18 @@ export class RateLimiter extends DurableObject {
       remaining: Math.max(0, limit - this.window.used),
       resetSeconds: Math.max(1, Math.ceil((this.window.start + windowMs - now) / 1000)),
       windowSeconds,
+      windowStart: this.window.start,
     }
+  }
+
+  /**
+   * Gives back `cost` units taken from the window that started at `windowStart` (a generation that
+   * failed for backend reasons); units of a window that has since ended are gone anyway.
+   */
+  async refund(cost: number, windowStart: number): Promise<void> {
+    this.window ??= await this.ctx.storage.get<WindowState>('window')
+    if (!this.window || this.window.start !== windowStart) return
+    this.window.used = Math.max(0, this.window.used - cost)
+    await this.ctx.storage.put('window', this.window, { allowUnconfirmed: true })
   }
 }

@@ -3,14 +3,28 @@
  * Bearer-key authentication with per-route scopes. Keys live in KV as hashes only (keys.ts); in local
  * mode the dev key from PIFLOW_DEV_API_KEY is seeded into KV on first use (never outside local mode).
  */
+import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import { endTime, startTime } from 'hono/timing'
 import { BadRequestError, ForbiddenError, UnauthorizedError } from '../errors.ts'
 import type { AppEnv } from '../hono-env.ts'
-import { createApiKeyRecord, parseApiKey, SCOPES, type Scope, verifyApiKey } from '../keys.ts'
+import {
+  apiKeyRecordSchema,
+  createApiKeyRecord,
+  parseApiKey,
+  SCOPES,
+  type Scope,
+  verifyApiKey,
+} from '../keys.ts'
+import { onRevokedHere } from '../revocations.ts'
 
 const seeded = new Set<string>()
 
+/**
+ * Writes the dev key's record unless KV already holds one for this very key: a record that is
+ * missing, unreadable or for another key (a new dev key) is replaced; this key's own record, revoked
+ * or edited, is kept, so `keys.ts revoke` survives the next start.
+ */
 async function seedDevKey(kv: KVNamespace, devKey: string): Promise<void> {
   if (seeded.has(devKey)) return
   const parsed = parseApiKey(devKey)
@@ -19,12 +33,13 @@ async function seedDevKey(kv: KVNamespace, devKey: string): Promise<void> {
     name: 'local development key',
     scopes: [...SCOPES],
   })
-  await kv.put(`key:${parsed.keyId}`, JSON.stringify(record))
+  const stored = apiKeyRecordSchema.safeParse(await kv.get(`key:${parsed.keyId}`, 'json')).data
+  if (stored?.hash !== record.hash) await kv.put(`key:${parsed.keyId}`, JSON.stringify(record))
   seeded.add(devKey)
 }
 
-/** Requires a valid key carrying `scope`; sets `c.var.principal`. */
-export const auth = (scope: Scope) =>
+/** Requires a valid key (carrying `scope` when given); sets `c.var.principal`. */
+export const auth = (scope?: Scope) =>
   createMiddleware<AppEnv>(async (c, next) => {
     const { devApiKey } = c.var.settings
     if (devApiKey) await seedDevKey(c.env.API_KEYS, devApiKey)
@@ -49,9 +64,39 @@ export const auth = (scope: Scope) =>
     const principal = await verifyApiKey(c.env.API_KEYS, match[1]!)
     endTime(c, 'auth')
     if (!principal) throw new UnauthorizedError('Unknown, revoked or malformed API key')
-    if (!principal.scopes.includes(scope)) {
+    if (scope && !principal.scopes.includes(scope)) {
       throw new ForbiddenError(`This API key lacks the "${scope}" scope`)
     }
     c.set('principal', principal)
     await next()
   })
+
+/** What {@link watchRevocation} returns. */
+export interface RevocationWatch {
+  /** resolves once the caller's key is no longer valid */
+  revoked: Promise<void>
+  stop(): void
+}
+
+/**
+ * Watches the caller's key while a long response (an event stream) runs: `revoked` resolves at once
+ * when the key is revoked through this isolate, else at the first re-check against KV (every
+ * `intervalMs`, through the key memo) that refuses it.
+ */
+export function watchRevocation(c: Context<AppEnv>, intervalMs: number): RevocationWatch {
+  const { keyId } = c.var.principal
+  const token = /^Bearer +(\S+)/i.exec(c.req.header('Authorization') ?? '')?.[1] ?? ''
+  let stop = () => {}
+  const revoked = new Promise<void>((resolve) => {
+    const unsubscribe = onRevokedHere(keyId, resolve)
+    const timer = setInterval(async () => {
+      if (!(await verifyApiKey(c.env.API_KEYS, token).catch(() => true))) resolve()
+    }, intervalMs)
+    stop = () => {
+      unsubscribe()
+      clearInterval(timer)
+    }
+  })
+  revoked.then(() => stop())
+  return { revoked, stop: () => stop() }
+}

@@ -21,7 +21,7 @@ import { type GenerationJob, startGeneration } from '../jobs.ts'
 import { auth } from '../middleware/auth.ts'
 import { jsonBody } from '../middleware/json-body.ts'
 import { publicOrigin } from '../origin.ts'
-import { consumeQuota } from '../quota.ts'
+import { consumeQuota, type QuotaRefund } from '../quota.ts'
 import { type GenerationRecord, runningRecord } from '../records.ts'
 import { type RenderOptions, renderGeneration } from '../render.ts'
 import { MAX_BODY_BYTES } from '../schemas.ts'
@@ -94,7 +94,8 @@ async function replay(
 
 /**
  * Takes the request's quota and, meanwhile, stores the record of a cache hit (one Durable Object round
- * trip instead of two in a row). Returns that record, or undefined when the request must run. If the
+ * trip instead of two in a row). Returns that record (undefined when the request must run) and the
+ * quota's refund, for a generation that then fails for backend reasons. If the
  * quota refuses, the hit's record (whose id nobody has seen) is deleted again and the reserved
  * Idempotency-Key released, so a refused request leaves nothing "running".
  */
@@ -104,7 +105,7 @@ async function admit(
   running: GenerationRecord,
   pendingHit: Promise<CachedResult | undefined>,
   idempotencyKey: string | undefined,
-): Promise<GenerationRecord | undefined> {
+): Promise<{ hit: GenerationRecord | undefined; refundQuota: QuotaRefund }> {
   const hitStored = pendingHit.then(async (hit) => {
     if (!hit) return undefined
     const record = cacheHitRecord(running, hit)
@@ -113,11 +114,11 @@ async function admit(
   })
   hitStored.catch(() => {}) // awaited below
   try {
-    const [, hitRecord] = await Promise.all([
+    const [refundQuota, hit] = await Promise.all([
       timed(c, 'quota', consumeQuota(c, running.request.count)),
       hitStored,
     ])
-    return hitRecord
+    return { hit, refundQuota }
   } catch (error) {
     c.executionCtx.waitUntil(
       hitStored.then((record) => record && ledger.deleteGeneration(record.id)).catch(() => {}),
@@ -176,7 +177,7 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
     integration,
     createdAt: started,
   })
-  const hit = await admit(c, ledger, running, pendingHit, idempotencyKey)
+  const { hit, refundQuota } = await admit(c, ledger, running, pendingHit, idempotencyKey)
   if (hit) {
     // Stored before answering, so a GET right after the response finds it.
     const [response] = await Promise.all([
@@ -200,6 +201,7 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
       ledger,
       ...(hash ? { cacheHash: hash } : {}),
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      refundQuota,
       recordProgress: sse,
     },
     waitUntil,
