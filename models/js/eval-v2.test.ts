@@ -46,3 +46,12 @@ describe.skipIf(modelsPySkip !== null)(
     })
   },
 )
+
+describe.skipIf(modelsPySkip !== null)(
+  `v2 recipe: data ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
+  () => {
+    it('Noto + Twemoji + Fluent at 64 px, equal style weights, CLDR/emojibase captions with style words', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_prepare'])
+    })
+  },
+)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates the Python environment of the v2 recipe and the independent evaluation in
-# .toolchain/models-py (once per requirements.txt content; a stamp file records it), plus Debian's
-# cairo library for cairosvg. Prints the interpreter's path on the last line.
+# .toolchain/models-py (once per requirements.txt content; a stamp file records it), Debian's cairo
+# library for cairosvg, and the art packages of models/v2/art (npm ci). Prints the interpreter's path
+# on the last line.
 #   bash models/v2/setup.sh            # then: .toolchain/models-py/bin/python -m models.eval.independent …
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,5 +20,13 @@ if [ ! -f "$stamp" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
   touch "$stamp"
+fi
+# The artwork and names the v2 data set is made of (npm packages with their own lock file; never bundled).
+art="$root/models/v2/art"
+artstamp="$art/node_modules/.piflow-$(sha256sum "$art/package-lock.json" | cut -c1-16)"
+if [ ! -f "$artstamp" ]; then
+  source "$root/scripts/env.sh"
+  (cd "$art" && npm ci --no-audit --no-fund >&2)
+  touch "$artstamp"
 fi
 echo "$venv/bin/python"
