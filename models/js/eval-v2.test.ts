@@ -2,7 +2,14 @@ import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { PYTHON, pythonSkipReason, REPO_ROOT, readJson, recipeEnv } from './test-support.ts'
+import {
+  PYTHON,
+  pythonOutput,
+  pythonSkipReason,
+  REPO_ROOT,
+  readJson,
+  runPython,
+} from './test-support.ts'
 import { createTokenizer, tokenize } from './tokenizer.ts'
 
 // The environment of the independent evaluation and the v2 recipe (onnxruntime, torch 2, the MiniLM
@@ -15,16 +22,9 @@ const modelsPySkip = existsSync(MODELS_PYTHON)
 
 /** Runs Python unittest modules and checks that every test ran and passed (nothing silently skipped). */
 function unittest(python: string, modules: string[]) {
-  const run = spawnSync(python, ['-m', 'unittest', '-v', ...modules], {
-    cwd: REPO_ROOT,
-    env: recipeEnv(),
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-  })
-  expect(
-    run.status,
-    `${modules.join(' ')}\n${run.stdout.slice(-2000)}\n${run.stderr.slice(-4000)}`,
-  ).toBe(0)
+  const args = ['-m', 'unittest', '-v', ...modules]
+  const run = runPython(args, python)
+  expect(run.status, pythonOutput(args, run)).toBe(0)
   expect(run.stderr).toMatch(/\nOK\b/)
   expect(run.stderr).not.toMatch(/skipped/)
 }
