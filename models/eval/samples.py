@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -25,7 +26,11 @@ PROMPTS = ["grinning face", "red heart", "cat face", "pizza", "flag france", "ro
 
 
 def to_grid(x: torch.Tensor, rows: int, scale: int = 2) -> Image.Image:
-    img = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return grid_uint8(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy(), rows, scale)
+
+
+def grid_uint8(img: np.ndarray, rows: int, scale: int = 2) -> Image.Image:
+    """uint8 (N,H,W,3), N = rows * columns, row-major -> one image, upscaled by nearest neighbour."""
     n, h, w, _ = img.shape
     cols = n // rows
     g = img.reshape(rows, cols, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3)

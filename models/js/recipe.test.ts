@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -6,22 +5,14 @@ import { join } from 'node:path'
 import * as ort from 'onnxruntime-node'
 import { describe, expect, it } from 'vitest'
 import { parseManifest } from './manifest.ts'
-import { PYTHON, pythonSkipReason, REPO_ROOT, readJson, recipeEnv } from './test-support.ts'
+import { pythonOutput, pythonSkipReason, readJson, runPython } from './test-support.ts'
 import { createTokenizer, tokenize } from './tokenizer.ts'
 
 const skip = pythonSkipReason(['torch', 'numpy', 'onnx', 'PIL'])
 
 function python(args: string[]) {
-  const run = spawnSync(PYTHON, args, {
-    cwd: REPO_ROOT,
-    env: recipeEnv(),
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-  })
-  expect(
-    run.status,
-    `${args.join(' ')}\n${run.stdout.slice(-2000)}\n${run.stderr.slice(-4000)}`,
-  ).toBe(0)
+  const run = runPython(args)
+  expect(run.status, pythonOutput(args, run)).toBe(0)
   return run
 }
 

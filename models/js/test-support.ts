@@ -34,3 +34,18 @@ export function recipeEnv(): NodeJS.ProcessEnv {
     GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296',
   }
 }
+
+/** Runs `python` (default: the recipe's) from the repository root with recipeEnv(). */
+export function runPython(args: readonly string[], python: string = PYTHON) {
+  return spawnSync(python, args, {
+    cwd: REPO_ROOT,
+    env: recipeEnv(),
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  })
+}
+
+/** What a failed Python run said: its arguments and the tails of stdout and stderr. */
+export function pythonOutput(args: readonly string[], run: ReturnType<typeof runPython>): string {
+  return `${args.join(' ')}\n${run.stdout.slice(-2000)}\n${run.stderr.slice(-4000)}`
+}

@@ -1,11 +1,13 @@
-"""Text-conditioned U-Net for 32x32 RGB flow matching, with a velocity head (teacher) or a
-Gaussian-mixture policy head (pi-Flow student).
+"""Text-conditioned U-Net for RGB flow matching, with a velocity head (teacher) or a Gaussian-mixture
+policy head (pi-Flow student).
 
-The net works at half resolution after a 2x2 space-to-depth stem (PixelUnshuffle): 32x32x3 becomes
-16x16x12. On 2 CPU cores this costs about what a 16 px model costs while the output stays 32x32 RGB
-(measured in models/README.md). Text conditioning is a bag of learned word embeddings (masked mean,
-with a learned "null" vector for the empty prompt used by classifier-free guidance) added to the
-sigma embedding, which drives scale/shift of every GroupNorm (AdaGN).
+The net works at reduced resolution after a patch x patch space-to-depth stem (PixelUnshuffle): v1 has
+32x32x3 -> 16x16x12 (patch 2), v2 64x64x3 -> 16x16x48 (patch 4). On 2 CPU cores this costs about what a
+16 px model costs while the output keeps every pixel (measured in models/README.md). Text conditioning
+(`text_input`) is either a bag of learned word embeddings (v1: masked mean of word ids) or a given
+sentence embedding (v2: all-MiniLM-L6-v2 or its compact form, models/v2/text.py); a learned "null"
+vector stands for the empty prompt used by classifier-free guidance. It is added to the sigma
+embedding, which drives scale/shift of every GroupNorm (AdaGN).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class NetConfig:
     image_channels: int = 3
     head: str = "u"  # "u" (teacher) or "gm" (student)
     k: int = 8  # GM components (student only)
+    patch: int = 2  # space-to-depth factor of the stem (the trunk works at image_size / patch)
+    text_input: str = "tokens"  # "tokens": word ids, bag of learned embeddings; "vector": a text embedding
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -103,10 +107,12 @@ class EmojiNet(nn.Module):
         self.cfg = cfg
         ch, emb = cfg.channels, cfg.channels * cfg.emb_mult
         self.t_mlp = nn.Sequential(nn.Linear(ch, emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.tok = nn.Embedding(cfg.vocab_size, cfg.text_dim)
+        # "vector": a precomputed (B, text_dim) sentence embedding; an all-zero row is the empty prompt
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.text_dim) if cfg.text_input == "tokens" else None
         self.null_text = nn.Parameter(torch.zeros(cfg.text_dim))
         self.txt_mlp = nn.Sequential(nn.Linear(cfg.text_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.stem = nn.Conv2d(cfg.image_channels * 4, ch, 3, padding=1)
+        p2 = cfg.patch * cfg.patch
+        self.stem = nn.Conv2d(cfg.image_channels * p2, ch, 3, padding=1)
         self.down = nn.ModuleList()
         skips, c = [ch], ch
         for level, m in enumerate(cfg.mults):
@@ -134,22 +140,26 @@ class EmojiNet(nn.Module):
         self.out_norm = _gn(c)
         cimg = cfg.image_channels
         if cfg.head == "u":
-            self.out = nn.Conv2d(c, cimg * 4, 3, padding=1)
+            self.out = nn.Conv2d(c, cimg * p2, 3, padding=1)
         else:
-            self.out = nn.Conv2d(c, cfg.k * (cimg + 1) * 4, 3, padding=1)
+            self.out = nn.Conv2d(c, cfg.k * (cimg + 1) * p2, 3, padding=1)
             self.logstd = nn.Linear(emb, 1)
 
     def embed(self, sigma, tokens):
-        mask = (tokens != 0).float()
-        count = mask.sum(1, keepdim=True)
-        pooled = (self.tok(tokens) * mask[:, :, None]).sum(1) / count.clamp(min=1.0)
-        empty = (count == 0).float()
+        if self.tok is None:
+            pooled = tokens
+            empty = (tokens.abs().sum(1, keepdim=True) == 0).float()
+        else:
+            mask = (tokens != 0).float()
+            count = mask.sum(1, keepdim=True)
+            pooled = (self.tok(tokens) * mask[:, :, None]).sum(1) / count.clamp(min=1.0)
+            empty = (count == 0).float()
         pooled = pooled + empty * self.null_text[None, :]
         return F.silu(self.t_mlp(sigma_embedding(sigma, self.cfg.channels)) + self.txt_mlp(pooled))
 
     def trunk(self, x, sigma, tokens):
         e = self.embed(sigma, tokens)
-        h = self.stem(F.pixel_unshuffle(x, 2))
+        h = self.stem(F.pixel_unshuffle(x, self.cfg.patch))
         hs = [h]
         for blk in self.down:
             if isinstance(blk[0], ResBlock):
@@ -172,10 +182,10 @@ class EmojiNet(nn.Module):
     def forward(self, x, sigma, tokens):
         raw, e = self.trunk(x, sigma, tokens)
         if self.cfg.head == "u":
-            return F.pixel_shuffle(raw, 2)
+            return F.pixel_shuffle(raw, self.cfg.patch)
         b, cimg, k = x.shape[0], self.cfg.image_channels, self.cfg.k
         h, w = self.cfg.image_size, self.cfg.image_size
-        full = F.pixel_shuffle(raw, 2)  # (B, K*(C+1), H, W)
+        full = F.pixel_shuffle(raw, self.cfg.patch)  # (B, K*(C+1), H, W)
         means_u = full[:, : k * cimg].reshape(b, k, cimg, h, w)
         logweights = torch.log_softmax(full[:, k * cimg :].reshape(b, k, 1, h, w), dim=1)
         logstds = self.logstd(e).reshape(b, 1, 1, 1, 1)
@@ -196,7 +206,7 @@ def student_from_teacher(teacher: EmojiNet, k: int, seed: int = 0) -> EmojiNet:
     tw, tb = teacher.out.weight.detach(), teacher.out.bias.detach()  # (C*4, c, 3, 3)
     w = own["out.weight"].clone()
     b = own["out.bias"].clone()
-    nmeans = k * cimg * 4
+    nmeans = k * cimg * cfg.patch * cfg.patch
     w[:nmeans] = tw.repeat(k, 1, 1, 1) + 0.02 * tw.std() * torch.randn(w[:nmeans].shape, generator=g)
     b[:nmeans] = tb.repeat(k) + 0.05 * torch.randn(nmeans, generator=g)
     w[nmeans:] = 0.0

@@ -47,12 +47,17 @@ def _emojibase_index() -> dict[str, dict]:
     return {_strip_fe0f(e["hexcode"]): e for e in data}
 
 
+def composite_on_white(rgba_u8: np.ndarray) -> np.ndarray:
+    """uint8 RGBA (..., 4) -> uint8 RGB (..., 3), alpha over white."""
+    rgba = rgba_u8.astype(np.float32) / 255.0
+    alpha = rgba[..., 3:4]
+    rgb = rgba[..., :3] * alpha + (1.0 - alpha)
+    return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
 def _cell(sheet: np.ndarray, sx: int, sy: int, size: int) -> np.ndarray:
     x, y = sx * (size + 2) + 1, sy * (size + 2) + 1
-    rgba = sheet[y : y + size, x : x + size].astype(np.float32) / 255.0
-    alpha = rgba[..., 3:4]
-    rgb = rgba[..., :3] * alpha + (1.0 - alpha)  # composite on white
-    return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    return composite_on_white(sheet[y : y + size, x : x + size])
 
 
 def prepare(out_dir: str, tokenizer_path: str, size: int = 32, limit: int | None = None) -> dict:

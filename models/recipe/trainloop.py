@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,19 +64,23 @@ class Run:
 
     log: JsonLog
     deadline: float
-    tok: Tokenizer
-    data: EmojiData
+    tok: Tokenizer | None  # None when the data carries text embeddings (v2)
+    data: Any  # EmojiData (v1) or models.v2.data.V2Data: whatever the trainer's loss_step samples from
     ckpt_path: str
 
 
-def start_run(a: argparse.Namespace) -> Run:
+def start_run(a: argparse.Namespace, load_data: Callable[[argparse.Namespace], Any] | None = None) -> Run:
+    """load_data(a) builds the data set (default: v1's tokenizer + EmojiData from a.tokenizer / a.data)."""
     setup_torch(a.threads)
     log = JsonLog(os.path.join(a.run, "train.log.jsonl"))
     for w in env_warnings():
         log(warning=w)
     deadline = parse_deadline(a.until, a.minutes)
-    tok = Tokenizer.load(a.tokenizer)
-    data = EmojiData(a.data, tok)
+    if load_data is None:
+        tok = Tokenizer.load(a.tokenizer)
+        data = EmojiData(a.data, tok)
+    else:
+        tok, data = None, load_data(a)
     return Run(log, deadline, tok, data, os.path.join(a.run, "checkpoints", "last.pt"))
 
 
@@ -171,7 +176,8 @@ def train_loop(
         ):
             break
         t0 = time.time()
-        lr = a.lr * min(1.0, (st.step + 1) / a.warmup)
+        # warm-up from step 0, or from the step a run restarted with a fresh optimiser (warmup_start)
+        lr = a.lr * min(1.0, (st.step + 1 - getattr(a, "warmup_start", 0)) / a.warmup)
         for g in st.opt.param_groups:
             g["lr"] = lr
         loss, extra = loss_step()

