@@ -1,21 +1,40 @@
 #!/usr/bin/env bash
 # Installs what piflow needs. `setup.sh` alone: Node 22 + npm packages (enough for the main job).
-# `setup.sh --test`: also the system packages the test suites drive (Chromium, PyTorch CPU, OpenBLAS) and
-# the PyTorch backend's virtualenv. `setup.sh --torch`: Node + npm packages + that virtualenv only (a GPU host).
+# `setup.sh --test`: also the system packages the test suites drive (Chromium, PyTorch CPU, OpenBLAS, cairo)
+# and the PyTorch virtualenv with both its package sets. `setup.sh --torch`: Node + npm packages + the
+# PyTorch backend's packages only (a GPU host). `setup.sh --models`: the default model's v2 recipe and
+# independent evaluation (their packages in the same virtualenv, and the art packages of models/v2/art).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PIFLOW_ROOT"
 
-# The PyTorch backend (torch-backend/) in .toolchain/torch-py, from torch-backend/requirements.txt; skipped
-# when a stamp of the requirements' hash is present. PyPI's torch wheel brings its CUDA libraries (~6 GB).
-install_torch_env() {
-  local stamp=".toolchain/torch-py/.piflow-$(sha256sum torch-backend/requirements.txt | cut -c1-16)"
+# One PyTorch virtualenv, .toolchain/torch-py (PyPI's torch wheel brings its CUDA libraries, ~6 GB: one
+# copy, not one per use), holding package sets named by requirement files; each set is installed when
+# the stamp of its file's hash is missing.
+install_python_set() { # <name> <requirements file>
+  local stamp=".toolchain/torch-py/.piflow-$1-$(sha256sum "$2" | cut -c1-16)"
   [ -f "$stamp" ] && return 0
-  echo "piflow: installing the PyTorch backend's Python packages into .toolchain/torch-py" >&2
-  python3 -m venv .toolchain/torch-py
-  .toolchain/torch-py/bin/pip install -q --disable-pip-version-check -r torch-backend/requirements.txt
-  rm -f .toolchain/torch-py/.piflow-*
+  echo "piflow: installing $2 into .toolchain/torch-py" >&2
+  [ -x .toolchain/torch-py/bin/python ] || python3 -m venv .toolchain/torch-py
+  .toolchain/torch-py/bin/pip install -q --disable-pip-version-check -r "$2"
+  rm -f .toolchain/torch-py/.piflow-"$1"-*
   touch "$stamp"
+}
+
+# The PyTorch backend (torch-backend/).
+install_torch_env() { install_python_set backend torch-backend/requirements.txt; }
+
+# The default model's v2 recipe and the independent evaluation (models/v2, models/eval): their Python
+# packages beside the backend's (same torch), and the emoji art packages (their own npm lock file).
+install_models_env() {
+  install_torch_env
+  install_python_set models models/v2/requirements.txt
+  local art=models/v2/art
+  local artstamp="$art/node_modules/.piflow-$(sha256sum "$art/package-lock.json" | cut -c1-16)"
+  if [ ! -f "$artstamp" ]; then
+    (cd "$art" && npm ci --no-audit --no-fund >&2)
+    touch "$artstamp"
+  fi
 }
 
 if [ "${1:-}" = "--test" ]; then
@@ -27,9 +46,11 @@ if [ "${1:-}" = "--test" ]; then
     .toolchain/py/bin/pip install -q --disable-pip-version-check -r test/requirements.txt
     touch "$pystamp"
   fi
-  install_torch_env
+  install_models_env
 elif [ "${1:-}" = "--torch" ]; then
   install_torch_env
+elif [ "${1:-}" = "--models" ]; then
+  install_models_env
 fi
 
 # npm ci only when the lock file changed since the last install (a stamp inside node_modules).

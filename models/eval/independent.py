@@ -13,7 +13,7 @@ lower-cased ("red apple", "egypt flag"); one image each (seed BASE_SEED + i).
              in each space; reported with its ratio to teacher-50
 Free prompts: a grid per method (rows = FREE_PROMPTS, columns = seeds).
 
-  .toolchain/models-py/bin/python -m models.eval.independent --model models/piflow-emoji \\
+  .toolchain/torch-py/bin/python -m models.eval.independent --model models/piflow-emoji \\
       [--api http://127.0.0.1:8787 --api-key KEY]   # student images through the public API as well
       [--limit 256]                                 # a random subset of the prompts (quick runs)
 

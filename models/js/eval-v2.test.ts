@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import {
@@ -13,12 +13,17 @@ import {
 import { createTokenizer, tokenize } from './tokenizer.ts'
 
 // The environment of the independent evaluation and the v2 recipe (onnxruntime, torch 2, the MiniLM
-// package, cairosvg, the v2 art packages): created by `bash models/v2/setup.sh`.
-const MODELS_PYTHON =
-  process.env.PIFLOW_MODELS_PYTHON ?? join(REPO_ROOT, '.toolchain/models-py/bin/python')
-const modelsPySkip = existsSync(MODELS_PYTHON)
-  ? null
-  : `no ${MODELS_PYTHON}: run \`bash models/v2/setup.sh\` (or set PIFLOW_MODELS_PYTHON)`
+// package, cairosvg, the v2 art packages): created by `bash scripts/setup.sh --models`.
+// That virtualenv is shared with the PyTorch backend, so its models package set (a stamp the set-up
+// writes) is what says the environment is there, not the interpreter alone.
+const TORCH_ENV = join(REPO_ROOT, '.toolchain/torch-py')
+const MODELS_PYTHON = process.env.PIFLOW_MODELS_PYTHON ?? join(TORCH_ENV, 'bin/python')
+const hasModelsSet = () =>
+  existsSync(TORCH_ENV) && readdirSync(TORCH_ENV).some((f) => f.startsWith('.piflow-models-'))
+const modelsPySkip =
+  process.env.PIFLOW_MODELS_PYTHON !== undefined || hasModelsSet()
+    ? null
+    : `no v2 recipe packages in ${TORCH_ENV}: run \`bash scripts/setup.sh --models\` (or set PIFLOW_MODELS_PYTHON)`
 
 /** Runs Python unittest modules and checks that every test ran and passed (nothing silently skipped). */
 function unittest(python: string, modules: string[]) {

@@ -1,7 +1,7 @@
 """Teacher training step time of 64 px design candidates, as ratios against v1's network measured in the
 same run (interleaved rounds, median per candidate), on this machine's CPU.
 
-  nice .toolchain/models-py/bin/python -m models.v2.bench_steps [--rounds 5 --batch 32]
+  nice .toolchain/torch-py/bin/python -m models.v2.bench_steps [--rounds 5 --batch 32]
 
 One step = forward + backward + AdamW on a flow-matching loss with random data and text vectors.
 Candidates (all with self-attention at the trunk's two coarsest levels):

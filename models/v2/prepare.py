@@ -1,6 +1,6 @@
 """The v2 training set: Noto + Twemoji + Fluent Emoji Flat at 64 px (native), with captions.
 
-  .toolchain/models-py/bin/python -m models.v2.prepare [--out models/data/v2] [--size 64] [--limit N]
+  .toolchain/torch-py/bin/python -m models.v2.prepare [--out models/data/v2] [--size 64] [--limit N]
 
 Images: every base emoji and skin-tone variant with art in a style, RGB on white (models/v2/sources.py).
 Weights: each style weighs the same in all; inside a style, all skin-tone variants of one emoji together

@@ -5,7 +5,7 @@
 
 Each image is RGB composited on white (recipe/prepare.py `_cell`: a sheet cell is size+2 px with a 1 px
 transparent border). Packages are looked up in models/v2/art/node_modules (installed by
-models/v2/setup.sh), then in the repository's node_modules.
+scripts/setup.sh --models), then in the repository's node_modules.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def package_dir(name: str) -> str:
         if os.path.isfile(os.path.join(path, "package.json")):
             return path
     raise MissingPackageError(f"npm package {name} not found under {' or '.join(PACKAGE_DIRS)}: "
-                              "run `bash models/v2/setup.sh`")
+                              "run `bash scripts/setup.sh --models`")
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ trained to reproduce the full encoder's embedding (cosine loss) on the captions,
 alone and random short word combinations. The vectors start as the PCA of MiniLM's embedding of each
 word alone. Word order is lost (emoji prompts hardly depend on it).
 
-  .toolchain/models-py/bin/python -m models.v2.text embed     # MiniLM embeddings of every caption (cache)
-  .toolchain/models-py/bin/python -m models.v2.text compact   # train + write the compact encoder
-  .toolchain/models-py/bin/python -m models.v2.text parity    # full vs compact on held-out prompts
-  .toolchain/models-py/bin/python -m models.v2.text fixture   # held-out prompts + full vectors for CI
+  .toolchain/torch-py/bin/python -m models.v2.text embed     # MiniLM embeddings of every caption (cache)
+  .toolchain/torch-py/bin/python -m models.v2.text compact   # train + write the compact encoder
+  .toolchain/torch-py/bin/python -m models.v2.text parity    # full vs compact on held-out prompts
+  .toolchain/torch-py/bin/python -m models.v2.text fixture   # held-out prompts + full vectors for CI
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Train the v2 teacher: flow matching at 64 px in pixel space (patch-4 stem), conditioned on
 all-MiniLM-L6-v2 caption embeddings, CFG by condition dropout, EMA; resumable, in bounded chunks.
 
-  nice -n 19 .toolchain/models-py/bin/python -m models.v2.train_teacher --run models/runs/v2-teacher --minutes 150
+  nice -n 19 .toolchain/torch-py/bin/python -m models.v2.train_teacher --run models/runs/v2-teacher --minutes 150
 
 Checkpoints: <run>/checkpoints/last.pt (full state, atomic, every --ckpt-minutes and at the end; rerunning
 resumes). Snapshots: at the first checkpoint --snapshot-every steps after the last one, and at the end, the EMA weights in fp16 with the step and

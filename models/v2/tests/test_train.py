@@ -1,6 +1,6 @@
 """The v2 teacher trainer on a tiny configuration: real data (4 emoji x 3 styles), real MiniLM caption
 embeddings, 64 px pixel-space net with the patch-4 stem; resume from the checkpoint and from the small
-fp16 snapshot (needs the models-py environment)."""
+fp16 snapshot (needs the torch-py environment)."""
 
 from __future__ import annotations
 
