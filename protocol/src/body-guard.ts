@@ -34,7 +34,8 @@ export function guardBody(request: Request, options: BodyGuardOptions): Request 
   const guarded = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        const reader = (source ??= body.getReader())
+        source ??= body.getReader()
+        const reader = source
         timer ??= setTimeout(() => {
           timedOut = true
           controller.error(options.onTimeout())
