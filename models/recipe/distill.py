@@ -2,6 +2,9 @@
 
   nice -n 5 /usr/bin/python3 -m models.recipe.distill --teacher models/runs/teacher/checkpoints/last.pt \
       --run models/runs/student --until 20:33
+  # default model v2 (64 px, sentence-vector conditioning; torch-py env): the same loss on the v2 data
+  nice -n 19 .toolchain/torch-py/bin/python -m models.recipe.distill --v2 \
+      --teacher models/v2/snapshots/teacher.pt --run models/runs/v2-student --until 20:33
 
 Per step (fixtures/golden/README.md §3 'train_sample_t' + 'piid_segment', the paper's pi-ID with data):
   segment from uniform raw-time draws; x_src = (1-s) x0 + s eps from a data batch; the student's GM
@@ -25,7 +28,8 @@ from .trainloop import StepResult
 
 
 def cfg_teacher(teacher: EmojiNet, tokens: torch.Tensor, guidance: float):
-    """u = u(empty) + g (u(prompt) - u(empty)); the empty prompt is all padding (id 0)."""
+    """u = u(empty) + g (u(prompt) - u(empty)); the empty prompt is all zeros: all padding (id 0) for
+    token ids (v1), the zero vector for sentence embeddings (v2), as both trainers drop conditions."""
     uncond = torch.zeros_like(tokens)
 
     def u(x, sigma):
@@ -34,6 +38,16 @@ def cfg_teacher(teacher: EmojiNet, tokens: torch.Tensor, guidance: float):
         return unc + guidance * (cond - unc)
 
     return u
+
+
+def _v2_data(a: argparse.Namespace):
+    """The v2 loader, imported only for v2 runs (its packages live in the torch-py environment)."""
+    from models.v2.data import V2Data
+    from models.v2.prepare import DATA_DIR as V2_DATA_DIR
+
+    if a.data == trainloop.DATA_DIR:
+        a.data = V2_DATA_DIR
+    return lambda args: V2Data(args.data)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,10 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--total-substeps", type=int, default=128)
     p.add_argument("--gm-dropout", type=float, default=0.1)
     p.add_argument("--empty-p", type=float, default=0.05)
+    p.add_argument("--v2", action="store_true",
+                   help="v2 data (models/v2: 64 px, caption embeddings; --data defaults to its directory)")
     trainloop.add_loop_args(p, log_every=10)
     a = p.parse_args(argv)
 
-    run = trainloop.start_run(a)
+    run = trainloop.start_run(a, _v2_data(a) if a.v2 else None)
     log, data = run.log, run.data
     piid = PiidConfig(nfe=a.nfe, final_step_size_scale=a.final_step_size_scale, shift=a.shift,
                       total_substeps=a.total_substeps, gm_dropout=a.gm_dropout)
