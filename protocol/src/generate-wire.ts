@@ -29,8 +29,8 @@ export const generateModelSchema = z.looseObject({
   text: z.looseObject({ maxPromptChars: positiveInt }),
   guidance: z.looseObject({
     default: z.number().nullable(),
-    min: z.number().optional(),
-    max: z.number().optional(),
+    min: z.number().nullish(),
+    max: z.number().nullish(),
   }),
   defaultNfe: positiveInt,
   nfeOptions: z.array(positiveInt.max(MAX_NFE)).min(1),

@@ -31,6 +31,13 @@ export interface StackOptions {
   env?: Record<string, string>
   /** extra backend CLI flags, e.g. `['--debug-run-delay-ms', '300']` */
   backendArgs?: string[]
+  /**
+   * Backends started elsewhere to add to PIFLOW_BACKENDS (e.g. a PyTorch backend with the `models`
+   * it serves); they must accept the stack's `backendSecret`, so pass it in.
+   */
+  extraBackends?: { id: string; url: string; models?: string[] }[]
+  /** the backend secret to use (to start extra backends with it first); a random one when omitted */
+  backendSecret?: string
   /** print the children's output (debugging) */
   verbose?: boolean
   /** wrangler state directory to use (and keep); a fresh temporary one when omitted */
@@ -54,7 +61,7 @@ export interface Stack {
 /** Starts backend(s) and the worker; rejects (after cleaning up) if either fails to come up. */
 export async function startStack(options?: StackOptions): Promise<Stack> {
   const count = options?.backends ?? 1
-  const backendSecret = randomSecret()
+  const backendSecret = options?.backendSecret ?? randomSecret()
   const apiKey = randomApiKey()
   const log = options?.verbose ? (line: string) => console.error(line) : undefined
   const services: Service[] = []
@@ -73,7 +80,10 @@ export async function startStack(options?: StackOptions): Promise<Stack> {
     )
     services.push(...backends)
     const worker = await startWorker({
-      backends: backends.map((b, i) => ({ id: `backend-${i}`, url: b.url, weight: 1 })),
+      backends: [
+        ...backends.map((b, i) => ({ id: `backend-${i}`, url: b.url, weight: 1 })),
+        ...(options?.extraBackends ?? []),
+      ],
       backendSecret,
       devApiKey: apiKey,
       signingSecret: randomSecret(),

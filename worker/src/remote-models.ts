@@ -60,9 +60,20 @@ async function entryFrom(
     return undefined
   }
   if (!response.ok) throw new Error(`${backend.id} answered ${response.status}`)
-  const parsed = generateModelSchema.safeParse(await response.json())
+  const json = (await response.json()) as { capabilities?: unknown }
   // A forward/step model listed on a backend is an ONNX model pinned there: not ours.
-  return parsed.success && parsed.data.id === id ? parsed.data : undefined
+  if (!Array.isArray(json?.capabilities) || !json.capabilities.includes('generate'))
+    return undefined
+  const parsed = generateModelSchema.safeParse(json)
+  if (!parsed.success || parsed.data.id !== id) {
+    const reason = parsed.success ? `its id is ${parsed.data.id}` : parsed.error.message
+    throw new BackendError(
+      502,
+      'backend_bad_output',
+      `${backend.id} describes ${id} in a way the protocol does not allow: ${reason}`,
+    )
+  }
+  return parsed.data
 }
 
 /** Asks the model's backends in turn; the first that answers decides. */
@@ -73,6 +84,7 @@ async function lookup(settings: Settings, id: string): Promise<RemoteModel | und
     try {
       entry = await entryFrom(backend, id, settings.backendSecret)
     } catch (error) {
+      if (error instanceof BackendError) throw error
       lastError = error
       continue
     }

@@ -1,0 +1,281 @@
+/**
+ * End to end through the edge for models generated whole on the PyTorch backend: the worker under
+ * `wrangler dev` (workerd) with PIFLOW_BACKENDS = the Node ONNX backend (piflow-emoji) + a real
+ * `python -m piflow_torch.server` process serving the tiny fixture bases (piflux-tiny, piqwen-tiny:
+ * real diffusers text encoders, VAE and transformer on the CPU). Driven the way curl would (JSON, SSE)
+ * and through `@piflow/sdk`'s createClient unchanged. The last test kills the torch server
+ * mid-generation. Needs the PyTorch environment of `scripts/setup.sh --test` (or PIFLOW_TORCH_PYTHON).
+ */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { decode } from 'fast-png'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  randomSecret,
+  startTorchBackend,
+  TORCH_FIXTURE_MANIFESTS,
+  TORCH_PYTHON,
+  type TorchBackendService,
+} from '../../scripts/local-stack.ts'
+import { createClient } from '../../sdk/src/index.ts'
+import { type SseEvent, sseEvents, streamEventTypes } from '../support/sse.ts'
+import { type Stack, startStack } from '../support/stack.ts'
+
+interface Generation {
+  id: string
+  status: 'running' | 'succeeded' | 'failed'
+  cached: boolean
+  seed: number
+  size: number
+  guidance: number
+  integration: string
+  backends: string[]
+  progress: { step: number; nfe: number }
+  images: { url: string; sha256: string; width: number; height: number; data?: string }[]
+  error: { code: string; message: string } | null
+}
+
+const TORCH_MODELS = ['piflux-tiny', 'piqwen-tiny']
+
+let torch: TorchBackendService
+let stack: Stack
+const auth = () => ({ Authorization: `Bearer ${stack.apiKey}`, 'Content-Type': 'application/json' })
+const post = (body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
+  fetch(`${stack.workerUrl}/v1/generations`, {
+    method: 'POST',
+    headers: { ...auth(), ...headers },
+    body: JSON.stringify(body),
+    ...(signal ? { signal } : {}),
+  })
+const sse = { Accept: 'text/event-stream' }
+
+/** Remaining units of the key's quota window, from the `RateLimit` header. */
+const remaining = (res: Response) =>
+  Number(/;r=(\d+);/.exec(res.headers.get('RateLimit') ?? '')?.[1])
+
+async function png(url: string): Promise<Uint8Array> {
+  const res = await fetch(url)
+  expect(res.status).toBe(200)
+  expect(res.headers.get('Content-Type')).toBe('image/png')
+  return new Uint8Array(await res.arrayBuffer())
+}
+
+/** The images the torch backend returns when called directly (no edge), by index. */
+async function generateDirect(model: string, body: Record<string, unknown>): Promise<Uint8Array[]> {
+  const res = await fetch(`${torch.url}/v1/models/${model}/generate`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'X-Piflow-Backend-Secret': torch.secret },
+    body: JSON.stringify(body),
+  })
+  expect(res.status).toBe(200)
+  const events = (await res.text())
+    .split('\n')
+    .filter((line) => line.trim())
+    .map((line) => JSON.parse(line) as { type: string; data?: string })
+  expect(events.at(-1)!.type).toBe('done')
+  return events
+    .filter((e) => e.type === 'image')
+    .map((e) => new Uint8Array(Buffer.from(e.data!, 'base64')))
+}
+
+async function readAll(res: Response): Promise<SseEvent[]> {
+  const events: SseEvent[] = []
+  for await (const event of sseEvents(res.body!)) events.push(event)
+  return events
+}
+
+if (!existsSync(TORCH_PYTHON)) {
+  describe('edge → PyTorch backend end to end', () => {
+    it.skip(`skipped: no PyTorch environment at ${TORCH_PYTHON} (run scripts/setup.sh --test or set PIFLOW_TORCH_PYTHON)`, () => {})
+  })
+} else {
+  beforeAll(async () => {
+    const backendSecret = randomSecret()
+    torch = await startTorchBackend({
+      secret: backendSecret,
+      models: TORCH_MODELS.map((id) => join(TORCH_FIXTURE_MANIFESTS, `${id}.json`)),
+      // Keeps a generation running long enough to kill the server in the middle of one.
+      args: ['--debug-step-delay-ms', '150'],
+    })
+    stack = await startStack({
+      backendSecret,
+      extraBackends: [{ id: 'torch', url: torch.url, models: TORCH_MODELS }],
+      env: {
+        PIFLOW_MODELS: ['piflow-emoji', ...TORCH_MODELS].join(','),
+        PIFLOW_SSE_KEEPALIVE_MS: '100',
+      },
+    })
+  }, 300_000)
+  afterAll(async () => {
+    await Promise.all([stack?.stop(), torch?.stop()])
+  })
+
+  describe('edge → PyTorch backend end to end', () => {
+    it('GET /v1/models lists the backend models with what their backend declares', async () => {
+      const res = await fetch(`${stack.workerUrl}/v1/models`)
+      expect(res.status).toBe(200)
+      const list = (await res.json()) as {
+        data: { id: string; manifest: Record<string, unknown>; files: unknown[] }[]
+      }
+      expect(list.data.map((m) => m.id)).toEqual(['piflow-emoji', ...TORCH_MODELS])
+      const flux = list.data[1]!
+      expect(flux.files).toEqual([])
+      expect(flux.manifest).toMatchObject({
+        capabilities: ['generate'],
+        image: { defaultWidth: 64, multipleOf: 16 },
+        guidance: { default: 3.5 },
+        nfeOptions: [4],
+      })
+      expect(list.data[2]!.manifest).toMatchObject({ guidance: { default: null } })
+    })
+
+    it('JSON: a seed gives the same PNG bytes as the backend called directly', async () => {
+      const res = await post({ model: 'piflux-tiny', prompt: 'a red apple', seed: 7, size: 64 })
+      expect(res.status, await res.clone().text()).toBe(200)
+      const gen = (await res.json()) as Generation
+      expect(gen).toMatchObject({
+        status: 'succeeded',
+        cached: false,
+        integration: 'backend',
+        backends: ['torch'],
+        size: 64,
+        guidance: 3.5,
+        progress: { step: 4, nfe: 4 },
+      })
+      const bytes = await png(gen.images[0]!.url)
+      const image = decode(bytes)
+      expect([image.width, image.height]).toEqual([64, 64])
+      const [direct] = await generateDirect('piflux-tiny', {
+        prompt: 'a red apple',
+        seed: 7,
+        width: 64,
+        height: 64,
+        guidance: 3.5,
+      })
+      expect(Buffer.from(bytes).equals(Buffer.from(direct!))).toBe(true)
+    })
+
+    it('SSE: id, one progress per NFE with the backend preview, images in order, done; resumable', async () => {
+      const res = await post(
+        { model: 'piflux-tiny', prompt: 'a blue boat', seed: 21, size: 48, count: 2 },
+        sse,
+      )
+      expect(res.headers.get('Content-Type')).toContain('text/event-stream')
+      const events = await readAll(res)
+      expect(events.map((e) => e.event)).toEqual(streamEventTypes(4, 2))
+      expect(events.map((e) => e.id)).toEqual(['0', '1', '2', '3', '4', '5', '6', '7'])
+      const progress = events.slice(1, 5).map((e) => JSON.parse(e.data))
+      for (const [k, p] of progress.entries()) {
+        expect(p).toMatchObject({ step: k + 1, nfe: 4, previewKind: 'state' })
+        expect(p.preview).toMatch(/^data:image\/png;base64,/)
+      }
+      // σ follows the backend's declared schedule down to 0.
+      const sigmas = progress.map((p) => p.sigma as number)
+      expect(sigmas.at(-1)).toBe(0)
+      expect([...sigmas].sort((a, b) => b - a)).toEqual(sigmas)
+      const images = events.slice(5, 7).map((e) => JSON.parse(e.data))
+      expect(images.map((i) => [i.index, i.seed, i.width])).toEqual([
+        [0, 21, 48],
+        [1, 22, 48],
+      ])
+      const id = JSON.parse(events[0]!.data).id as string
+      // Both images are the backend's own for this request, byte for byte.
+      const direct = await generateDirect('piflux-tiny', {
+        prompt: 'a blue boat',
+        seed: 21,
+        count: 2,
+        width: 48,
+        height: 48,
+        guidance: 3.5,
+      })
+      for (const [i, image] of images.entries()) {
+        expect(Buffer.from(await png(image.url)).equals(Buffer.from(direct[i]!))).toBe(true)
+      }
+
+      const resumed = await fetch(`${stack.workerUrl}/v1/generations/${id}`, {
+        headers: { ...auth(), ...sse, 'Last-Event-ID': '2' },
+      })
+      const rest = await readAll(resumed)
+      expect(rest.map((e) => e.id)).toEqual(['3', '4', '5', '6', '7'])
+      expect(JSON.parse(rest.at(-1)!.data)).toMatchObject({ id, status: 'succeeded' })
+    })
+
+    it('Idempotency-Key replays and a repeated seeded request is a cache hit', async () => {
+      const body = { model: 'piflux-tiny', prompt: 'green hills', seed: 33 }
+      const first = await post(body, { 'Idempotency-Key': 'torch-idem-1' })
+      expect(first.status).toBe(200)
+      const gen = (await first.json()) as Generation
+      const replay = await post(body, { 'Idempotency-Key': 'torch-idem-1' })
+      expect(replay.headers.get('Idempotent-Replayed')).toBe('true')
+      expect(((await replay.json()) as Generation).id).toBe(gen.id)
+      const again = (await (await post(body)).json()) as Generation
+      expect(again).toMatchObject({ cached: true, status: 'succeeded' })
+      expect(again.images[0]!.sha256).toBe(gen.images[0]!.sha256)
+    })
+
+    it('bad options from what the backend declares: 422 before any quota is taken', async () => {
+      const before = await post({ model: 'piflux-tiny', prompt: 'green hills', seed: 33 })
+      expect(before.status).toBe(200)
+      const bad: [Record<string, unknown>, string][] = [
+        [{ model: 'piflux-tiny', size: 40 }, 'size'], // not a multiple of 16
+        [{ model: 'piflux-tiny', size: 1024 }, 'size'], // over maxSide 512
+        [{ model: 'piflux-tiny', nfe: 8 }, 'nfe'],
+        [{ model: 'piflux-tiny', guidance: 12 }, 'guidance'],
+        [{ model: 'piflux-tiny', count: 5 }, 'count'],
+        [{ model: 'piqwen-tiny', guidance: 3 }, 'guidance'], // a model without guidance
+        [{ model: 'pi-unknown' }, 'model'],
+      ]
+      for (const [fields, path] of bad) {
+        const res = await post({ prompt: 'a cat', ...fields })
+        expect(res.status, JSON.stringify(fields)).toBe(422)
+        const body = (await res.json()) as { error: { code: string; fields: { path: string }[] } }
+        expect(body.error.fields.map((f) => f.path)).toContain(path)
+      }
+      const after = await post({ model: 'piflux-tiny', prompt: 'green hills', seed: 33 })
+      // The cache hit after costs one unit, the 422s none.
+      expect(remaining(after)).toBe(remaining(before) - 1)
+    })
+
+    it('@piflow/sdk createClient().generate works unchanged (pi-Qwen fixture, no guidance)', async () => {
+      const client = createClient({ baseUrl: stack.workerUrl, apiKey: stack.apiKey })
+      const { data, backend } = await client.generate({
+        model: 'piqwen-tiny',
+        prompt: 'a small house',
+        nfe: 4,
+      })
+      expect(backend).toBe('remote')
+      expect(data).toMatchObject({ status: 'succeeded', path: 'remote', integration: 'backend' })
+      const bytes = await png(data.images[0]!.url!)
+      expect(decode(bytes).width).toBe(64)
+    })
+
+    it('the ONNX model keeps its own backend beside the torch one', async () => {
+      const res = await post({ prompt: 'red apple', seed: 5 })
+      expect(res.status, await res.clone().text()).toBe(200)
+      expect(await res.json()).toMatchObject({ integration: 'edge', backends: ['backend-0'] })
+    })
+
+    it('the torch server killed mid-generation: typed 502, the record failed, not stuck', async () => {
+      const res = await post({ model: 'piflux-tiny', prompt: 'doomed', seed: 99 }, sse)
+      const events: SseEvent[] = []
+      for await (const event of sseEvents(res.body!)) {
+        events.push(event)
+        if (event.event === 'progress') torch.kill()
+      }
+      const last = events.at(-1)!
+      expect(last.event).toBe('error')
+      const error = JSON.parse(last.data) as { id: string; error: { code: string } }
+      expect(error.error.code).toMatch(/^backend_failed$|^backends_unavailable$/)
+      const record = await fetch(`${stack.workerUrl}/v1/generations/${error.id}`, {
+        headers: auth(),
+      })
+      expect(await record.json()).toMatchObject({
+        status: 'failed',
+        error: { code: error.error.code },
+      })
+      // And a new request gets a typed answer at once, not a hang.
+      const after = await post({ model: 'piflux-tiny', prompt: 'after the crash', seed: 1 })
+      expect([502, 503]).toContain(after.status)
+    })
+  })
+}
