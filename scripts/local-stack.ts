@@ -279,8 +279,9 @@ export async function startTorchBackend(
   return {
     url: ready.match[1]!,
     secret,
-    // Ray's shutdown (its workers, raylet, GCS) takes a while; the plain server drains at once.
-    stop: () => stopProcess(ready.child, { graceMs: ray ? 30_000 : 10_000, termGroup: true }),
+    // Ray: SIGTERM to the driver alone, which shuts the deployment and the cluster down (its raylet,
+    // GCS and workers share the group, and the group's SIGKILL takes any straggler once it exited).
+    stop: () => stopProcess(ready.child, { graceMs: ray ? 30_000 : 10_000, termGroup: !ray }),
     kill: () => signalGroup(ready.child, 'SIGKILL'),
   }
 }
