@@ -3,7 +3,8 @@
  * `wrangler dev` (workerd) with PIFLOW_BACKENDS = the Node ONNX backend (piflow-emoji) + a real
  * `python -m piflow_torch.server` process serving the tiny fixture bases (piflux-tiny, piqwen-tiny:
  * real diffusers text encoders, VAE and transformer on the CPU). Driven the way curl would (JSON, SSE)
- * and through `@piflow/sdk`'s createClient unchanged. The last test kills the torch server
+ * and through `@piflow/sdk`'s createClient unchanged. The worker reaches the torch server through a
+ * stream fault proxy (pass-through unless a test sets a fault); the last test kills the torch server
  * mid-generation. Needs the PyTorch environment of `scripts/setup.sh --test` (or PIFLOW_TORCH_PYTHON).
  */
 import { existsSync } from 'node:fs'
@@ -18,6 +19,7 @@ import {
   type TorchBackendService,
 } from '../../scripts/local-stack.ts'
 import { createClient } from '../../sdk/src/index.ts'
+import { type NdjsonFaultProxy, startNdjsonFaultProxy } from '../support/ndjson-fault-proxy.ts'
 import { type SseEvent, sseEvents, streamEventTypes } from '../support/sse.ts'
 import { type Stack, startStack } from '../support/stack.ts'
 
@@ -38,6 +40,7 @@ interface Generation {
 const TORCH_MODELS = ['piflux-tiny', 'piqwen-tiny']
 
 let torch: TorchBackendService
+let proxy: NdjsonFaultProxy
 let stack: Stack
 const auth = () => ({ Authorization: `Bearer ${stack.apiKey}`, 'Content-Type': 'application/json' })
 const post = (body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
@@ -97,17 +100,20 @@ if (!existsSync(TORCH_PYTHON)) {
       // Keeps a generation running long enough to kill the server in the middle of one.
       args: ['--debug-step-delay-ms', '150'],
     })
+    proxy = await startNdjsonFaultProxy(torch.url)
     stack = await startStack({
       backendSecret,
-      extraBackends: [{ id: 'torch', url: torch.url, models: TORCH_MODELS }],
+      extraBackends: [{ id: 'torch', url: proxy.url, models: TORCH_MODELS }],
       env: {
         PIFLOW_MODELS: ['piflow-emoji', ...TORCH_MODELS].join(','),
         PIFLOW_SSE_KEEPALIVE_MS: '100',
+        // The longest silence a generation stream may have (the stall fault below waits it out).
+        PIFLOW_BACKEND_TIMEOUT_MS: '3000',
       },
     })
   }, 300_000)
   afterAll(async () => {
-    await Promise.all([stack?.stop(), torch?.stop()])
+    await Promise.all([stack?.stop(), torch?.stop(), proxy?.close()])
   })
 
   describe('edge → PyTorch backend end to end', () => {
@@ -254,6 +260,39 @@ if (!existsSync(TORCH_PYTHON)) {
       expect(res.status, await res.clone().text()).toBe(200)
       expect(await res.json()).toMatchObject({ integration: 'edge', backends: ['backend-0'] })
     })
+
+    const faults = [
+      ['bad-sha', 502, 'backend_bad_output'],
+      ['wrong-size', 502, 'backend_bad_output'],
+      ['drop-after-progress', 502, 'backend_failed'],
+      ['stall-after-progress', 504, 'backend_timeout'],
+    ] as const
+    for (const [fault, status, code] of faults) {
+      it(`a stream that breaks (${fault}): ${status} ${code}, quota refunded, nothing cached or stuck`, async () => {
+        const seed = 500 + faults.findIndex(([f]) => f === fault)
+        const body = { model: 'piflux-tiny', prompt: 'a faulty stream', seed }
+        proxy.mode = fault
+        let res: Response
+        try {
+          res = await post(body)
+          expect(res.status, await res.clone().text()).toBe(status)
+        } finally {
+          proxy.mode = 'pass'
+        }
+        const failed = (await res.json()) as { error: { code: string }; generationId: string }
+        expect(failed.error.code).toBe(code)
+        const record = await fetch(`${stack.workerUrl}/v1/generations/${failed.generationId}`, {
+          headers: auth(),
+        })
+        expect(await record.json()).toMatchObject({ status: 'failed', error: { code } })
+        // The retry runs (no cached failure, no cached broken image) and its unit is the only one spent.
+        const before = await post({ model: 'piflux-tiny', prompt: 'quota probe', seed: 1 })
+        const retry = await post(body)
+        expect(retry.status).toBe(200)
+        expect(await retry.json()).toMatchObject({ status: 'succeeded', cached: false })
+        expect(remaining(retry)).toBe(remaining(before) - 1)
+      })
+    }
 
     it('the torch server killed mid-generation: typed 502, the record failed, not stuck', async () => {
       const res = await post({ model: 'piflux-tiny', prompt: 'doomed', seed: 99 }, sse)
