@@ -5,18 +5,9 @@
  * the cluster takes ~40 s to come up. Needs the PyTorch environment of `scripts/setup.sh --test` (or
  * PIFLOW_TORCH_PYTHON), which includes Ray.
  */
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
 import { decode } from 'fast-png'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  randomSecret,
-  startTorchBackend,
-  TORCH_FIXTURE_MANIFESTS,
-  TORCH_PYTHON,
-  type TorchBackendService,
-} from '../../scripts/local-stack.ts'
-import { type Stack, startStack } from '../support/stack.ts'
+import { startTorchStack, type TorchStack, torchSkipReason } from '../support/stack.ts'
 
 interface Generation {
   status: string
@@ -25,30 +16,18 @@ interface Generation {
   images: { url: string; sha256: string }[]
 }
 
-let ray: TorchBackendService
-let stack: Stack
+let stack: TorchStack
+const skip = torchSkipReason()
 
-if (!existsSync(TORCH_PYTHON)) {
+if (skip) {
   describe('edge → Ray Serve (PyTorch backend) end to end', () => {
-    it.skip(`skipped: no PyTorch environment at ${TORCH_PYTHON} (run scripts/setup.sh --test or set PIFLOW_TORCH_PYTHON)`, () => {})
+    it.skip(skip, () => {})
   })
 } else {
   beforeAll(async () => {
-    const backendSecret = randomSecret()
-    ray = await startTorchBackend({
-      secret: backendSecret,
-      models: [join(TORCH_FIXTURE_MANIFESTS, 'piflux-tiny.json')],
-      rayReplicas: 2,
-    })
-    stack = await startStack({
-      backendSecret,
-      extraBackends: [{ id: 'ray', url: ray.url, models: ['piflux-tiny'] }],
-      env: { PIFLOW_MODELS: 'piflow-emoji,piflux-tiny' },
-    })
+    stack = await startTorchStack({ models: ['piflux-tiny'], rayReplicas: 2 })
   }, 300_000)
-  afterAll(async () => {
-    await Promise.all([stack?.stop(), ray?.stop()])
-  }, 60_000)
+  afterAll(() => stack?.stop(), 60_000)
 
   describe('edge → Ray Serve (PyTorch backend) end to end', () => {
     it('concurrent generations through the edge are served by the Ray Serve deployment', async () => {
@@ -68,7 +47,7 @@ if (!existsSync(TORCH_PYTHON)) {
         expect(gen).toMatchObject({
           status: 'succeeded',
           integration: 'backend',
-          backends: ['ray'],
+          backends: ['torch'],
         })
         const png = await fetch(gen.images[0]!.url)
         expect(png.status).toBe(200)

@@ -7,21 +7,12 @@
  * stream fault proxy (pass-through unless a test sets a fault); the last test kills the torch server
  * mid-generation. Needs the PyTorch environment of `scripts/setup.sh --test` (or PIFLOW_TORCH_PYTHON).
  */
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
 import { decode } from 'fast-png'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  randomSecret,
-  startTorchBackend,
-  TORCH_FIXTURE_MANIFESTS,
-  TORCH_PYTHON,
-  type TorchBackendService,
-} from '../../scripts/local-stack.ts'
 import { createClient } from '../../sdk/src/index.ts'
 import { type NdjsonFaultProxy, startNdjsonFaultProxy } from '../support/ndjson-fault-proxy.ts'
 import { type SseEvent, sseEvents, streamEventTypes } from '../support/sse.ts'
-import { type Stack, startStack } from '../support/stack.ts'
+import { startTorchStack, type TorchStack, torchSkipReason } from '../support/stack.ts'
 
 interface Generation {
   id: string
@@ -39,9 +30,11 @@ interface Generation {
 
 const TORCH_MODELS = ['piflux-tiny', 'piqwen-tiny']
 
-let torch: TorchBackendService
-let proxy: NdjsonFaultProxy
-let stack: Stack
+let proxy: NdjsonFaultProxy | undefined
+let stack: TorchStack
+/** The torch server itself (the worker reaches it through the proxy). */
+const torch = () => stack.torch
+const faultProxy = () => proxy!
 const auth = () => ({ Authorization: `Bearer ${stack.apiKey}`, 'Content-Type': 'application/json' })
 const post = (body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
   fetch(`${stack.workerUrl}/v1/generations`, {
@@ -65,9 +58,9 @@ async function png(url: string): Promise<Uint8Array> {
 
 /** The images the torch backend returns when called directly (no edge), by index. */
 async function generateDirect(model: string, body: Record<string, unknown>): Promise<Uint8Array[]> {
-  const res = await fetch(`${torch.url}/v1/models/${model}/generate`, {
+  const res = await fetch(`${torch().url}/v1/models/${model}/generate`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', 'X-Piflow-Backend-Secret': torch.secret },
+    headers: { 'Content-Type': 'application/json', 'X-Piflow-Backend-Secret': stack.backendSecret },
     body: JSON.stringify(body),
   })
   expect(res.status).toBe(200)
@@ -87,25 +80,23 @@ async function readAll(res: Response): Promise<SseEvent[]> {
   return events
 }
 
-if (!existsSync(TORCH_PYTHON)) {
+const skip = torchSkipReason()
+
+if (skip) {
   describe('edge → PyTorch backend end to end', () => {
-    it.skip(`skipped: no PyTorch environment at ${TORCH_PYTHON} (run scripts/setup.sh --test or set PIFLOW_TORCH_PYTHON)`, () => {})
+    it.skip(skip, () => {})
   })
 } else {
   beforeAll(async () => {
-    const backendSecret = randomSecret()
-    torch = await startTorchBackend({
-      secret: backendSecret,
-      models: TORCH_MODELS.map((id) => join(TORCH_FIXTURE_MANIFESTS, `${id}.json`)),
+    stack = await startTorchStack({
+      models: TORCH_MODELS,
       // Keeps a generation running long enough to kill the server in the middle of one.
-      args: ['--debug-step-delay-ms', '150'],
-    })
-    proxy = await startNdjsonFaultProxy(torch.url)
-    stack = await startStack({
-      backendSecret,
-      extraBackends: [{ id: 'torch', url: proxy.url, models: TORCH_MODELS }],
+      torchArgs: ['--debug-step-delay-ms', '150'],
+      routeThrough: async (url) => {
+        proxy = await startNdjsonFaultProxy(url)
+        return proxy.url
+      },
       env: {
-        PIFLOW_MODELS: ['piflow-emoji', ...TORCH_MODELS].join(','),
         PIFLOW_SSE_KEEPALIVE_MS: '100',
         // The longest silence a generation stream may have (the stall fault below waits it out).
         PIFLOW_BACKEND_TIMEOUT_MS: '3000',
@@ -113,7 +104,7 @@ if (!existsSync(TORCH_PYTHON)) {
     })
   }, 300_000)
   afterAll(async () => {
-    await Promise.all([stack?.stop(), torch?.stop(), proxy?.close()])
+    await Promise.all([stack?.stop(), proxy?.close()])
   })
 
   describe('edge → PyTorch backend end to end', () => {
@@ -271,13 +262,13 @@ if (!existsSync(TORCH_PYTHON)) {
       it(`a stream that breaks (${fault}): ${status} ${code}, quota refunded, nothing cached or stuck`, async () => {
         const seed = 500 + faults.findIndex(([f]) => f === fault)
         const body = { model: 'piflux-tiny', prompt: 'a faulty stream', seed }
-        proxy.mode = fault
+        faultProxy().mode = fault
         let res: Response
         try {
           res = await post(body)
           expect(res.status, await res.clone().text()).toBe(status)
         } finally {
-          proxy.mode = 'pass'
+          faultProxy().mode = 'pass'
         }
         const failed = (await res.json()) as { error: { code: string }; generationId: string }
         expect(failed.error.code).toBe(code)
@@ -299,7 +290,7 @@ if (!existsSync(TORCH_PYTHON)) {
       const events: SseEvent[] = []
       for await (const event of sseEvents(res.body!)) {
         events.push(event)
-        if (event.event === 'progress') torch.kill()
+        if (event.event === 'progress') torch().kill()
       }
       const last = events.at(-1)!
       expect(last.event).toBe('error')
