@@ -197,6 +197,33 @@ if (skip) {
       expect(JSON.parse(rest.at(-1)!.data)).toMatchObject({ id, status: 'succeeded' })
     })
 
+    it('a client that drops the stream leaves the generation running; GET has the result', async () => {
+      const controller = new AbortController()
+      const res = await post(
+        { model: 'piflux-tiny', prompt: 'left behind', seed: 61 },
+        sse,
+        controller.signal,
+      )
+      let id = ''
+      for await (const event of sseEvents(res.body!)) {
+        if (event.event === 'id') id = JSON.parse(event.data).id
+        if (event.event === 'progress') break
+      }
+      controller.abort()
+      const url = `${stack.workerUrl}/v1/generations/${id}`
+      await expect
+        .poll(
+          async () => ((await (await fetch(url, { headers: auth() })).json()) as Generation).status,
+          {
+            timeout: 30_000,
+          },
+        )
+        .toBe('succeeded')
+      const done = (await (await fetch(url, { headers: auth() })).json()) as Generation
+      expect(done.images).toHaveLength(1)
+      await png(done.images[0]!.url)
+    })
+
     it('Idempotency-Key replays and a repeated seeded request is a cache hit', async () => {
       const body = { model: 'piflux-tiny', prompt: 'green hills', seed: 33 }
       const first = await post(body, { 'Idempotency-Key': 'torch-idem-1' })

@@ -329,6 +329,9 @@ export async function runRemoteGeneration(
       )
     }
   } catch (error) {
+    // Images already on their way to R2 land (or fail) before the failure is reported, so no image
+    // event follows the job's error.
+    await state.writes.stored().catch(() => {})
     if (signal?.aborted) {
       await relayed
       throw signal.reason
