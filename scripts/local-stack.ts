@@ -216,6 +216,76 @@ export async function startBackend(options: BackendOptions = {}): Promise<Backen
   }
 }
 
+/** The PyTorch backend's interpreter: $PIFLOW_TORCH_PYTHON, else the virtualenv of `scripts/setup.sh --torch`. */
+export const TORCH_PYTHON =
+  process.env.PIFLOW_TORCH_PYTHON ?? join(ROOT, '.toolchain/torch-py/bin/python')
+
+/** The tiny complete fixture models of the PyTorch backend (CPU-sized; torch-backend/fixtures). */
+export const TORCH_FIXTURE_MANIFESTS = join(ROOT, 'torch-backend/fixtures/manifests')
+
+/** Options of {@link startTorchBackend}. */
+export interface TorchBackendOptions {
+  /** manifest paths or bundled ids (`--model`, repeated) */
+  models: string[]
+  secret?: string
+  /** extra CLI flags, e.g. ['--debug-step-delay-ms', '100'] */
+  args?: string[]
+  /**
+   * Run the Ray Serve deployment of torch-backend/serve.yaml on a local CPU cluster with this many
+   * replicas (torch-backend/piflow_torch/ray_serve_local.py) instead of the plain server.
+   */
+  rayReplicas?: number
+  log?: (line: string) => void
+}
+
+/** A PyTorch backend process, ready. */
+export interface TorchBackendService extends Service {
+  secret: string
+  /** SIGKILL to its process group at once: a crash, for fault tests */
+  kill(): void
+}
+
+/**
+ * Starts the PyTorch backend (`python -m piflow_torch.server`, or its Ray Serve deployment) as a real
+ * process in its own process group on a free port, and waits for its ready line.
+ */
+export async function startTorchBackend(
+  options: TorchBackendOptions,
+): Promise<TorchBackendService> {
+  const secret = options.secret ?? randomSecret()
+  const ray = options.rayReplicas !== undefined
+  const args = [
+    '-m',
+    ray ? 'piflow_torch.ray_serve_local' : 'piflow_torch.server',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(ray ? await freePort() : 0),
+    ...options.models.flatMap((model) => ['--model', model]),
+    ...(ray ? ['--replicas', String(options.rayReplicas)] : []),
+    ...(options.args ?? []),
+  ]
+  const ready = await spawnUntil('torch backend', TORCH_PYTHON, args, {
+    env: {
+      PIFLOW_BACKEND_SECRET: secret,
+      PYTHONPATH: join(ROOT, 'torch-backend'),
+      // CPU fixture models: no accelerator probing, few threads on a shared machine.
+      OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? '2',
+    },
+    ready: /piflow-torch\S* listening on (http:\/\/\S+)/,
+    timeoutMs: 300_000,
+    ...(options.log ? { log: options.log } : {}),
+  })
+  return {
+    url: ready.match[1]!,
+    secret,
+    // Ray: SIGTERM to the driver alone, which shuts the deployment and the cluster down (its raylet,
+    // GCS and workers share the group, and the group's SIGKILL takes any straggler once it exited).
+    stop: () => stopProcess(ready.child, { graceMs: ray ? 30_000 : 10_000, termGroup: !ray }),
+    kill: () => signalGroup(ready.child, 'SIGKILL'),
+  }
+}
+
 /**
  * The local R2 bucket's name: wrangler serves every local bucket unsigned at
  * `/cdn-cgi/local/r2/public/<bucket>/<key>` (it cannot be turned off), so the name is a secret,
@@ -228,7 +298,8 @@ export function localBucketName(signingSecret: string): string {
 
 /** Options of {@link startWorker}. */
 export interface WorkerOptions {
-  backends: { id?: string; url: string; weight?: number }[]
+  /** PIFLOW_BACKENDS entries (`models`: the models that backend alone serves) */
+  backends: { id?: string; url: string; weight?: number; models?: string[] }[]
   backendSecret: string
   devApiKey: string
   signingSecret: string

@@ -7,7 +7,9 @@
  * signal to its `sh -c` only and leave the stack serving).
  *
  * Env: PORT (worker port; default 8787, or a free one if taken), PIFLOW_BACKEND_PORT (default: any free
- * port), PIFLOW_STATE_DIR (default .wrangler: the secrets file and wrangler's state).
+ * port), PIFLOW_STATE_DIR (default .wrangler: the secrets file and wrangler's state), PIFLOW_TORCH_MODELS
+ * (comma-separated bundled ids or manifest paths: also start the PyTorch backend with them and route
+ * them to it, e.g. `PIFLOW_TORCH_MODELS=pi-flux1-4nfe npm start` on a GPU host).
  * The dev key is kept in <state dir>/piflow-local.json (git-ignored) so it survives restarts.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -19,6 +21,7 @@ import {
   randomSecret,
   type Service,
   startBackend,
+  startTorchBackend,
   startWorker,
 } from './local-stack.ts'
 
@@ -86,6 +89,12 @@ async function firstImage(workerUrl: string, apiKey: string): Promise<string> {
   return path
 }
 
+/** The model id of a `--model` argument of the PyTorch backend: a bundled id, or a manifest file's `id`. */
+function torchModelId(model: string): string {
+  if (!model.endsWith('.json')) return model
+  return (JSON.parse(readFileSync(resolve(model), 'utf8')) as { id: string }).id
+}
+
 async function main() {
   const secrets = localSecrets()
   const services: Service[] = []
@@ -121,10 +130,33 @@ async function main() {
       }),
     )
     log(`backend ready at ${backend.url}`)
+    const torchModels = (process.env.PIFLOW_TORCH_MODELS ?? '')
+      .split(',')
+      .map((m) => m.trim())
+      .filter(Boolean)
+    const torchIds = torchModels.map(torchModelId)
+    const backends: { id: string; url: string; weight: number; models?: string[] }[] = [
+      { id: 'local', url: backend.url, weight: 1 },
+    ]
+    if (torchModels.length > 0) {
+      log(`starting the PyTorch backend (${torchModels.join(', ')}; a first start downloads)…`)
+      const torch = await started(
+        startTorchBackend({
+          secret: secrets.backendSecret,
+          models: torchModels.map((m) => (m.endsWith('.json') ? resolve(m) : m)),
+          log: (line) => console.error(`  torch   | ${line}`),
+        }),
+      )
+      log(`PyTorch backend ready at ${torch.url}`)
+      backends.push({ id: 'torch', url: torch.url, weight: 1, models: torchIds })
+    }
     log('starting the edge worker (wrangler dev, offline)…')
     const worker = await started(
       startWorker({
-        backends: [{ id: 'local', url: backend.url, weight: 1 }],
+        backends,
+        ...(torchIds.length > 0
+          ? { vars: { PIFLOW_MODELS: ['piflow-emoji', ...torchIds].join(',') } }
+          : {}),
         backendSecret: secrets.backendSecret,
         devApiKey: secrets.devApiKey,
         signingSecret: secrets.signingSecret,
@@ -162,7 +194,16 @@ SSE (progress with previews, then the image):
 
 Result of an earlier generation:
   curl -s ${url}/v1/generations/<id> -H 'Authorization: Bearer ${key}'
-
+${torchIds
+  .map(
+    (id) => `
+${id} (PyTorch backend):
+  curl -s ${url}/v1/generations \\
+    -H 'Authorization: Bearer ${key}' -H 'Content-Type: application/json' \\
+    -d '{"model":"${id}","prompt":"a red apple on a table","seed":7}'
+`,
+  )
+  .join('')}
 Press Ctrl-C to stop.
 `)
   } catch (error) {

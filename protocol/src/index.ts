@@ -10,6 +10,13 @@ export type { BodyGuardOptions } from './body-guard.ts'
 export { guardBody } from './body-guard.ts'
 export type { FieldError, ProtocolErrorCode } from './errors.ts'
 export { ProtocolError, RequestValidationError } from './errors.ts'
+export type { GenerateEvent, GenerateModel, RequestOptions } from './generate-wire.ts'
+export {
+  generateEventSchema,
+  generateModelSchema,
+  generateRequestBody,
+  generateRequestOptions,
+} from './generate-wire.ts'
 export {
   MAX_COUNT,
   MAX_NFE,
@@ -26,7 +33,7 @@ export type {
   NormalizeOptions,
   RequestModel,
 } from './request.ts'
-export { normalizeGeneration } from './request.ts'
+export { manifestRequestOptions, normalizeGeneration } from './request.ts'
 export type {
   SafetensorsArray,
   SafetensorsArrayByDtype,

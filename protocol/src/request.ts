@@ -8,6 +8,7 @@
  */
 import { type Manifest, type Tokenizer, TokenizerError } from '@piflow/models'
 import { type FieldError, RequestValidationError } from './errors.ts'
+import type { RequestOptions } from './generate-wire.ts'
 import { MAX_COUNT, MAX_PROMPT_CHARS, MAX_SEED } from './limits.ts'
 
 /**
@@ -34,16 +35,22 @@ export interface GenerationInput {
   count?: number | undefined
 }
 
-/** The model a request is normalised against. */
-export interface RequestModel {
-  id: string
-  manifest: Manifest
-  /**
-   * The model's tokenizer. A model whose text is encoded on the backend has none here: its prompt is
-   * then checked for characters only, and the backend checks its length in tokens.
-   */
-  tokenizer?: Tokenizer | undefined
-}
+/**
+ * The model a request is normalised against: a manifest (the ONNX students, whose prompt is tokenized
+ * here), or the request options a whole-generation backend declares for its model (generate-wire.ts),
+ * whose text is encoded on the backend.
+ */
+export type RequestModel =
+  | {
+      id: string
+      manifest: Manifest
+      /**
+       * The model's tokenizer. Without one the prompt is checked for characters only, and the backend
+       * checks its length in tokens.
+       */
+      tokenizer?: Tokenizer | undefined
+    }
+  | { id: string; options: RequestOptions }
 
 /** A normalised request. */
 export interface NormalizedGeneration {
@@ -70,10 +77,22 @@ const normalizePrompt = (prompt: string): string =>
 const isIntegerIn = (value: unknown, min: number, max: number): value is number =>
   Number.isInteger(value) && (value as number) >= min && (value as number) <= max
 
-/** The model's native size if it offers it, else its first output size. */
-const defaultSize = (manifest: Manifest): number => {
+/**
+ * The request options a manifest implies: its NFE options, its output sizes (the native one by
+ * default when it offers it, else the first) and its guidance range.
+ */
+export function manifestRequestOptions(manifest: Manifest): RequestOptions {
   const sizes = manifest.image.outputSizes
-  return sizes.includes(manifest.image.width) ? manifest.image.width : sizes[0]!
+  const { default: defaultGuidance, min, max } = manifest.guidance
+  return {
+    defaultNfe: manifest.sampling.defaultNfe,
+    nfeOptions: manifest.sampling.nfeOptions,
+    defaultSize: sizes.includes(manifest.image.width) ? manifest.image.width : sizes[0]!,
+    sizeError: (size) => (sizes.includes(size) ? null : `must be one of ${sizes.join(', ')}`),
+    guidance: { default: defaultGuidance, min, max },
+    maxPromptChars: MAX_PROMPT_CHARS,
+    maxCount: MAX_COUNT,
+  }
 }
 
 /**
@@ -109,8 +128,9 @@ function tokenizePrompt(
 }
 
 /**
- * Normalises `input` for `model`: fills defaults (the manifest's nfe, size and guidance; count 1; a
- * random seed), normalises the prompt, checks every field and tokenizes the prompt once.
+ * Normalises `input` for `model`: fills defaults (the model's nfe, size and guidance; count 1; a
+ * random seed), normalises the prompt, checks every field and, for a manifest model with its
+ * tokenizer, tokenizes the prompt once. A model without guidance gets `guidance: 0` and refuses one.
  * @throws {RequestValidationError} listing every failing field.
  */
 export function normalizeGeneration(
@@ -118,22 +138,27 @@ export function normalizeGeneration(
   model: RequestModel,
   options: NormalizeOptions = {},
 ): NormalizedGeneration {
-  const { manifest } = model
-  const maxCount = Math.min(options.maxCount ?? MAX_COUNT, MAX_COUNT)
+  const rules = 'options' in model ? model.options : manifestRequestOptions(model.manifest)
+  const maxCount = Math.min(options.maxCount ?? MAX_COUNT, rules.maxCount)
   const errors: FieldError[] = []
   const check = (ok: boolean, path: string, message: string) => {
     if (!ok) errors.push({ path, message })
   }
 
-  const nfe = input.nfe ?? manifest.sampling.defaultNfe
-  const { nfeOptions } = manifest.sampling
+  const nfe = input.nfe ?? rules.defaultNfe
+  const { nfeOptions } = rules
   check(nfeOptions.includes(nfe), 'nfe', `must be one of ${nfeOptions.join(', ')}`)
-  const size = input.size ?? defaultSize(manifest)
-  const sizes = manifest.image.outputSizes
-  check(sizes.includes(size), 'size', `must be one of ${sizes.join(', ')}`)
-  const guidance = input.guidance ?? manifest.guidance.default
-  const { min, max } = manifest.guidance
-  check(guidance >= min && guidance <= max, 'guidance', `must be between ${min} and ${max}`)
+  const size = input.size ?? rules.defaultSize
+  const sizeError = rules.sizeError(size)
+  check(sizeError === null, 'size', sizeError ?? '')
+  let guidance = 0
+  if (rules.guidance === null) {
+    check(input.guidance === undefined, 'guidance', 'this model takes no guidance; leave it out')
+  } else {
+    const { min, max } = rules.guidance
+    guidance = input.guidance ?? rules.guidance.default
+    check(guidance >= min && guidance <= max, 'guidance', `must be between ${min} and ${max}`)
+  }
   const count = input.count ?? 1
   check(isIntegerIn(count, 1, maxCount), 'count', `must be an integer from 1 to ${maxCount}`)
   const seeded = input.seed !== undefined
@@ -142,16 +167,17 @@ export function normalizeGeneration(
 
   // Limits are checked after normalising too: NFC may lengthen a string.
   const prompt = normalizePrompt(String(input.prompt ?? ''))
+  const maxChars = rules.maxPromptChars
   let tokenIds: number[] | null = null
   if (prompt.length === 0) check(false, 'prompt', 'must not be empty')
-  else if (prompt.length > MAX_PROMPT_CHARS) {
+  else if (prompt.length > maxChars) {
     check(
       false,
       'prompt',
-      `is ${prompt.length} characters once normalised (Unicode NFC); at most ${MAX_PROMPT_CHARS}`,
+      `is ${prompt.length} characters once normalised (Unicode NFC); at most ${maxChars}`,
     )
-  } else if (model.tokenizer) {
-    tokenIds = tokenizePrompt(prompt, model.tokenizer, manifest.text.maxLength, errors)
+  } else if ('manifest' in model && model.tokenizer) {
+    tokenIds = tokenizePrompt(prompt, model.tokenizer, model.manifest.text.maxLength, errors)
   }
 
   if (errors.length > 0) throw new RequestValidationError(errors)

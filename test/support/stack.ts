@@ -15,12 +15,18 @@
  * await stack.stop()
  * ```
  */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import {
   randomApiKey,
   randomSecret,
   type Service,
   startBackend,
+  startTorchBackend,
   startWorker,
+  TORCH_FIXTURE_MANIFESTS,
+  TORCH_PYTHON,
+  type TorchBackendService,
 } from '../../scripts/local-stack.ts'
 
 /** Options of {@link startStack}. */
@@ -31,6 +37,13 @@ export interface StackOptions {
   env?: Record<string, string>
   /** extra backend CLI flags, e.g. `['--debug-run-delay-ms', '300']` */
   backendArgs?: string[]
+  /**
+   * Backends started elsewhere to add to PIFLOW_BACKENDS (e.g. a PyTorch backend with the `models`
+   * it serves); they must accept the stack's `backendSecret`, so pass it in.
+   */
+  extraBackends?: { id: string; url: string; models?: string[] }[]
+  /** the backend secret to use (to start extra backends with it first); a random one when omitted */
+  backendSecret?: string
   /** print the children's output (debugging) */
   verbose?: boolean
   /** wrangler state directory to use (and keep); a fresh temporary one when omitted */
@@ -54,7 +67,7 @@ export interface Stack {
 /** Starts backend(s) and the worker; rejects (after cleaning up) if either fails to come up. */
 export async function startStack(options?: StackOptions): Promise<Stack> {
   const count = options?.backends ?? 1
-  const backendSecret = randomSecret()
+  const backendSecret = options?.backendSecret ?? randomSecret()
   const apiKey = randomApiKey()
   const log = options?.verbose ? (line: string) => console.error(line) : undefined
   const services: Service[] = []
@@ -73,7 +86,10 @@ export async function startStack(options?: StackOptions): Promise<Stack> {
     )
     services.push(...backends)
     const worker = await startWorker({
-      backends: backends.map((b, i) => ({ id: `backend-${i}`, url: b.url, weight: 1 })),
+      backends: [
+        ...backends.map((b, i) => ({ id: `backend-${i}`, url: b.url, weight: 1 })),
+        ...(options?.extraBackends ?? []),
+      ],
       backendSecret,
       devApiKey: apiKey,
       signingSecret: randomSecret(),
@@ -94,4 +110,62 @@ export async function startStack(options?: StackOptions): Promise<Stack> {
     await stopAll()
     throw error
   }
+}
+
+/** Options of {@link startTorchStack}. */
+export interface TorchStackOptions {
+  /** fixture model ids (torch-backend/fixtures/manifests/<id>.json) the PyTorch backend serves */
+  models: string[]
+  /** extra flags of the PyTorch backend, e.g. `['--debug-step-delay-ms', '150']` */
+  torchArgs?: string[]
+  /** run the Ray Serve deployment with this many CPU replicas instead of the plain server */
+  rayReplicas?: number
+  /** the URL the worker reaches the PyTorch backend at, from its own (e.g. a fault proxy's) */
+  routeThrough?: (torchUrl: string) => Promise<string>
+  /** extra worker vars */
+  env?: Record<string, string>
+}
+
+/** A stack whose worker also routes PyTorch fixture models to a real PyTorch backend (id `torch`). */
+export interface TorchStack extends Stack {
+  torch: TorchBackendService
+}
+
+/**
+ * The PyTorch backend (plain or Ray Serve) with tiny fixture models, then the stack with it in
+ * PIFLOW_BACKENDS for those models and PIFLOW_MODELS = piflow-emoji + them. `stop()` stops both.
+ */
+export async function startTorchStack(options: TorchStackOptions): Promise<TorchStack> {
+  const backendSecret = randomSecret()
+  const torch = await startTorchBackend({
+    secret: backendSecret,
+    models: options.models.map((id) => join(TORCH_FIXTURE_MANIFESTS, `${id}.json`)),
+    ...(options.torchArgs ? { args: options.torchArgs } : {}),
+    ...(options.rayReplicas !== undefined ? { rayReplicas: options.rayReplicas } : {}),
+  })
+  try {
+    const url = options.routeThrough ? await options.routeThrough(torch.url) : torch.url
+    const stack = await startStack({
+      backendSecret,
+      extraBackends: [{ id: 'torch', url, models: options.models }],
+      env: { PIFLOW_MODELS: ['piflow-emoji', ...options.models].join(','), ...options.env },
+    })
+    return {
+      ...stack,
+      torch,
+      stop: async () => {
+        await Promise.all([stack.stop(), torch.stop()])
+      },
+    }
+  } catch (error) {
+    await torch.stop()
+    throw error
+  }
+}
+
+/** Why the PyTorch suites skip here, or undefined when its environment exists. */
+export function torchSkipReason(): string | undefined {
+  return existsSync(TORCH_PYTHON)
+    ? undefined
+    : `skipped: no PyTorch environment at ${TORCH_PYTHON} (run scripts/setup.sh --test or set PIFLOW_TORCH_PYTHON)`
 }

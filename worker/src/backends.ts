@@ -75,6 +75,13 @@ export interface PostOptions<T = Uint8Array> {
 /** A non-2xx answer that another backend would answer the same way (e.g. a 4xx on bad tensors). */
 class PermanentBackendFailure extends Error {}
 
+/** What one attempt needs of the caller's options. */
+interface SendOptions {
+  signal?: AbortSignal | undefined
+  contentType?: string | undefined
+  headers?: Record<string, string> | undefined
+}
+
 /** A 2xx answer whose body `decode` refused. */
 class UnusableOutput extends Error {}
 
@@ -102,6 +109,38 @@ export class BackendRouter {
     this.#timeoutMs = timeoutMs
   }
 
+  /** The per-attempt timeout; for a stream ({@link open}), the longest silence it tolerates. */
+  get timeoutMs(): number {
+    return this.#timeoutMs
+  }
+
+  /**
+   * POSTs an empty JSON object to `path` on every backend at once (a cancel: whichever runs the
+   * generation takes it). Resolves true when one answered 2xx; failures are answers too (false).
+   */
+  async broadcast(path: string): Promise<boolean> {
+    const answers = await Promise.all(
+      this.#backends.map(async (backend) => {
+        try {
+          const response = await fetch(`${backend.url}${path}`, {
+            method: 'POST',
+            headers: {
+              'Content-Type': 'application/json',
+              'X-Piflow-Backend-Secret': this.#secret,
+            },
+            body: '{}',
+            signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+          })
+          await response.body?.cancel()
+          return response.ok
+        } catch {
+          return false
+        }
+      }),
+    )
+    return answers.includes(true)
+  }
+
   /** Health of each backend (probes every backend's /readyz now). */
   async check(
     signal?: AbortSignal,
@@ -124,6 +163,51 @@ export class BackendRouter {
     body: Uint8Array,
     options?: PostOptions<T>,
   ): Promise<BackendResponse<T>> {
+    const answer = await this.#withRetries(path, body, options, async (backend, response) => {
+      const bytes = new Uint8Array(await response.arrayBuffer())
+      try {
+        return { bytes, value: options?.decode ? options.decode(bytes) : (bytes as T) }
+      } catch (error) {
+        throw new UnusableOutput(
+          `${backend.id} answered unusable output: ${(error as Error).message}`,
+          { cause: error },
+        )
+      }
+    })
+    return {
+      ...answer.value,
+      backendId: answer.backendId,
+      ms: answer.ms,
+      attempts: answer.attempts,
+    }
+  }
+
+  /**
+   * POSTs `body` and hands back the 2xx response with its body unread (a stream: the NDJSON of a whole
+   * generation, remote-generation.ts). Retried like {@link post} until a backend answers; the
+   * per-attempt timeout covers the response headers only, and `options.signal` aborts the stream.
+   */
+  async open(
+    path: string,
+    body: Uint8Array | string,
+    options?: Omit<PostOptions<never>, 'decode'> & { headers?: Record<string, string> },
+  ): Promise<{ response: Response; backendId: string; attempts: number }> {
+    const answer = await this.#withRetries(
+      path,
+      body,
+      options,
+      async (_backend, response) => response,
+    )
+    return { response: answer.value, backendId: answer.backendId, attempts: answer.attempts }
+  }
+
+  /** The retry loop of post/open: `consume` reads a 2xx answer (a throw there counts as a failure). */
+  async #withRetries<T>(
+    path: string,
+    body: Uint8Array | string,
+    options: SendOptions | undefined,
+    consume: (backend: BackendConfig, response: Response) => Promise<T>,
+  ): Promise<{ value: T; backendId: string; ms: number; attempts: number }> {
     if (this.#backends.length === 0) {
       throw new BackendError(503, 'no_backends', 'No inference backends are configured')
     }
@@ -139,26 +223,11 @@ export class BackendRouter {
       const h = healthOf(backend)
       const started = performance.now()
       try {
-        const bytes = await this.#send(backend, path, body, options)
-        let value: T
-        try {
-          value = options?.decode ? options.decode(bytes) : (bytes as T)
-        } catch (error) {
-          throw new UnusableOutput(
-            `${backend.id} answered unusable output: ${(error as Error).message}`,
-            {
-              cause: error,
-            },
-          )
-        }
+        const value = await this.#send(backend, path, body, options, (response) =>
+          consume(backend, response),
+        )
         recordSuccess(h)
-        return {
-          bytes,
-          value,
-          backendId: backend.id,
-          ms: performance.now() - started,
-          attempts: attempt,
-        }
+        return { value, backendId: backend.id, ms: performance.now() - started, attempts: attempt }
       } catch (error) {
         if (options?.signal?.aborted) throw error
         if (error instanceof PermanentBackendFailure) {
@@ -208,36 +277,53 @@ export class BackendRouter {
     )
   }
 
-  async #send(
+  /**
+   * One attempt: the request, its status mapped onto the retry classes, then `consume` on a 2xx
+   * answer, all within the per-attempt timeout (which ends once `consume` returns).
+   */
+  async #send<T>(
     backend: BackendConfig,
     path: string,
-    body: Uint8Array,
-    options: PostOptions<unknown> | undefined,
-  ): Promise<Uint8Array> {
-    const timeout = AbortSignal.timeout(this.#timeoutMs)
-    const signal = options?.signal ? AbortSignal.any([options.signal, timeout]) : timeout
-    // Only our own secret goes to backends: callers' Authorization is never forwarded.
-    const response = await fetch(`${backend.url}${path}`, {
-      method: 'POST',
-      headers: {
-        'Content-Type': options?.contentType ?? 'application/octet-stream',
-        'X-Piflow-Backend-Secret': this.#secret,
-      },
-      body,
-      signal,
-    })
-    const bytes = new Uint8Array(await response.arrayBuffer())
-    if (response.ok) return bytes
-    const detail = new TextDecoder().decode(bytes.subarray(0, 500))
-    const message = `${backend.id} answered ${response.status}: ${detail}`
-    if (response.status === 503 || response.status === 429) {
-      const seconds = Number(response.headers.get('Retry-After'))
-      throw new OverloadedBackend(message, seconds > 0 && seconds <= 60 ? Math.ceil(seconds) : 1)
+    body: Uint8Array | string,
+    options: SendOptions | undefined,
+    consume: (response: Response) => Promise<T>,
+  ): Promise<T> {
+    const deadline = new AbortController()
+    const timer = setTimeout(
+      () =>
+        deadline.abort(new DOMException(`${backend.id} did not answer in time`, 'TimeoutError')),
+      this.#timeoutMs,
+    )
+    const signal = options?.signal
+      ? AbortSignal.any([options.signal, deadline.signal])
+      : deadline.signal
+    try {
+      // Only our own secret goes to backends: callers' Authorization is never forwarded.
+      const response = await fetch(`${backend.url}${path}`, {
+        method: 'POST',
+        headers: {
+          'Content-Type': options?.contentType ?? 'application/octet-stream',
+          ...options?.headers,
+          'X-Piflow-Backend-Secret': this.#secret,
+        },
+        body,
+        signal,
+      })
+      if (response.ok) return await consume(response)
+      const bytes = new Uint8Array(await response.arrayBuffer())
+      const detail = new TextDecoder().decode(bytes.subarray(0, 500))
+      const message = `${backend.id} answered ${response.status}: ${detail}`
+      if (response.status === 503 || response.status === 429) {
+        const seconds = Number(response.headers.get('Retry-After'))
+        throw new OverloadedBackend(message, seconds > 0 && seconds <= 60 ? Math.ceil(seconds) : 1)
+      }
+      if (response.status >= 500 || response.status === 408) {
+        throw new Error(message)
+      }
+      throw new PermanentBackendFailure(message)
+    } finally {
+      clearTimeout(timer)
     }
-    if (response.status >= 500 || response.status === 408) {
-      throw new Error(message)
-    }
-    throw new PermanentBackendFailure(message)
   }
 
   /** Weighted random choice among untried backends whose circuit admits traffic. */

@@ -24,6 +24,14 @@ export function base64(bytes: Uint8Array): string {
   return btoa(binary)
 }
 
+/** Bytes of standard base64 (already checked to be base64). */
+export function base64ToBytes(text: string): Uint8Array {
+  const binary = atob(text)
+  const bytes = new Uint8Array(binary.length)
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i)
+  return bytes
+}
+
 const hmacKeys = new Map<string, Promise<CryptoKey>>()
 
 /** HMAC-SHA256 of `message` under `secret`, base64url. Keys are imported once per isolate. */

@@ -27,11 +27,16 @@ export interface Env {
   PIFLOW_PUBLIC_ORIGIN?: string
 }
 
-/** One inference backend the worker may route student forwards to. */
+/** One inference backend the worker may route student forwards (or whole generations) to. */
 export interface BackendConfig {
   id: string
   url: string
   weight: number
+  /**
+   * The models this backend serves; absent: every model without a backend of its own (the ONNX
+   * backends). A PyTorch backend lists its `generate` models here, so no other model is sent to it.
+   */
+  models?: string[]
 }
 
 /** Where the policy rollout of each NFE segment runs. */
@@ -60,6 +65,7 @@ const backendList = z
       id: z.string().min(1).optional(),
       url: z.url({ protocol: /^https?$/ }),
       weight: z.number().positive().default(1),
+      models: z.array(z.string().min(1).max(64)).min(1).optional(),
     }),
   )
   .max(64)
@@ -79,7 +85,17 @@ function parseBackends(raw: Env['PIFLOW_BACKENDS']): BackendConfig[] {
     id: b.id ?? `backend-${i}`,
     url: b.url.replace(/\/+$/, ''),
     weight: b.weight,
+    ...(b.models ? { models: b.models } : {}),
   }))
+}
+
+/**
+ * The backends that serve `modelId`: those that list it, else those that list no models (so an ONNX
+ * model never reaches a PyTorch backend, and a backend's own models never reach the others).
+ */
+export function backendsFor(backends: readonly BackendConfig[], modelId: string): BackendConfig[] {
+  const listing = backends.filter((b) => b.models?.includes(modelId))
+  return listing.length > 0 ? listing : backends.filter((b) => b.models === undefined)
 }
 
 function parseRateLimit(raw: string | undefined): Settings['rateLimit'] {

@@ -3,7 +3,8 @@
  * One generation: seeded noise, the few-step sampler and PNG encoding. Student forwards run on the
  * backends (safetensors over HTTP, routed by backends.ts); the policy rollout of each NFE segment runs
  * here at the edge with the shared CPU integrator, or on the backend (`/step`) when the manifest does
- * not allow edge integration (large latents: shipping K means costs more than integrating).
+ * not allow edge integration (large latents: shipping K means costs more than integrating). A model
+ * generated whole on its backend takes the third path, remote-generation.ts.
  */
 import { latentToRgba, ManifestError } from '@piflow/models'
 import { createCpuIntegrator, type LatentShape, type PolicyOutput, sample } from '@piflow/policy'
@@ -25,16 +26,20 @@ import { encode as encodePng } from 'fast-png'
 import type { BackendRouter } from './backends.ts'
 import { base64, sha256Hex } from './crypto.ts'
 import { ApiError } from './errors.ts'
-import { imageKey } from './images.ts'
+import { orderedImageWrites, storedImage } from './images.ts'
 import type { LoadedModel } from './models.ts'
 import type { NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
+import { type RemoteGenerationPlan, runRemoteGeneration } from './remote-generation.ts'
 
 export interface GenerationHooks {
   onProgress?: (info: ProgressInfo) => void | Promise<void>
   onImage?: (image: StoredImage, png: Uint8Array) => void | Promise<void>
 }
 
-export interface GenerationPlan {
+/** What a job runs: the sampler here over per-NFE backend calls, or a whole generation remote. */
+export type GenerationPlan = ManifestGenerationPlan | RemoteGenerationPlan
+
+export interface ManifestGenerationPlan {
   model: LoadedModel
   request: NormalizedRequest
   /** the prompt's token ids, from normalisation (the prompt is tokenized once per request) */
@@ -116,7 +121,7 @@ function previewUri(
 
 /** What the two integration paths share while one generation runs. */
 interface Run {
-  plan: GenerationPlan
+  plan: ManifestGenerationPlan
   router: BackendRouter
   hooks: GenerationHooks
   signal: AbortSignal | undefined
@@ -141,6 +146,20 @@ export async function runGeneration(
   bucket: R2Bucket,
   hooks: GenerationHooks,
   signal?: AbortSignal,
+): Promise<GenerationOutcome> {
+  if (plan.model.kind === 'remote') {
+    return runRemoteGeneration(plan as RemoteGenerationPlan, router, bucket, hooks, signal)
+  }
+  return runManifestGeneration(plan as ManifestGenerationPlan, router, bucket, hooks, signal)
+}
+
+/** The sampler here: forwards (or steps) on the backends, PNGs encoded at the edge. */
+async function runManifestGeneration(
+  plan: ManifestGenerationPlan,
+  router: BackendRouter,
+  bucket: R2Bucket,
+  hooks: GenerationHooks,
+  signal: AbortSignal | undefined,
 ): Promise<GenerationOutcome> {
   const { model, request } = plan
   const run: Run = {
@@ -268,7 +287,7 @@ async function storeImages(
   const { request, model } = run.plan
   const perImage = run.shape.channels * run.shape.height * run.shape.width
   const images: StoredImage[] = []
-  const puts: Promise<void>[] = []
+  const writes = orderedImageWrites(bucket, run.hooks.onImage)
   for (let i = 0; i < request.count; i++) {
     run.signal?.throwIfAborted()
     const started = performance.now()
@@ -280,24 +299,10 @@ async function storeImages(
     )
     const sha256 = await sha256Hex(png)
     run.timings.encodeMs += performance.now() - started
-    const key = imageKey(sha256)
-    const image: StoredImage = {
-      index: i,
-      seed: (request.seed + i) >>> 0,
-      key,
-      width: request.size,
-      height: request.size,
-      sha256,
-      bytes: png.byteLength,
-    }
+    const image = storedImage(request, i, sha256, png.byteLength)
     images.push(image)
-    // The writes run concurrently; each image's event goes out once its URL can be fetched and after
-    // the previous image's, so SSE ids stay in order (a Last-Event-ID resume relies on it).
-    const put = bucket.put(key, png, { httpMetadata: { contentType: 'image/png' }, sha256 })
-    const previous = puts.at(-1)
-    puts.push(Promise.all([put, previous]).then(() => run.hooks.onImage?.(image, png)))
+    writes.add(image, png)
   }
-  const stored = Promise.all(puts).then(() => undefined)
-  stored.catch(() => {}) // the caller awaits it; this only keeps an early failure from going unhandled
+  const stored = writes.stored()
   return { images, stored }
 }

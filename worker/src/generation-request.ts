@@ -13,8 +13,9 @@ import {
 import type { Context } from 'hono'
 import type { Settings } from './env.ts'
 import { NotFoundError, ValidationError } from './errors.ts'
+import type { GenerationPlan } from './generate.ts'
 import type { AppEnv } from './hono-env.ts'
-import { getModel, type LoadedModel } from './models.ts'
+import { type ServedModel, servedModel } from './models.ts'
 import type { NormalizedRequest } from './records.ts'
 import { fieldErrors, type GenerationRequest, generationRequestSchema } from './schemas.ts'
 
@@ -22,17 +23,17 @@ import { fieldErrors, type GenerationRequest, generationRequestSchema } from './
 export interface GenerationRequestInfo {
   /** the body as the schema parsed it (what the Idempotency-Key fingerprints) */
   body: GenerationRequest
-  model: LoadedModel
+  model: ServedModel
   request: NormalizedRequest
   seeded: boolean
-  /** the prompt's token ids, passed on to the conditioning tensors */
-  tokenIds: number[]
+  /** the prompt's token ids, passed on to the conditioning tensors (null: encoded on the backend) */
+  tokenIds: number[] | null
 }
 
 /** The model a body names; an unknown one is a 422 on `model`. */
-async function modelOf(c: Context<AppEnv>, id: string): Promise<LoadedModel> {
+async function modelOf(c: Context<AppEnv>, id: string): Promise<ServedModel> {
   try {
-    return await getModel(c.env, c.var.settings.models, id)
+    return await servedModel(c.env, c.var.settings, id)
   } catch (error) {
     if (error instanceof NotFoundError && error.code === 'model_not_found') {
       throw new ValidationError([{ path: 'model', message: error.message }])
@@ -42,8 +43,9 @@ async function modelOf(c: Context<AppEnv>, id: string): Promise<LoadedModel> {
 }
 
 /** The generation contract's normalisation, its field errors as the API's 422. */
-function normalizeFor(body: GenerationRequest, model: LoadedModel, maxCount: number | undefined) {
+function normalizeFor(body: GenerationRequest, model: ServedModel, maxCount: number | undefined) {
   try {
+    // A remote model is checked against what its backend declares (remote-models.ts).
     return normalizeGeneration(body, model, { maxCount })
   } catch (error) {
     if (error instanceof RequestValidationError) throw new ValidationError([...error.fields])
@@ -51,8 +53,12 @@ function normalizeFor(body: GenerationRequest, model: LoadedModel, maxCount: num
   }
 }
 
-/** sha256 of the student file serving `nfe`, so a model update never hits a stale cache entry. */
-function modelVersion(model: LoadedModel, nfe: number): string {
+/**
+ * sha256 of the student file serving `nfe` (of the backend's model entry for a remote model), so a
+ * model update never hits a stale cache entry.
+ */
+function modelVersion(model: ServedModel, nfe: number): string {
+  if (model.kind === 'remote') return model.version
   const studentKey = model.manifest.sampling.perNfe[String(nfe)]?.onnx
   return (studentKey && model.manifest.files[studentKey]?.sha256) || 'unknown'
 }
@@ -70,15 +76,32 @@ export async function readGenerationRequest(c: Context<AppEnv>): Promise<Generat
     model,
     request: { ...params, modelVersion: modelVersion(model, params.nfe), format: body.format },
     seeded,
-    // every model the worker serves has its tokenizer (models.ts)
-    tokenIds: normalized.tokenIds!,
+    // every manifest model the worker serves has its tokenizer (models.ts)
+    tokenIds: normalized.tokenIds,
   }
 }
 
-/** Where the policy rollout runs: the configured place when the manifest allows it, else its choice. */
-export function integrationFor(model: LoadedModel, settings: Settings): 'edge' | 'backend' {
+/**
+ * Where the policy rollout runs: the configured place when the manifest allows it, else its choice;
+ * on the backend for a model generated whole there.
+ */
+export function integrationFor(model: ServedModel, settings: Settings): 'edge' | 'backend' {
+  if (model.kind === 'remote') return 'backend'
   const allowed: readonly string[] = model.manifest.integration
   if (settings.integration === 'edge' && allowed.includes('edge')) return 'edge'
   if (settings.integration === 'backend' && allowed.includes('backend')) return 'backend'
   return allowed.includes('edge') ? 'edge' : 'backend'
+}
+
+/** The plan a job runs for a request: the sampler here (manifest models) or the whole generation remote. */
+export function generationPlan(
+  info: GenerationRequestInfo,
+  fields: { generationId: string; integration: 'edge' | 'backend'; preview: boolean },
+): GenerationPlan {
+  const { model, request } = info
+  if (model.kind === 'remote') {
+    return { model, request, generationId: fields.generationId, preview: fields.preview }
+  }
+  const tokenIds = info.tokenIds ?? [] // a manifest model always has its tokenizer here
+  return { model, request, tokenIds, integration: fields.integration, preview: fields.preview }
 }

@@ -6,6 +6,7 @@
  * ids alone are useless since a prompt + seed hash is guessable.
  */
 import { hmac, timingSafeEqualStrings } from './crypto.ts'
+import type { NormalizedRequest, StoredImage } from './records.ts'
 
 /** URL lifetime window: URLs stay valid at least this long and at most twice as long. */
 export const IMAGE_URL_TTL_SECONDS = 6 * 60 * 60
@@ -14,6 +15,52 @@ const NAME_PATTERN = /^[0-9a-f]{64}\.png$/
 
 /** R2 key of an image by content hash. */
 export const imageKey = (sha256: string) => `images/${sha256}.png`
+
+/** The stored image `index` of a request (square, of the request's size), by its PNG's hash. */
+export function storedImage(
+  request: Pick<NormalizedRequest, 'seed' | 'size'>,
+  index: number,
+  sha256: string,
+  bytes: number,
+): StoredImage {
+  return {
+    index,
+    seed: (request.seed + index) >>> 0,
+    key: imageKey(sha256),
+    width: request.size,
+    height: request.size,
+    sha256,
+    bytes,
+  }
+}
+
+/**
+ * R2 writes of a generation's PNGs. The writes run concurrently; each image's `onStored` runs once
+ * its URL can be fetched and after the previous image's, so SSE ids stay in order (a Last-Event-ID
+ * resume relies on it).
+ */
+export function orderedImageWrites(
+  bucket: R2Bucket,
+  onStored?: (image: StoredImage, png: Uint8Array) => void | Promise<void>,
+) {
+  const writes: Promise<void>[] = []
+  return {
+    add(image: StoredImage, png: Uint8Array): void {
+      const put = bucket.put(image.key, png, {
+        httpMetadata: { contentType: 'image/png' },
+        sha256: image.sha256,
+      })
+      const previous = writes.at(-1)
+      writes.push(Promise.all([put, previous]).then(() => onStored?.(image, png)))
+    },
+    /** Settles when every write (and its `onStored`) has; rejects if one failed. */
+    stored(): Promise<void> {
+      const stored = Promise.all(writes).then(() => undefined)
+      stored.catch(() => {}) // the caller awaits it; this only keeps an early failure unhandled-free
+      return stored
+    },
+  }
+}
 
 /**
  * A signed URL for `images/<sha256>.png`. Expiry is aligned to TTL windows, so rendering the same

@@ -5,15 +5,20 @@
  * immutable (the manifest pins their sha256), so the asset CDN serves them; see routes/models.ts.
  */
 import { createTokenizer, type Manifest, parseManifest, type Tokenizer } from '@piflow/models'
-import type { Env } from './env.ts'
+import type { Env, Settings } from './env.ts'
 import { ApiError, NotFoundError } from './errors.ts'
+import { listedByBackend, type RemoteModel, remoteModel } from './remote-models.ts'
 
-/** A model ready to generate with. */
+/** A model ready to generate with: an ONNX student whose sampler runs here (manifest from assets). */
 export interface LoadedModel {
+  kind: 'manifest'
   id: string
   manifest: Manifest
   tokenizer: Tokenizer
 }
+
+/** Any model the worker serves: a manifest model, or one generated whole on its backend. */
+export type ServedModel = LoadedModel | RemoteModel
 
 const loaded = new Map<string, Promise<LoadedModel>>()
 
@@ -42,10 +47,23 @@ async function load(env: Env, id: string): Promise<LoadedModel> {
     throw new ApiError(500, 'model_manifest_invalid', `Manifest of ${id} has no tokenizer file`)
   }
   const tokenizerJson = await (await fetchAsset(env, `${id}/${tokenizerFile.path}`)).json()
-  return { id, manifest, tokenizer: createTokenizer(tokenizerJson) }
+  return { kind: 'manifest', id, manifest, tokenizer: createTokenizer(tokenizerJson) }
 }
 
-/** The model `id` if this worker serves it; throws NotFoundError otherwise. */
+/**
+ * The model `id` if this worker serves it (`PIFLOW_MODELS`); throws NotFoundError otherwise. A model
+ * a backend names in its `models` is asked of that backend first (remote-models.ts): served whole
+ * there when its entry has the `generate` capability, else it is a manifest model pinned to it.
+ */
+export async function servedModel(env: Env, settings: Settings, id: string): Promise<ServedModel> {
+  if (listedByBackend(settings, id) && settings.models.includes(id)) {
+    const remote = await remoteModel(settings, id)
+    if (remote) return remote
+  }
+  return getModel(env, settings.models, id)
+}
+
+/** The manifest model `id` (from the static assets) if this worker serves it; throws NotFoundError otherwise. */
 export async function getModel(
   env: Env,
   served: readonly string[],

@@ -10,7 +10,8 @@ import type { Generation } from './schemas.ts'
 export interface ProgressInfo {
   step: number
   nfe: number
-  sigma: number
+  /** σ at the end of the step (absent for a remote model whose backend declares no schedule) */
+  sigma?: number
   /** PNG data URI of image 0's current x0 estimate (GM at the edge) or state (otherwise) */
   preview?: string
   previewKind?: 'x0' | 'state'

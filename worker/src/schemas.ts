@@ -39,13 +39,17 @@ export const generationRequestSchema = z
       .min(1)
       .max(MAX_OUTPUT_SIZE)
       .optional()
-      .describe("Square output size in pixels; one of the model's `image.outputSizes`."),
+      .describe(
+        "Square output size in pixels; one of the model's `image.outputSizes` (a model generated on its backend: a multiple of `image.multipleOf` within `image.minSide`…`image.maxSide`).",
+      ),
     guidance: z
       .number()
       .min(0)
       .max(100)
       .optional()
-      .describe("Guidance scale within the model's `guidance.min`…`guidance.max`."),
+      .describe(
+        "Guidance scale within the model's `guidance.min`…`guidance.max`; not allowed for a model whose `guidance.default` is null.",
+      ),
     count: z.int().min(1).max(MAX_COUNT).default(1).describe('Number of images.'),
     format: z.enum(['png']).default('png'),
     response: z
@@ -93,7 +97,7 @@ export const generationSchema = z.object({
   nfe: z.int(),
   seed: z.int(),
   size: z.int(),
-  guidance: z.number(),
+  guidance: z.number().describe('0 for a model without guidance.'),
   count: z.int(),
   cached: z.boolean().describe('true when served from the cache without touching a backend.'),
   progress: z.object({ step: z.int(), nfe: z.int() }),
@@ -127,7 +131,9 @@ export const modelSchema = z.object({
   object: z.literal('model'),
   manifest: z
     .record(z.string(), z.unknown())
-    .describe('The model manifest (models/<id>/manifest.json).'),
+    .describe(
+      "The model manifest (models/<id>/manifest.json); for a model generated on its backend, that backend's /v1/models entry (capabilities: ['generate']).",
+    ),
   files: z.array(modelFileSchema),
 })
 apiSchemas.add(modelSchema, { id: 'Model' })

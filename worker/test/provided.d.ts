@@ -7,6 +7,10 @@ declare module 'vitest' {
     backendSecret: string
     devApiKey: string
     backendAvailable: boolean
+    /** the PyTorch backend (piflux-tiny, 300 ms per NFE), when its environment exists */
+    torchUrl: string
+    torchAvailable: boolean
+    torchPython: string
   }
 }
 

@@ -12,9 +12,10 @@ import { setMetric } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
 import { type CachedResult, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
 import { randomToken } from '../crypto.ts'
+import { backendsFor } from '../env.ts'
 import { NotFoundError } from '../errors.ts'
 import { parseLastEventId, terminalSeq } from '../events.ts'
-import { integrationFor, readGenerationRequest } from '../generation-request.ts'
+import { generationPlan, integrationFor, readGenerationRequest } from '../generation-request.ts'
 import type { AppEnv } from '../hono-env.ts'
 import { claimIdempotencyKey, idempotencyKeyOf } from '../idempotency.ts'
 import { type GenerationJob, startGeneration } from '../jobs.ts'
@@ -146,7 +147,8 @@ async function respondWhenDone(
 /** `POST /v1/generations`: replays, cache hits and new generations, answered as JSON or SSE. */
 async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   const started = Date.now()
-  const { body, model, request, seeded, tokenIds } = await readGenerationRequest(c)
+  const info = await readGenerationRequest(c)
+  const { body, model, request, seeded } = info
   const { settings, principal } = c.var
   const idempotencyKey = idempotencyKeyOf(c.req.header('Idempotency-Key'))
   const hash = seeded ? await cacheKey(principal.keyId, request) : undefined
@@ -190,10 +192,10 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   const sse = wantsSse(c)
   const job = await startGeneration(
     {
-      plan: { model, request, tokenIds, integration, preview: body.preview && sse },
+      plan: generationPlan(info, { generationId: id, integration, preview: body.preview && sse }),
       record: running,
       router: new BackendRouter(
-        settings.backends,
+        backendsFor(settings.backends, model.id),
         settings.backendSecret,
         settings.backendTimeoutMs,
       ),

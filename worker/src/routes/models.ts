@@ -9,14 +9,21 @@
 
 import type { Context } from 'hono'
 import { Hono } from 'hono'
-import { NotFoundError } from '../errors.ts'
+import { BackendError, NotFoundError } from '../errors.ts'
 import type { AppEnv } from '../hono-env.ts'
-import { getModel, type LoadedModel } from '../models.ts'
+import { getModel, type ServedModel, servedModel } from '../models.ts'
 import { publicOrigin } from '../origin.ts'
 
 export const models = new Hono<AppEnv>()
 
-function describe(c: Context<AppEnv>, model: LoadedModel) {
+/**
+ * A model's public entry. A model generated whole on its backend has no files to download: its
+ * `manifest` is the backend's `/v1/models` entry (capabilities `generate`, sizes, NFE, guidance).
+ */
+function describe(c: Context<AppEnv>, model: ServedModel) {
+  if (model.kind === 'remote') {
+    return { id: model.id, object: 'model' as const, manifest: model.entry, files: [] }
+  }
   const origin = publicOrigin(c)
   return {
     id: model.id,
@@ -33,15 +40,23 @@ function describe(c: Context<AppEnv>, model: LoadedModel) {
 }
 
 models.get('/', async (c) => {
+  // A model whose backend cannot be reached right now is left out of the list, not the whole list.
   const loaded = await Promise.all(
-    c.var.settings.models.map((id) => getModel(c.env, c.var.settings.models, id)),
+    c.var.settings.models.map((id) =>
+      servedModel(c.env, c.var.settings, id).catch((error) => {
+        if (!(error instanceof BackendError)) throw error
+        console.error(`listing model ${id} failed`, error)
+        return undefined
+      }),
+    ),
   )
+  const listed = loaded.filter((m) => m !== undefined)
   c.header('Cache-Control', 'public, max-age=60')
-  return c.json({ object: 'list' as const, data: loaded.map((m) => describe(c, m)) })
+  return c.json({ object: 'list' as const, data: listed.map((m) => describe(c, m)) })
 })
 
 models.get('/:id', async (c) => {
-  const model = await getModel(c.env, c.var.settings.models, c.req.param('id'))
+  const model = await servedModel(c.env, c.var.settings, c.req.param('id'))
   c.header('Cache-Control', 'public, max-age=60')
   return c.json(describe(c, model))
 })
