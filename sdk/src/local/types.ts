@@ -2,7 +2,16 @@
  * @module local/types
  * Types of `@piflow/sdk/local`, kept apart from its code so the root entry can name them for free.
  */
-import type { Backend, GenerateInput, Generation, RequestOptions, Result } from '../types.ts'
+import type {
+  Backend,
+  GenerateInput,
+  Generation,
+  GenerationStream,
+  RequestOptions,
+  Result,
+  StreamCallbacks,
+  StreamEvent,
+} from '../types.ts'
 
 /** onnxruntime-web execution providers the local path tries, in order. */
 export type LocalProvider = 'webgpu' | 'wasm'
@@ -41,11 +50,8 @@ export interface DownloadProgress {
   cached: boolean
 }
 
-/** Progress after each network evaluation. */
-export interface LocalStepProgress {
-  step: number
-  nfe: number
-}
+/** Progress after each network evaluation: the remote stream's `progress` event. */
+export type LocalStepProgress = Extract<StreamEvent, { type: 'progress' }>
 
 /** The normalised request, reported before the first network evaluation. */
 export interface LocalStartInfo {
@@ -75,6 +81,11 @@ export interface LocalRuntimeInfo {
 export interface LocalGenerator {
   /** Generates in this page; `backend` of the result is the provider that ran. */
   generate(input: GenerateInput, options?: LocalGenerateOptions): Promise<Result<Generation>>
+  /**
+   * The same generation as the remote `client.stream()` events: `id`, `progress`×nfe, `image`×count,
+   * `done`. Iterate it with `for await`, or pass callbacks and `await stream.done()`.
+   */
+  stream(input: GenerateInput, options?: LocalGenerateOptions & StreamCallbacks): GenerationStream
   /** Downloads, verifies and opens the model (done by the first `generate` otherwise). */
   load(model?: string, options?: RequestOptions): Promise<LocalRuntimeInfo>
   /** Releases sessions and GPU resources. */
