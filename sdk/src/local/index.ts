@@ -78,8 +78,13 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
     load: async (id = 'piflow-emoji', opts = {}) => {
       const model = await loader.loadModel(id, opts.signal)
       const { defaultNfe } = model.manifest.sampling
-      const { opened, integrator } = await loader.prepare(model, defaultNfe, opts.signal)
-      return { model: id, provider: opened.provider, integrator: integrator.name }
+      const { opened, integrator, reason } = await loader.prepare(model, defaultNfe, opts.signal)
+      return {
+        model: id,
+        provider: opened.provider,
+        integrator: integrator.name,
+        ...(reason ? { reason } : {}),
+      }
     },
     dispose: loader.dispose,
   }

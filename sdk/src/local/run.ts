@@ -133,5 +133,7 @@ export async function runLocal(
     requestId: request.id,
     backend: opened.provider,
     timings: { ...timings, totalMs: performance.now() - started },
+    replayed: false,
+    ...(prepared.reason ? { reason: prepared.reason } : {}),
   }
 }
