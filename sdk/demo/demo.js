@@ -1,11 +1,13 @@
 // The piflow SDK demo: `?api=<edge url>&key=<api key>` enables the remote path (with local fallback);
-// without it the page generates locally only.
-import { createClient } from '/sdk/index.js'
+// without it the page generates locally only. `?models=<url>` sets where local models come from
+// (default `/models/`; the API's `<edge url>/v1/models/` works too).
+import { createClient, toBlob } from '/sdk/index.js'
 import { createLocalGenerator } from '/sdk/local.js'
 
 const params = new URLSearchParams(location.search)
 const api = params.get('api')
 const apiKey = params.get('key') ?? undefined
+const modelBaseUrl = params.get('models') ?? '/models/'
 const status = document.querySelector('#status')
 const gallery = document.querySelector('#gallery')
 
@@ -13,8 +15,12 @@ const gallery = document.querySelector('#gallery')
 const LOCAL = {
   auto: {},
   wasm: { providers: ['wasm'], integrator: 'cpu' },
-  webgpu: { providers: ['webgpu'], integrator: 'webgpu' },
+  // Headless test machines only have SwiftShader, a software adapter that `auto` passes over.
+  webgpu: { providers: ['webgpu'], integrator: 'webgpu', allowSoftwareWebGpu: true },
 }
+
+/** Every overall load progress report, for the tests. */
+const loadProgress = []
 
 const generators = new Map()
 /**
@@ -24,13 +30,15 @@ const generators = new Map()
 const generatorFor = (path) => {
   if (!generators.has(path)) {
     const local = {
-      modelBaseUrl: '/models/',
+      modelBaseUrl,
       wasmPaths: '/ort/',
       ...LOCAL[path],
-      onDownloadProgress: (p) => {
-        status.textContent = p.cached
-          ? `${p.file}: from cache`
-          : `${p.file}: ${Math.round((100 * p.loadedBytes) / p.totalBytes)} %`
+      onProgress: (p) => {
+        loadProgress.push(p)
+        status.textContent =
+          p.stage === 'download'
+            ? `downloading ${Math.round((100 * p.loadedBytes) / p.totalBytes)} % (${p.file})`
+            : p.stage
       },
     }
     generators.set(
@@ -51,9 +59,8 @@ const generatorFor = (path) => {
 
 /** Decodes an image (PNG bytes or URL) into RGBA pixels. */
 const pixelsOf = async (image) => {
-  const blob = image.data
-    ? new Blob([image.data], { type: image.contentType })
-    : await (await fetch(image.url)).blob()
+  // Inline bytes (local, `response: 'base64'`) or the signed URL (remote): the SDK's toBlob does both.
+  const blob = await toBlob(image)
   const bitmap = await createImageBitmap(blob)
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height)
   const context = canvas.getContext('2d')
@@ -90,6 +97,7 @@ const generate = async (path, input) => {
   status.textContent = `done: ${result.backend} in ${Math.round(performance.now() - started)} ms`
   return {
     backend: result.backend,
+    reason: result.reason,
     integration: result.data.integration,
     requestId: result.requestId,
     seed: result.data.seed,
@@ -114,4 +122,4 @@ document.querySelector('#form').addEventListener('submit', async (event) => {
 })
 
 // Hooks for the browser tests and the benchmark.
-window.piflowDemo = { generate, createClient, ready: true }
+window.piflowDemo = { generate, createClient, createLocalGenerator, loadProgress, ready: true }
