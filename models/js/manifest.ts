@@ -4,8 +4,9 @@
  * the SDK all read a model through {@link parseManifest}, so a manifest that parses here is one every
  * part can run.
  */
-import en from 'zod/v4/locales/en.js'
+
 import * as z from 'zod/mini'
+import en from 'zod/v4/locales/en.js'
 import { ManifestError } from './errors.ts'
 
 // zod/mini (not classic zod): the same checks at a fraction of the size, since the browser SDK
@@ -61,7 +62,9 @@ const perNfeSchema = z.object({
 
 const manifestObject = z.object({
   schemaVersion: z.optional(z.literal(1)),
-  id: z.string().check(z.regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'lowercase letters, digits and dashes')),
+  id: z
+    .string()
+    .check(z.regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'lowercase letters, digits and dashes')),
   name: nonEmpty(),
   license: nonEmpty(),
   attribution: nonEmpty(),

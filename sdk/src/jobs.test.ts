@@ -249,7 +249,7 @@ describe('queued, canceled and cached streams', () => {
 
 describe('client.submit (Prefer: respond-async)', () => {
   it('answers at once with the id and the URLs to follow it', async () => {
-    const s = await serve((req, res) =>
+    const s = await serve((_req, res) =>
       sendJson(
         res,
         202,
