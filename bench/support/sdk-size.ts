@@ -11,6 +11,7 @@ import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { build, type Metafile } from 'esbuild'
+import { runtimeFile } from '../../sdk/src/local/ort.ts'
 
 /** Target of issue 16 for `@piflow/sdk/local` without onnxruntime-web. */
 export const LOCAL_TARGET_BYTES = 40 * 1024
@@ -98,10 +99,10 @@ export const printSdkSizes = async (distDir: string) => {
   console.log(
     `| \`@piflow/sdk/local\`, onnxruntime-web bundled | ${kb(localWithOrt.eagerBytes)} | ${lazyList(localWithOrt)} | — |`,
   )
-  for (const name of ['ort-wasm-simd-threaded.wasm', 'ort-wasm-simd-threaded.jsep.wasm']) {
+  for (const name of [runtimeFile(false), runtimeFile(true)]) {
     const bytes = wasm(name)
     console.log(
-      `| onnxruntime-web runtime file \`${name}\` (fetched and cached at run time) | ${(bytes.length / 2 ** 20).toFixed(1)} MiB raw, ${(gzip(bytes) / 2 ** 20).toFixed(1)} MiB gzip | | — |`,
+      `| onnxruntime-web runtime file \`${name}\` (${name === runtimeFile(true) ? 'WebGPU' : 'WASM'} build; fetched and cached at run time) | ${(bytes.length / 2 ** 20).toFixed(1)} MiB raw, ${(gzip(bytes) / 2 ** 20).toFixed(1)} MiB gzip | | — |`,
     )
   }
   return { root, localNoOrt, localWithOrt }
