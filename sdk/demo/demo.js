@@ -1,6 +1,8 @@
 // The piflow SDK demo: `?api=<edge url>&key=<api key>` enables the remote path (with local fallback);
 // without it the page generates locally only. `?models=<url>` sets where local models come from
-// (default `/models/`; the API's `<edge url>/v1/models/` works too).
+// (default `/models/`; the API's `<edge url>/v1/models/` works too). `?tokens=<url>` instead of `key`:
+// the proxy pattern for browser auth — the page asks its own server (`POST <url>`, which mints a client
+// token with `POST /v1/tokens` and the key it keeps) and never sees the key.
 import { createClient, toBlob } from '/sdk/index.js'
 import { createLocalGenerator } from '/sdk/local.js'
 
@@ -8,6 +10,13 @@ const params = new URLSearchParams(location.search)
 const api = params.get('api')
 const apiKey = params.get('key') ?? undefined
 const modelBaseUrl = params.get('models') ?? '/models/'
+const tokenUrl = params.get('tokens')
+/** Credentials of the demo's client: a client token from the page's own server, or the key. */
+const auth = tokenUrl
+  ? { tokenProvider: async () => (await fetch(tokenUrl, { method: 'POST' })).json() }
+  : apiKey
+    ? { apiKey }
+    : {}
 const status = document.querySelector('#status')
 const gallery = document.querySelector('#gallery')
 
@@ -46,7 +55,7 @@ const generatorFor = (path) => {
       api
         ? createClient({
             baseUrl: api,
-            ...(apiKey ? { apiKey } : {}),
+            ...auth,
             retry: { limit: 3, delay: 200 },
             fallback: 'local',
             local,

@@ -149,6 +149,27 @@ describe.skipIf(skipReason)(
       expect(outcome.again).toEqual({ name: 'ApiError', status: 409, code: 'generation_finished' })
     })
 
+    it("the demo page's proxy pattern: ?tokens= generates remotely without the key in the page", async () => {
+      minted.length = 0
+      const p = await page.context().newPage()
+      const query = `api=${encodeURIComponent(stack.workerUrl)}&tokens=${encodeURIComponent(`${server.url}/token-proxy`)}`
+      await p.goto(`${server.url}/demo/index.html?${query}`)
+      await p.waitForFunction(
+        () => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready,
+      )
+      const result = await p.evaluate(() =>
+        (
+          window as unknown as {
+            piflowDemo: { generate: (path: string, input: unknown) => Promise<{ backend: string }> }
+          }
+        ).piflowDemo.generate('auto', { prompt: 'red apple', seed: 7, size: 32 }),
+      )
+      expect(result.backend).toBe('remote')
+      expect(minted).toHaveLength(1)
+      expect(await p.content()).not.toContain(stack.apiKey)
+      await p.close()
+    })
+
     it('uses client tokens from its own proxy route, refreshing once after 401 token_expired', async () => {
       minted.length = 0
       mintTtl = 1 // a real 1-second token …
