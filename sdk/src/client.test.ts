@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createClient } from './client.ts'
 import {
   ApiError,
@@ -14,7 +14,8 @@ import {
   type ScriptHandler,
   type ScriptServer,
   sendJson,
-  startScriptServer,
+  serverPerTest,
+  testClient,
 } from './testing/script-server.ts'
 
 const PNG_1PX =
@@ -31,19 +32,9 @@ const generation = (seed = 7) => ({
   timings: { totalMs: 99, forwardMs: 12.5 },
 })
 
-let server: ScriptServer | undefined
-const serve = async (handler: ScriptHandler) => {
-  server = await startScriptServer(handler)
-  return server
-}
-afterEach(async () => {
-  await server?.close()
-  server = undefined
-})
+const serve = serverPerTest()
 
-/** Fast retries so tests spend no time in backoff unless they ask for it. */
-const client = (s: ScriptServer, extra: Partial<Parameters<typeof createClient>[0]> = {}) =>
-  createClient({ baseUrl: s.url, apiKey: 'pk_test', retry: { delay: 1, maxDelay: 5 }, ...extra })
+const client = testClient
 
 describe('generate', () => {
   it('posts the input with auth and an idempotency key, and decodes the result', async () => {
@@ -221,7 +212,6 @@ describe('generate', () => {
     const s = await serve(() => {})
     const url = s.url
     await s.close()
-    server = undefined
     const attempts: number[] = []
     const countingFetch: typeof fetch = (input, init) => {
       attempts.push(1)
@@ -238,7 +228,6 @@ describe('generate', () => {
     const s = await serve(() => {})
     const url = s.url
     await s.close()
-    server = undefined
     const error = await createClient({ baseUrl: url, retry: { limit: 2, delay: 1 } })
       .get('gen_1')
       .catch((e) => e)
@@ -330,7 +319,6 @@ describe('generate', () => {
       // Nothing but the one API call: the local path was never even loaded.
       expect(s.requests.map((r) => r.url)).toEqual(['/v1/generations'])
       await s.close()
-      server = undefined
     }
   })
 })

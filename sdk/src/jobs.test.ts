@@ -4,7 +4,7 @@
  * answers as documented in worker/README.md. The same calls run against the real worker in
  * test/browser/sdk-jobs.test.ts.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createClient } from './client.ts'
 import { ApiError, GenerationCanceledError, PiflowError } from './errors.ts'
 import {
@@ -12,22 +12,14 @@ import {
   type ScriptServer,
   type SeenRequest,
   sendJson,
-  startScriptServer,
+  serverPerTest,
+  testClient,
 } from './testing/script-server.ts'
 import type { StreamEvent } from './types.ts'
 
-let server: ScriptServer | undefined
-const serve = async (handler: ScriptHandler) => {
-  server = await startScriptServer(handler)
-  return server
-}
-afterEach(async () => {
-  await server?.close()
-  server = undefined
-})
+const serve = serverPerTest()
 
-const client = (s: ScriptServer, extra: Partial<Parameters<typeof createClient>[0]> = {}) =>
-  createClient({ baseUrl: s.url, apiKey: 'pk_test', retry: { delay: 1, maxDelay: 5 }, ...extra })
+const client = testClient
 
 const record = (status: string, extra: Record<string, unknown> = {}) => ({
   id: 'gen_1',
