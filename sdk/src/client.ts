@@ -7,7 +7,7 @@
  * needed (fallback.ts).
  */
 import { createAuth, type TokenProvider } from './auth.ts'
-import { PiflowError } from './errors.ts'
+import { GenerationCanceledError, PiflowError } from './errors.ts'
 import { asStream } from './events.ts'
 import { createLocalLoader, fallsBack } from './fallback.ts'
 import { createHttp } from './http.ts'
@@ -75,9 +75,10 @@ export interface ClientOptions {
 /** The piflow API client. Every method takes an AbortSignal through its options. */
 export interface PiflowClient {
   /**
-   * Generates images and resolves when all are ready. With `onProgress`, or a `signal` (so that an
-   * abort can cancel the generation on the server), it runs over the event stream, which tells the
-   * id at once; otherwise over one JSON request.
+   * Generates images and resolves when all are ready (rejects with GenerationCanceledError when the
+   * generation was cancelled). With `onProgress`, or a `signal` (so that an abort can cancel the
+   * generation on the server), it runs over the event stream, which tells the id at once; otherwise
+   * over one JSON request.
    * @example
    * const { data } = await client.generate({ prompt: 'a red apple', nfe: 4, seed: 7 })
    */
@@ -178,6 +179,8 @@ export const createClient = (options: ClientOptions): PiflowClient => {
     try {
       const response = await postGeneration(http, input, opts, 'application/json')
       const body = await readJson(response)
+      // Cancelled meanwhile (by `cancel`, or another client with the key): as the stream's done().
+      if (body.status === 'canceled') throw new GenerationCanceledError(body.id)
       return toResult(toGeneration(body), response, body, started)
     } catch (error) {
       if (!fallsBack(options, error, opts.signal)) throw error

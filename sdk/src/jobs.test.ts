@@ -239,6 +239,17 @@ describe('queued, canceled and cached streams', () => {
   })
 })
 
+describe('a generation cancelled meanwhile', () => {
+  it('rejects generate() with GenerationCanceledError over JSON too', async () => {
+    const s = await serve((_req, res) => sendJson(res, 200, record('canceled')))
+    const error = await client(s)
+      .generate({ prompt: 'a' })
+      .catch((e) => e)
+    expect(error).toBeInstanceOf(GenerationCanceledError)
+    expect(error.id).toBe('gen_1')
+  })
+})
+
 describe('client.submit (Prefer: respond-async)', () => {
   it('answers at once with the id and the URLs to follow it', async () => {
     const s = await serve((_req, res) =>
