@@ -7,6 +7,7 @@
  * cheap, and each isolate learns about a dead backend within a few requests.
  */
 
+import { CANCEL_ID_HEADER } from '@piflow/protocol'
 import type { BackendConfig } from './env.ts'
 import { BackendError } from './errors.ts'
 
@@ -95,11 +96,48 @@ export class BackendRouter {
   readonly #backends: BackendConfig[]
   readonly #secret: string
   readonly #timeoutMs: number
+  /** sent as X-Piflow-Request-Id on every call (the generation id), so {@link cancel} can name it */
+  readonly #requestId: string | undefined
+  /** backends this router has sent requests to: where a cancel must go */
+  readonly #contacted = new Set<BackendConfig>()
 
-  constructor(backends: BackendConfig[], secret: string, timeoutMs: number) {
+  constructor(
+    backends: BackendConfig[],
+    secret: string,
+    timeoutMs: number,
+    options?: { requestId?: string },
+  ) {
     this.#backends = backends
     this.#secret = secret
     this.#timeoutMs = timeoutMs
+    this.#requestId = options?.requestId
+  }
+
+  /**
+   * Tells every backend this router used to stop what it still runs under the router's request id
+   * (`POST /v1/requests/:id/cancel`, backend/PROTOCOL.md). Best effort: the aborted fetch has closed
+   * its connection too, which stops the backend alike; a 404 (nothing left in flight) is expected.
+   */
+  async cancel(): Promise<void> {
+    const id = this.#requestId
+    if (id === undefined) return
+    await Promise.all(
+      [...this.#contacted].map(async (backend) => {
+        try {
+          const response = await fetch(
+            `${backend.url}/v1/requests/${encodeURIComponent(id)}/cancel`,
+            {
+              method: 'POST',
+              headers: { 'X-Piflow-Backend-Secret': this.#secret },
+              signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+            },
+          )
+          await response.body?.cancel()
+        } catch (error) {
+          console.error(`cancelling ${id} on ${backend.id} failed`, error)
+        }
+      }),
+    )
   }
 
   /** Health of each backend (probes every backend's /readyz now). */
@@ -216,12 +254,14 @@ export class BackendRouter {
   ): Promise<Uint8Array> {
     const timeout = AbortSignal.timeout(this.#timeoutMs)
     const signal = options?.signal ? AbortSignal.any([options.signal, timeout]) : timeout
+    this.#contacted.add(backend)
     // Only our own secret goes to backends: callers' Authorization is never forwarded.
     const response = await fetch(`${backend.url}${path}`, {
       method: 'POST',
       headers: {
         'Content-Type': options?.contentType ?? 'application/octet-stream',
         'X-Piflow-Backend-Secret': this.#secret,
+        ...(this.#requestId === undefined ? {} : { [CANCEL_ID_HEADER]: this.#requestId }),
       },
       body,
       signal,

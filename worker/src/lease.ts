@@ -13,7 +13,7 @@
  * imported, so this module stays free of Workers types (the reliability suites import its constants).
  */
 export interface LeasedRecord {
-  status: 'running' | 'succeeded' | 'failed'
+  status: 'running' | 'succeeded' | 'failed' | 'canceled'
   createdAt: string
   completedAt: string | null
   leaseUntil?: number

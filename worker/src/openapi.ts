@@ -139,6 +139,28 @@ export function openApiDocument(): object {
           },
         },
       },
+      '/v1/generations/{id}/cancel': {
+        post: {
+          operationId: 'cancelGeneration',
+          summary:
+            'Cancel a running generation (the key that owns it): it reads canceled at once (GET, SSE event canceled), its job stops at the next NFE boundary and tells its backend to stop; the quota of images not produced is given back, nothing is cached, an Idempotency-Key replays the canceled record',
+          security: bearer,
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            200: {
+              description:
+                'The generation, status canceled (the decided outcome; its job may still be stopping)',
+              content: json('Generation'),
+            },
+            401: error('Missing or unknown API key'),
+            403: error('Key lacks the generations:write scope'),
+            404: error('Unknown id, or another key’s generation (generation_not_found)'),
+            409: error(
+              'generation_finished: it already succeeded, failed or was canceled (error.status says which)',
+            ),
+          },
+        },
+      },
       '/v1/models': {
         get: {
           operationId: 'listModels',

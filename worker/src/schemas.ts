@@ -87,7 +87,9 @@ apiSchemas.add(errorSchema, { id: 'Error' })
 export const generationSchema = z.object({
   id: z.string(),
   object: z.literal('generation'),
-  status: z.enum(['running', 'succeeded', 'failed']),
+  status: z
+    .enum(['running', 'succeeded', 'failed', 'canceled'])
+    .describe('`canceled`: stopped by POST /v1/generations/{id}/cancel.'),
   model: z.string(),
   prompt: z.string(),
   nfe: z.int(),

@@ -4,7 +4,7 @@
  * of the POST that runs it ({@link streamJob}), and streams from stored records ({@link streamRecord}:
  * the short streams of cache hits and idempotent replays, and `GET /v1/generations/:id`, which replays
  * the events after `Last-Event-ID` and then follows the running generation through the tenant's Ledger
- * until `done` or `error`). Event ids are structural (events.ts), so every stream numbers an event alike.
+ * until it ends (`done`, `error` or `canceled`)). Event ids are structural (events.ts), so every stream numbers an event alike.
  */
 import type { Context } from 'hono'
 import { accepts } from 'hono/accepts'
@@ -17,6 +17,7 @@ import {
   recordEvents,
   type StreamEvent,
   terminalSeq,
+  terminalType,
 } from './events.ts'
 import type { AppEnv } from './hono-env.ts'
 import type { GenerationJob } from './jobs.ts'
@@ -84,6 +85,7 @@ async function eventData(event: StreamEvent, from: EventSource): Promise<unknown
   if (event.type === 'progress') return event.progress
   if (event.type === 'image') return renderImage(event.image, options, pngs?.get(event.image.index))
   if (event.type === 'done') return renderGeneration(record, options, pngs)
+  if (event.type === 'canceled') return { id: record.id, status: 'canceled' as const }
   return errorEventData(record.id, record.error!, from.requestId)
 }
 
@@ -98,7 +100,7 @@ async function writeEvent(
 
 /**
  * Streams `record`'s events after `afterSeq`; while it is running, follows it through `ledger`
- * (keepalive comments while nothing happens) until `done` or `error`. Dropping this stream, like
+ * (keepalive comments while nothing happens) until it ends (`done`, `error`, `canceled`). Dropping this stream, like
  * dropping the POST's, leaves the generation running.
  */
 export function streamRecord(
@@ -151,7 +153,8 @@ export function streamRecord(
 
 /**
  * The live stream of the generation `job` runs (`running` is its first record): `id`, then its
- * progress and images as they happen, then `done` or `error`, with keepalive comments meanwhile.
+ * progress and images as they happen, then `done`, `error` or `canceled`, with keepalive comments
+ * meanwhile.
  * Writes are serialised through one chain; after a disconnect they become no-ops while the job itself
  * runs on, so a resume (`GET` with `Last-Event-ID`) continues where this stopped.
  */
@@ -205,7 +208,7 @@ export function streamJob(
             await stream.writeSSE({ event: 'error', data: JSON.stringify(data), id: String(end) })
           }
         } else {
-          await send({ seq: end, type: record.error ? 'error' : 'done' }, { ...from, record })
+          await send({ seq: end, type: terminalType(record) }, { ...from, record })
         }
       } finally {
         revocation.stop()

@@ -1,6 +1,7 @@
 /**
  * @module routes/generations
- * `POST /v1/generations` (JSON or SSE) and `GET /v1/generations/:id`.
+ * `POST /v1/generations` (JSON or SSE), `GET /v1/generations/:id` and
+ * `POST /v1/generations/:id/cancel`.
  *
  * Order of checks on POST: auth → body (415/413/400) → schema (422) → model limits (422) → quota (429)
  * → Idempotency-Key (replay/409/422) → cache (hit: no backend) → run. Validation failures cost no quota.
@@ -12,7 +13,7 @@ import { setMetric } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
 import { type CachedResult, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
 import { randomToken } from '../crypto.ts'
-import { NotFoundError } from '../errors.ts'
+import { ApiError, NotFoundError } from '../errors.ts'
 import { parseLastEventId, terminalSeq } from '../events.ts'
 import { integrationFor, readGenerationRequest } from '../generation-request.ts'
 import type { AppEnv } from '../hono-env.ts'
@@ -196,6 +197,7 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
         settings.backends,
         settings.backendSecret,
         settings.backendTimeoutMs,
+        { requestId: id },
       ),
       bucket: c.env.IMAGES,
       ledger,
@@ -215,12 +217,15 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
  * until `done` or `error`; 204 when the client already has the last event (EventSource then stops
  * reconnecting).
  */
+const GENERATION_ID = /^gen_[A-Za-z0-9_-]{1,64}$/
+const generationNotFound = (id: string) =>
+  new NotFoundError(`No generation "${id}" for this API key`, 'generation_not_found')
+
 async function getGeneration(c: Context<AppEnv>): Promise<Response> {
   const id = c.req.param('id')!
   const ledger = ledgerOf(c)
-  const record = /^gen_[A-Za-z0-9_-]{1,64}$/.test(id) ? await ledger.getGeneration(id) : undefined
-  if (!record)
-    throw new NotFoundError(`No generation "${id}" for this API key`, 'generation_not_found')
+  const record = GENERATION_ID.test(id) ? await ledger.getGeneration(id) : undefined
+  if (!record) throw generationNotFound(id)
   const options = renderOptions(c, c.req.query('response') === 'base64')
   if (wantsSse(c)) {
     const after = parseLastEventId(
@@ -233,6 +238,28 @@ async function getGeneration(c: Context<AppEnv>): Promise<Response> {
   return c.json(await renderGeneration(record, options))
 }
 
+/**
+ * `POST /v1/generations/:id/cancel`: the tenant's Ledger marks a running generation `canceled` at
+ * once and answers with that record (the decided outcome; its job, on whichever isolate, stops at its
+ * next NFE boundary and tells its backend to stop). 409 `generation_finished` once it has finished.
+ */
+async function cancelGeneration(c: Context<AppEnv>): Promise<Response> {
+  const id = c.req.param('id')!
+  const decision = GENERATION_ID.test(id)
+    ? await ledgerOf(c).cancelGeneration(id)
+    : { kind: 'not_found' as const }
+  if (decision.kind === 'not_found') throw generationNotFound(id)
+  const options = renderOptions(c, false)
+  if (decision.kind === 'finished') {
+    const { status } = decision.record
+    throw new ApiError(409, 'generation_finished', `Generation "${id}" already ${status}`, {
+      details: { status },
+    })
+  }
+  return c.json(await renderGeneration(decision.record, options))
+}
+
 export const generations = new Hono<AppEnv>()
   .post('/', auth('generations:write'), jsonBody(MAX_BODY_BYTES), createGeneration)
   .get('/:id', auth('generations:read'), getGeneration)
+  .post('/:id/cancel', auth('generations:write'), cancelGeneration)
