@@ -65,8 +65,11 @@ describe('client.cancel', () => {
   it('rejects a finished generation with 409 generation_finished, without retrying it', async () => {
     const s = await serve((_req, res) =>
       sendJson(res, 409, {
-        error: { code: 'generation_finished', message: 'Generation gen_1 already succeeded' },
-        status: 'succeeded',
+        error: {
+          code: 'generation_finished',
+          message: 'Generation gen_1 already succeeded',
+          status: 'succeeded',
+        },
         requestId: 'r1',
       }),
     )
@@ -75,7 +78,7 @@ describe('client.cancel', () => {
       .catch((e) => e)
     expect(error).toBeInstanceOf(ApiError)
     expect(error).toMatchObject({ status: 409, code: 'generation_finished' })
-    expect(error.body.status).toBe('succeeded')
+    expect(error.body.error.status).toBe('succeeded')
     expect(s.requests).toHaveLength(1)
   })
 })

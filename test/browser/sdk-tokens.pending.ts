@@ -1,17 +1,14 @@
 /**
- * PENDING until the worker's cancel / respond-async / tokens endpoints (task J, branch wip-jobs) are
- * merged: then rename this file to `sdk-jobs.test.ts` so the `test` project runs it.
+ * PENDING until the worker's tokens and respond-async endpoints (task J, branch wip-jobs) are merged:
+ * then rename this file to `sdk-tokens.test.ts` so the `test` project runs it.
  *
- * The SDK's jobs and client tokens against the real stack (backend process + worker in workerd), in
- * real headless Chromium through the built package (the demo page's `createClient`):
- * - an aborted stream cancels its generation on the server: GET then reads `canceled`, stopped before
- *   its last NFE (the backend delays every run by 400 ms, so a 4-NFE generation takes ≥ 1.6 s);
- * - `client.cancel(id)` on a submitted (`Prefer: respond-async`) generation: a follower's stream ends
- *   with `canceled`, `done()` rejects with GenerationCanceledError, a second cancel is 409;
+ * Client tokens and `submit` against the real stack (backend process + worker in workerd), in real
+ * headless Chromium through the built package:
+ * - `client.submit()` (`Prefer: respond-async`) answers at once with the id and its URLs;
  * - the proxy pattern for client tokens: the page's `tokenProvider` asks a route of its own origin,
- *   which mints `POST /v1/tokens` with the key the page never sees; a real 1-second token that the
- *   provider claims lives an hour expires, the API answers 401 `token_expired`, and the SDK refreshes
- *   once and repeats the call.
+ *   which mints `POST /v1/tokens` with the key the page never sees (the demo's `?tokens=` mode);
+ * - a real 1-second token that the provider claims lives an hour expires, the API answers 401
+ *   `token_expired`, and the SDK refreshes once and repeats the call.
  */
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
@@ -24,7 +21,7 @@ import { type StaticServer, startStaticServer } from './support/static-server.ts
 const skipReason = browserUnavailable()
 
 describe.skipIf(skipReason)(
-  'SDK jobs and client tokens against the real stack, in Chromium',
+  'SDK client tokens and submit against the real stack, in Chromium',
   () => {
     let server: StaticServer
     let browser: Browser
@@ -40,10 +37,10 @@ describe.skipIf(skipReason)(
       })
       server = await startStaticServer()
       browser = await launchChromium()
-      stack = await startStack({ backendArgs: ['--debug-run-delay-ms', '400'] })
-      page = await browser.newPage()
+      stack = await startStack()
+      const context = await browser.newContext()
       // The page's own server: mints a client token with the key, which stays on this side.
-      await page.route(`${server.url}/token-proxy`, async (route) => {
+      await context.route(`${server.url}/token-proxy`, async (route) => {
         const response = await fetch(`${stack.workerUrl}/v1/tokens`, {
           method: 'POST',
           headers: { authorization: `Bearer ${stack.apiKey}`, 'content-type': 'application/json' },
@@ -53,6 +50,7 @@ describe.skipIf(skipReason)(
         if (response.ok) minted.push(body)
         await route.fulfill({ status: response.status, json: body })
       })
+      page = await context.newPage()
       await page.goto(`${server.url}/demo/index.html`)
       await page.waitForFunction(
         () => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready,
@@ -64,96 +62,33 @@ describe.skipIf(skipReason)(
       await stack?.stop()
     })
 
-    it('an aborted stream cancels its generation on the server (GET reads canceled)', async () => {
-      const outcome = await page.evaluate(
-        async ([api, key]) => {
-          // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
-          const { createClient } = (window as any).piflowDemo
-          const client = createClient({ baseUrl: api, apiKey: key })
-          const controller = new AbortController()
-          const reason = new Error('left the page')
-          let id = ''
-          let rejection: unknown
-          try {
-            const stream = client.stream(
-              { prompt: 'red apple', nfe: 4 },
-              { signal: controller.signal },
-            )
-            for await (const e of stream) {
-              if (e.type === 'id') id = e.id
-              if (e.type === 'progress' && e.step === 1) controller.abort(reason)
-            }
-          } catch (error) {
-            rejection = error
-          }
-          // The cancel is sent in the background: wait for the record to settle.
-          let record = (await client.get(id)).data
-          for (
-            let i = 0;
-            i < 100 && (record.status === 'running' || record.status === 'queued');
-            i++
-          ) {
-            await new Promise((r) => setTimeout(r, 100))
-            record = (await client.get(id)).data
-          }
-          return {
-            sameReason: rejection === reason,
-            status: record.status,
-            step: record.progress?.step,
-          }
-        },
-        [stack.workerUrl, stack.apiKey] as const,
-      )
-      expect(outcome.sameReason).toBe(true)
-      expect(outcome.status).toBe('canceled')
-      expect(outcome.step).toBeLessThan(4)
-    })
-
-    it('cancels a submitted generation: a follower ends with canceled, a second cancel is 409', async () => {
+    it('submit answers at once with the id and its URLs; the generation runs on', async () => {
       const outcome = await page.evaluate(
         async ([api, key]) => {
           // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
           const { createClient } = (window as any).piflowDemo
           const client = createClient({ baseUrl: api, apiKey: key })
           const submitted = await client.submit({ prompt: 'blue car', nfe: 4 })
-          const types: string[] = []
-          const follower = client.resume(submitted.data.id, {
-            onEvent: (e: { type: string }) => types.push(e.type),
-          })
-          const followed = follower.done().then(
-            () => 'done',
-            (e: Error) => e.name,
-          )
-          await new Promise((r) => setTimeout(r, 300))
-          const canceled = await client.cancel(submitted.data.id)
-          const again = await client
-            .cancel(submitted.data.id)
-            .catch((e: Record<string, unknown>) => e)
-          return {
-            submitted: submitted.data,
-            canceled: canceled.data.status,
-            followed: await followed,
-            last: types.at(-1),
-            again: { name: again.name, status: again.status, code: again.code },
-          }
+          const result = await client.resume(submitted.data.id).done()
+          return { submitted: submitted.data, final: result.data.status }
         },
         [stack.workerUrl, stack.apiKey] as const,
       )
       expect(outcome.submitted.id).toMatch(/^gen_/)
+      expect(['queued', 'running']).toContain(outcome.submitted.status)
       expect(outcome.submitted.urls.cancel).toBe(
         `${stack.workerUrl}/v1/generations/${outcome.submitted.id}/cancel`,
       )
-      expect(outcome.canceled).toBe('canceled')
-      expect(outcome.followed).toBe('GenerationCanceledError')
-      expect(outcome.last).toBe('canceled')
-      expect(outcome.again).toEqual({ name: 'ApiError', status: 409, code: 'generation_finished' })
+      expect(outcome.final).toBe('succeeded')
     })
 
     it("the demo page's proxy pattern: ?tokens= generates remotely without the key in the page", async () => {
       minted.length = 0
       const p = await page.context().newPage()
-      const query = `api=${encodeURIComponent(stack.workerUrl)}&tokens=${encodeURIComponent(`${server.url}/token-proxy`)}`
-      await p.goto(`${server.url}/demo/index.html?${query}`)
+      const tokens = encodeURIComponent(`${server.url}/token-proxy`)
+      await p.goto(
+        `${server.url}/demo/index.html?api=${encodeURIComponent(stack.workerUrl)}&tokens=${tokens}`,
+      )
       await p.waitForFunction(
         () => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready,
       )

@@ -1,0 +1,139 @@
+/**
+ * The SDK's cancel against the real stack (backend process + worker in workerd), in real headless
+ * Chromium through the built package (the demo page's `createClient`); the backend delays every run
+ * by 400 ms, so a 4-NFE generation takes ≥ 1.6 s:
+ * - an aborted stream cancels its generation on the server: the caller gets its own abort reason, GET
+ *   then reads `canceled`, stopped before its last NFE;
+ * - `client.cancel(id)`: the canceled record; a follower's stream (`resume`) ends with `canceled` and
+ *   its `done()` rejects with GenerationCanceledError; a second cancel is 409 `generation_finished`;
+ *   an aborted `generate()` (over the stream, given a signal) rejects with the signal's own reason.
+ */
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
+import type { Browser, Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { browserUnavailable, launchChromium } from '../support/chromium.ts'
+import { type Stack, startStack } from '../support/stack.ts'
+import { type StaticServer, startStaticServer } from './support/static-server.ts'
+
+const skipReason = browserUnavailable()
+
+describe.skipIf(skipReason)('SDK cancel against the real stack, in Chromium', () => {
+  let server: StaticServer
+  let browser: Browser
+  let stack: Stack
+  let page: Page
+
+  beforeAll(async () => {
+    execFileSync('npx', ['tsx', join(import.meta.dirname, '../../sdk/build.ts')], { stdio: 'pipe' })
+    server = await startStaticServer()
+    browser = await launchChromium()
+    stack = await startStack({ backendArgs: ['--debug-run-delay-ms', '400'] })
+    page = await browser.newPage()
+    await page.goto(`${server.url}/demo/index.html`)
+    await page.waitForFunction(
+      () => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready,
+    )
+  }, 240_000)
+  afterAll(async () => {
+    await browser?.close()
+    await server?.close()
+    await stack?.stop()
+  })
+
+  it('an aborted stream cancels its generation on the server (GET reads canceled)', async () => {
+    const outcome = await page.evaluate(
+      async ([api, key]) => {
+        // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
+        const { createClient } = (window as any).piflowDemo
+        const client = createClient({ baseUrl: api, apiKey: key })
+        const controller = new AbortController()
+        const reason = new Error('left the page')
+        let id = ''
+        let rejection: unknown
+        try {
+          const stream = client.stream(
+            { prompt: 'red apple', nfe: 4 },
+            { signal: controller.signal },
+          )
+          for await (const e of stream) {
+            if (e.type === 'id') id = e.id
+            if (e.type === 'progress' && e.step === 1) controller.abort(reason)
+          }
+        } catch (error) {
+          rejection = error
+        }
+        // The cancel is sent in the background: wait for the record to settle.
+        let record = (await client.get(id)).data
+        for (
+          let i = 0;
+          i < 100 && (record.status === 'running' || record.status === 'queued');
+          i++
+        ) {
+          await new Promise((r) => setTimeout(r, 100))
+          record = (await client.get(id)).data
+        }
+        return {
+          sameReason: rejection === reason,
+          status: record.status,
+          step: record.progress?.step,
+        }
+      },
+      [stack.workerUrl, stack.apiKey] as const,
+    )
+    expect(outcome.sameReason).toBe(true)
+    expect(outcome.status).toBe('canceled')
+    expect(outcome.step).toBeLessThan(4)
+  })
+
+  it('client.cancel(id): the follower ends with canceled, a second cancel is 409', async () => {
+    const outcome = await page.evaluate(
+      async ([api, key]) => {
+        // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
+        const { createClient } = (window as any).piflowDemo
+        const client = createClient({ baseUrl: api, apiKey: key })
+        // The starting stream tells the id; another client follows it by id, as another tab would.
+        const starter = client.stream({ prompt: 'blue car', nfe: 4 }, { cancelOnAbort: false })
+        const id = (await starter[Symbol.asyncIterator]().next()).value.id
+        const types: string[] = []
+        const follower = createClient({ baseUrl: api, apiKey: key }).resume(id, {
+          onEvent: (e: { type: string }) => types.push(e.type),
+        })
+        const followed = follower.done().then(
+          () => 'done',
+          (e: Error) => e.name,
+        )
+        const canceled = await client.cancel(id)
+        const again = await client.cancel(id).catch((e: Record<string, unknown>) => e)
+        const generated = await client
+          .generate({ prompt: 'blue car', nfe: 4 }, { signal: AbortSignal.timeout(700) })
+          .catch((e: Error) => e.name)
+        return {
+          canceled: canceled.data.status,
+          followed: await followed,
+          last: types.at(-1),
+          again: {
+            name: again.name,
+            status: again.status,
+            code: again.code,
+            final: (again.body as { error: { status: string } }).error.status,
+          },
+          generated,
+          record: (await client.get(id)).data.status,
+        }
+      },
+      [stack.workerUrl, stack.apiKey] as const,
+    )
+    expect(outcome.canceled).toBe('canceled')
+    expect(outcome.followed).toBe('GenerationCanceledError')
+    expect(outcome.last).toBe('canceled')
+    expect(outcome.again).toEqual({
+      name: 'ApiError',
+      status: 409,
+      code: 'generation_finished',
+      final: 'canceled',
+    })
+    expect(outcome.generated).toBe('TimeoutError') // AbortSignal.timeout's own reason, as is
+    expect(outcome.record).toBe('canceled')
+  })
+})
