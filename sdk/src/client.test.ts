@@ -10,13 +10,7 @@ import {
   TimeoutError,
   ValidationError,
 } from './errors.ts'
-import {
-  type ScriptHandler,
-  type ScriptServer,
-  sendJson,
-  serverPerTest,
-  testClient,
-} from './testing/script-server.ts'
+import { sendJson, serverPerTest, testClient } from './testing/script-server.ts'
 
 const PNG_1PX =
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=='
