@@ -19,6 +19,7 @@ import { health } from './routes/health.ts'
 import { images } from './routes/images.ts'
 import { keys } from './routes/keys.ts'
 import { models } from './routes/models.ts'
+import { tokens } from './routes/tokens.ts'
 
 export { Ledger } from './durable/ledger.ts'
 export { RateLimiter } from './durable/rate-limiter.ts'
@@ -65,6 +66,7 @@ app.route('/v1/generations', generations)
 app.route('/v1/models', models)
 app.route('/v1/images', images)
 app.route('/v1/keys', keys)
+app.route('/v1/tokens', tokens)
 app.get('/openapi.json', (c) => c.json(openApiDocument()))
 app.get('/v1/openapi.json', (c) => c.json(openApiDocument()))
 

@@ -48,7 +48,11 @@ export function openApiDocument(): object {
     components: {
       schemas,
       securitySchemes: {
-        bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'pf_<id>_<secret>' },
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'pf_<id>_<secret> (API key) or pft_… (client token, POST /v1/tokens)',
+        },
       },
     },
     paths: {
@@ -225,6 +229,24 @@ export function openApiDocument(): object {
             400: error('Malformed Authorization header'),
             401: error('Missing or unknown key'),
             403: error("Not the calling key's id"),
+          },
+        },
+      },
+      '/v1/tokens': {
+        post: {
+          operationId: 'createToken',
+          summary:
+            'Mint a short-lived client token with an API key (for browsers: the key stays on your server). It is sent like the key, acts as the key (same generations, same quota) with the scopes asked for, expires (401 token_expired) and dies with the key',
+          security: bearer,
+          requestBody: { required: true, content: json('TokenRequest') },
+          responses: {
+            201: { description: 'The token', content: json('ClientToken') },
+            401: error('Missing or unknown API key'),
+            403: error(
+              'token_cannot_mint (a client token cannot mint tokens), or forbidden (scopes the key lacks)',
+            ),
+            415: error('Body is not application/json in UTF-8'),
+            422: error('Invalid ttlSeconds (1 … 3600) or scopes'),
           },
         },
       },
