@@ -48,7 +48,15 @@ app.use(
   '/v1/*',
   cors({
     origin: '*',
-    allowHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'Accept', 'X-Request-Id'],
+    allowHeaders: [
+      'Authorization',
+      'Content-Type',
+      'Idempotency-Key',
+      'Accept',
+      'X-Request-Id',
+      'Prefer',
+      'Last-Event-ID',
+    ],
     exposeHeaders: [
       'X-Request-Id',
       'Retry-After',
@@ -56,6 +64,8 @@ app.use(
       'RateLimit-Policy',
       'Idempotent-Replayed',
       'ETag',
+      'Location',
+      'Preference-Applied',
     ],
     maxAge: 600,
   }),

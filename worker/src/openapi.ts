@@ -70,6 +70,14 @@ export function openApiDocument(): object {
               description:
                 'Same key + same body replays the stored result; while the first is running → 409; different body → 422.',
             },
+            {
+              name: 'Prefer',
+              in: 'header',
+              required: false,
+              schema: { type: 'string' },
+              description:
+                '`respond-async`: answer 202 with the id and URLs as soon as the generation is stored; it runs on (follow it with GET, or its event stream).',
+            },
           ],
           requestBody: { required: true, content: json('GenerationRequest') },
           responses: {
@@ -80,6 +88,15 @@ export function openApiDocument(): object {
                 ...json('Generation'),
                 'text/event-stream': { schema: { type: 'string' } },
               },
+            },
+            202: {
+              description:
+                'Prefer: respond-async — accepted; Location is the generation, Preference-Applied: respond-async',
+              headers: {
+                Location: { schema: { type: 'string' } },
+                'Preference-Applied': { schema: { type: 'string' } },
+              },
+              content: json('AcceptedGeneration'),
             },
             400: error('Malformed JSON or header'),
             401: error('Missing or unknown API key'),

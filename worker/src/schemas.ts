@@ -118,6 +118,17 @@ export const generationSchema = z.object({
 apiSchemas.add(generationSchema, { id: 'Generation' })
 export type Generation = z.infer<typeof generationSchema>
 
+export const acceptedGenerationSchema = z.object({
+  id: z.string(),
+  status: generationSchema.shape.status,
+  urls: z.object({
+    get: z.string().describe('GET: the generation (JSON).'),
+    stream: z.string().describe('GET with Accept: text/event-stream: its events (EventSource).'),
+    cancel: z.string().describe('POST: cancel it.'),
+  }),
+})
+apiSchemas.add(acceptedGenerationSchema, { id: 'AcceptedGeneration' })
+
 export const modelFileSchema = z.object({
   key: z.string(),
   role: z.string(),
