@@ -19,6 +19,7 @@ import { health } from './routes/health.ts'
 import { images } from './routes/images.ts'
 import { keys } from './routes/keys.ts'
 import { models } from './routes/models.ts'
+import { tokens } from './routes/tokens.ts'
 
 export { Ledger } from './durable/ledger.ts'
 export { RateLimiter } from './durable/rate-limiter.ts'
@@ -47,7 +48,15 @@ app.use(
   '/v1/*',
   cors({
     origin: '*',
-    allowHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'Accept', 'X-Request-Id'],
+    allowHeaders: [
+      'Authorization',
+      'Content-Type',
+      'Idempotency-Key',
+      'Accept',
+      'X-Request-Id',
+      'Prefer',
+      'Last-Event-ID',
+    ],
     exposeHeaders: [
       'X-Request-Id',
       'Retry-After',
@@ -55,6 +64,8 @@ app.use(
       'RateLimit-Policy',
       'Idempotent-Replayed',
       'ETag',
+      'Location',
+      'Preference-Applied',
     ],
     maxAge: 600,
   }),
@@ -65,6 +76,7 @@ app.route('/v1/generations', generations)
 app.route('/v1/models', models)
 app.route('/v1/images', images)
 app.route('/v1/keys', keys)
+app.route('/v1/tokens', tokens)
 app.get('/openapi.json', (c) => c.json(openApiDocument()))
 app.get('/v1/openapi.json', (c) => c.json(openApiDocument()))
 

@@ -48,7 +48,11 @@ export function openApiDocument(): object {
     components: {
       schemas,
       securitySchemes: {
-        bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'pf_<id>_<secret>' },
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'pf_<id>_<secret> (API key) or pft_… (client token, POST /v1/tokens)',
+        },
       },
     },
     paths: {
@@ -66,6 +70,14 @@ export function openApiDocument(): object {
               description:
                 'Same key + same body replays the stored result; while the first is running → 409; different body → 422.',
             },
+            {
+              name: 'Prefer',
+              in: 'header',
+              required: false,
+              schema: { type: 'string' },
+              description:
+                '`respond-async`: answer 202 with the id and URLs as soon as the generation is stored; it runs on (follow it with GET, or its event stream).',
+            },
           ],
           requestBody: { required: true, content: json('GenerationRequest') },
           responses: {
@@ -76,6 +88,15 @@ export function openApiDocument(): object {
                 ...json('Generation'),
                 'text/event-stream': { schema: { type: 'string' } },
               },
+            },
+            202: {
+              description:
+                'Prefer: respond-async — accepted; Location is the generation, Preference-Applied: respond-async',
+              headers: {
+                Location: { schema: { type: 'string' } },
+                'Preference-Applied': { schema: { type: 'string' } },
+              },
+              content: json('AcceptedGeneration'),
             },
             400: error('Malformed JSON or header'),
             401: error('Missing or unknown API key'),
@@ -225,6 +246,24 @@ export function openApiDocument(): object {
             400: error('Malformed Authorization header'),
             401: error('Missing or unknown key'),
             403: error("Not the calling key's id"),
+          },
+        },
+      },
+      '/v1/tokens': {
+        post: {
+          operationId: 'createToken',
+          summary:
+            'Mint a short-lived client token with an API key (for browsers: the key stays on your server). It is sent like the key, acts as the key (same generations, same quota) with the scopes asked for, expires (401 token_expired) and dies with the key',
+          security: bearer,
+          requestBody: { required: true, content: json('TokenRequest') },
+          responses: {
+            201: { description: 'The token', content: json('ClientToken') },
+            401: error('Missing or unknown API key'),
+            403: error(
+              'token_cannot_mint (a client token cannot mint tokens), or forbidden (scopes the key lacks)',
+            ),
+            415: error('Body is not application/json in UTF-8'),
+            422: error('Invalid ttlSeconds (1 … 3600) or scopes'),
           },
         },
       },

@@ -5,6 +5,7 @@
  */
 import { MAX_COUNT, MAX_NFE, MAX_OUTPUT_SIZE, MAX_PROMPT_CHARS, MAX_SEED } from '@piflow/protocol'
 import { z } from 'zod'
+import { SCOPES } from './key-record.ts'
 
 /** Registry of named schemas that become `#/components/schemas/<id>`. */
 export const apiSchemas = z.registry<{ id: string; description?: string }>()
@@ -117,6 +118,17 @@ export const generationSchema = z.object({
 apiSchemas.add(generationSchema, { id: 'Generation' })
 export type Generation = z.infer<typeof generationSchema>
 
+export const acceptedGenerationSchema = z.object({
+  id: z.string(),
+  status: generationSchema.shape.status,
+  urls: z.object({
+    get: z.string().describe('GET: the generation (JSON).'),
+    stream: z.string().describe('GET with Accept: text/event-stream: its events (EventSource).'),
+    cancel: z.string().describe('POST: cancel it.'),
+  }),
+})
+apiSchemas.add(acceptedGenerationSchema, { id: 'AcceptedGeneration' })
+
 export const modelFileSchema = z.object({
   key: z.string(),
   role: z.string(),
@@ -142,6 +154,33 @@ export const revokedKeySchema = z.object({
   revoked: z.literal(true),
 })
 apiSchemas.add(revokedKeySchema, { id: 'RevokedKey' })
+
+export const tokenRequestSchema = z
+  .object({
+    ttlSeconds: z
+      .int()
+      .min(1)
+      .max(3600)
+      .default(600)
+      .describe('Lifetime in seconds (at most an hour).'),
+    scopes: z
+      .array(z.enum(SCOPES))
+      .min(1)
+      .max(SCOPES.length)
+      .optional()
+      .describe(
+        "A subset of the key's scopes; default generations:write + generations:read (those the key has).",
+      ),
+  })
+  .strict()
+apiSchemas.add(tokenRequestSchema, { id: 'TokenRequest' })
+
+export const clientTokenSchema = z.object({
+  token: z.string().describe('Send as Authorization: Bearer <token>, like the key.'),
+  expiresAt: z.string().describe('ISO 8601; afterwards requests answer 401 token_expired.'),
+  scopes: z.array(z.enum(SCOPES)),
+})
+apiSchemas.add(clientTokenSchema, { id: 'ClientToken' })
 
 export const healthSchema = z.object({
   status: z.enum(['ok', 'degraded']),

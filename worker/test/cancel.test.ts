@@ -5,7 +5,7 @@
  * Ledger (the job learns of the cancel from its `waitForCancel` call), as on two isolates.
  */
 import { afterEach, describe, expect, inject, it } from 'vitest'
-import { type SseEvent, sseEvents } from '../../test/support/sse.ts'
+import { type SseEvent, sseEvents, streamEventTypes } from '../../test/support/sse.ts'
 import {
   backendAvailable,
   call,
@@ -164,5 +164,37 @@ describe.skipIf(!backendAvailable())('cancel', () => {
     }
     const readOnly = await createKey({ scopes: ['generations:read'] })
     expect((await cancel(made.id, readOnly)).status).toBe(403)
+  })
+
+  it('Prefer: respond-async answers 202 with the id and URLs at once; the generation runs on', async () => {
+    const res = await slowGenerate(
+      { prompt: 'green leaf' },
+      { headers: { Prefer: 'respond-async, wait=5' } },
+    )
+    expect(res.status).toBe(202)
+    expect(res.headers.get('Preference-Applied')).toBe('respond-async')
+    const accepted = (await res.json()) as {
+      id: string
+      status: string
+      urls: { get: string; stream: string; cancel: string }
+    }
+    expect(accepted.status).toBe('running')
+    expect(res.headers.get('Location')).toBe(accepted.urls.get)
+    expect(new URL(accepted.urls.get).pathname).toBe(`/v1/generations/${accepted.id}`)
+    expect(new URL(accepted.urls.cancel).pathname).toBe(`/v1/generations/${accepted.id}/cancel`)
+    // Followed by a GET stream to its end: every progress event was recorded for it.
+    const events = await readSse(
+      await call(new URL(accepted.urls.stream).pathname, { headers: SSE }),
+    )
+    expect(events.map((e) => e.event)).toEqual(streamEventTypes(4))
+    expect((await getJson(accepted.id)).status).toBe('succeeded')
+
+    // Cancelled through its cancel URL while it runs.
+    const second = (await (
+      await slowGenerate({ prompt: 'red apple' }, { headers: { Prefer: 'respond-async' } })
+    ).json()) as { id: string; urls: { cancel: string } }
+    const canceled = await call(new URL(second.urls.cancel).pathname, { method: 'POST' })
+    expect(canceled.status).toBe(200)
+    expect((await getJson(second.id)).status).toBe('canceled')
   })
 })

@@ -3,6 +3,9 @@
  * `POST /v1/generations` (JSON or SSE), `GET /v1/generations/:id` and
  * `POST /v1/generations/:id/cancel`.
  *
+ * With `Prefer: respond-async` the POST answers 202 `{ id, status, urls }` once the generation's record
+ * is stored, and the generation runs on (Location, Preference-Applied: respond-async).
+ *
  * Order of checks on POST: auth → body (415/413/400) → schema (422) → model limits (422) → quota (429)
  * → Idempotency-Key (replay/409/422) → cache (hit: no backend) → run. Validation failures cost no quota.
  */
@@ -80,6 +83,26 @@ async function respondWithRecord(
   return c.json(await renderGeneration(record, options, pngs))
 }
 
+/** True when the request carries `Prefer: respond-async` (RFC 7240; other preferences are ignored). */
+const prefersAsync = (c: Context<AppEnv>) =>
+  (c.req.header('Prefer') ?? '')
+    .split(',')
+    .some((preference) => preference.split(';')[0]!.trim().toLowerCase() === 'respond-async')
+
+/**
+ * The 202 of `Prefer: respond-async`: the generation's id, status and where to follow it (`stream` is
+ * the same URL read with `Accept: text/event-stream`, as EventSource does), with `Location`.
+ */
+function acceptedResponse(c: Context<AppEnv>, record: GenerationRecord): Response {
+  const get = `${publicOrigin(c)}/v1/generations/${record.id}`
+  c.header('Location', get)
+  c.header('Preference-Applied', 'respond-async')
+  return c.json(
+    { id: record.id, status: record.status, urls: { get, stream: get, cancel: `${get}/cancel` } },
+    202,
+  )
+}
+
 /** The stored generation an Idempotency-Key replays. */
 async function replay(
   c: Context<AppEnv>,
@@ -90,6 +113,7 @@ async function replay(
   const record = await ledger.getGeneration(generationId)
   if (!record) throw new NotFoundError('The replayed generation has expired')
   c.header('Idempotent-Replayed', 'true')
+  if (prefersAsync(c)) return acceptedResponse(c, record)
   return respondWithRecord(c, ledger, record, options)
 }
 
@@ -182,16 +206,20 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   if (hit) {
     // Stored before answering, so a GET right after the response finds it.
     const [response] = await Promise.all([
-      respondWithRecord(c, ledger, hit, options),
+      prefersAsync(c) ? acceptedResponse(c, hit) : respondWithRecord(c, ledger, hit, options),
       idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'keep'),
     ])
     return response
   }
 
   const sse = wantsSse(c)
+  const answerAtOnce = prefersAsync(c)
+  // Progress (and previews) are recorded for whoever follows the generation: its own stream, or GET
+  // streams after a 202.
+  const followed = sse || answerAtOnce
   const job = await startGeneration(
     {
-      plan: { model, request, tokenIds, integration, preview: body.preview && sse },
+      plan: { model, request, tokenIds, integration, preview: body.preview && followed },
       record: running,
       router: new BackendRouter(
         settings.backends,
@@ -204,10 +232,15 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
       ...(hash ? { cacheHash: hash } : {}),
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
       refundQuota,
-      recordProgress: sse,
+      recordProgress: followed,
     },
     waitUntil,
   )
+  if (answerAtOnce) {
+    // The job runs on under waitUntil; once its record is stored, a GET finds it.
+    await job.stored
+    return acceptedResponse(c, running)
+  }
   return sse ? streamJob(c, job, running, options) : respondWhenDone(c, ledger, job, options)
 }
 
