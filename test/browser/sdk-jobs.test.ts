@@ -6,7 +6,8 @@
  *   then reads `canceled`, stopped before its last NFE;
  * - `client.cancel(id)`: the canceled record; a follower's stream (`resume`) ends with `canceled` and
  *   its `done()` rejects with GenerationCanceledError; a second cancel is 409 `generation_finished`;
- *   an aborted `generate()` (over the stream, given a signal) rejects with the signal's own reason.
+ * - an aborted `generate()` (over the stream, given a signal) rejects with the signal's own reason and
+ *   cancels it: the same call replayed by its Idempotency-Key answers with the canceled record.
  */
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
@@ -105,8 +106,15 @@ describe.skipIf(skipReason)('SDK cancel against the real stack, in Chromium', ()
         )
         const canceled = await client.cancel(id)
         const again = await client.cancel(id).catch((e: Record<string, unknown>) => e)
+        // An aborted generate() cancels too: the same call again (same key and body) replays the
+        // settled outcome, which is the canceled record.
+        const input = { prompt: 'blue car', nfe: 4, seed: 5 }
+        const idempotencyKey = `abort-${Math.random()}`
         const generated = await client
-          .generate({ prompt: 'blue car', nfe: 4 }, { signal: AbortSignal.timeout(700) })
+          .generate(input, { signal: AbortSignal.timeout(700), idempotencyKey })
+          .catch((e: Error) => e.name)
+        const replayed = await client
+          .generate(input, { signal: new AbortController().signal, idempotencyKey })
           .catch((e: Error) => e.name)
         return {
           canceled: canceled.data.status,
@@ -119,6 +127,7 @@ describe.skipIf(skipReason)('SDK cancel against the real stack, in Chromium', ()
             final: (again.body as { error: { status: string } }).error.status,
           },
           generated,
+          replayed,
           record: (await client.get(id)).data.status,
         }
       },
@@ -134,6 +143,7 @@ describe.skipIf(skipReason)('SDK cancel against the real stack, in Chromium', ()
       final: 'canceled',
     })
     expect(outcome.generated).toBe('TimeoutError') // AbortSignal.timeout's own reason, as is
+    expect(outcome.replayed).toBe('GenerationCanceledError')
     expect(outcome.record).toBe('canceled')
   })
 })
