@@ -7,7 +7,9 @@
  * - `client.cancel(id)`: the canceled record; a follower's stream (`resume`) ends with `canceled` and
  *   its `done()` rejects with GenerationCanceledError; a second cancel is 409 `generation_finished`;
  * - an aborted `generate()` (over the stream, given a signal) rejects with the signal's own reason and
- *   cancels it: the same call replayed by its Idempotency-Key answers with the canceled record.
+ *   cancels it: the same call replayed by its Idempotency-Key answers with the canceled record;
+ * - `client.submit()` (`Prefer: respond-async`) answers at once with the id and its URLs, and the
+ *   generation runs on (followed with `resume`).
  */
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
@@ -19,7 +21,7 @@ import { type StaticServer, startStaticServer } from './support/static-server.ts
 
 const skipReason = browserUnavailable()
 
-describe.skipIf(skipReason)('SDK cancel against the real stack, in Chromium', () => {
+describe.skipIf(skipReason)('SDK cancel and submit against the real stack, in Chromium', () => {
   let server: StaticServer
   let browser: Browser
   let stack: Stack
@@ -145,5 +147,25 @@ describe.skipIf(skipReason)('SDK cancel against the real stack, in Chromium', ()
     expect(outcome.generated).toBe('TimeoutError') // AbortSignal.timeout's own reason, as is
     expect(outcome.replayed).toBe('GenerationCanceledError')
     expect(outcome.record).toBe('canceled')
+  })
+
+  it('submit answers at once with the id and its URLs; the generation runs on', async () => {
+    const outcome = await page.evaluate(
+      async ([api, key]) => {
+        // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
+        const { createClient } = (window as any).piflowDemo
+        const client = createClient({ baseUrl: api, apiKey: key })
+        const submitted = await client.submit({ prompt: 'blue car', nfe: 4 })
+        const result = await client.resume(submitted.data.id).done()
+        return { submitted: submitted.data, final: result.data.status }
+      },
+      [stack.workerUrl, stack.apiKey] as const,
+    )
+    expect(outcome.submitted.id).toMatch(/^gen_/)
+    expect(['queued', 'running']).toContain(outcome.submitted.status)
+    expect(outcome.submitted.urls.cancel).toBe(
+      `${stack.workerUrl}/v1/generations/${outcome.submitted.id}/cancel`,
+    )
+    expect(outcome.final).toBe('succeeded')
   })
 })
