@@ -4,17 +4,7 @@
  * remote stream and the local generator, so both have one shape.
  */
 import { GenerationCanceledError, PiflowError } from './errors.ts'
-import type { Generation, GenerationStream, Result, StreamCallbacks, StreamEvent } from './types.ts'
-
-/** Calls the matching callbacks of `callbacks` for `event`, and returns it. */
-export const emitter =
-  (callbacks: StreamCallbacks) =>
-  (event: StreamEvent): StreamEvent => {
-    callbacks.onEvent?.(event)
-    if (event.type === 'progress') callbacks.onProgress?.(event)
-    if (event.type === 'image') callbacks.onImage?.(event.image)
-    return event
-  }
+import type { Generation, GenerationStream, Result, StreamEvent } from './types.ts'
 
 /** Wraps an event generator as a {@link GenerationStream}. */
 export const asStream = (events: AsyncGenerator<StreamEvent>): GenerationStream => {

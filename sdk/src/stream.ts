@@ -8,8 +8,8 @@
  * so the root entry stays within its size budget.
  */
 
+import { emitter } from './callbacks.ts'
 import { NetworkError, PiflowError } from './errors.ts'
-import { emitter } from './events.ts'
 import { type FallbackOptions, fallsBack, type LocalLoader } from './fallback.ts'
 import { apiErrorFrom, backoffDelay, type Http, jitter, toPiflowError } from './http.ts'
 import { parseSse } from './sse.ts'

@@ -3,7 +3,7 @@
  * A local generation as the API's stream events, yielded while it runs: `id` once the request is
  * normalised, `progress` per NFE, then `image`s and `done` (the remote stream's sequence and shapes).
  */
-import { emitter } from '../events.ts'
+import { emitter } from '../callbacks.ts'
 import type { GenerateInput, StreamCallbacks, StreamEvent } from '../types.ts'
 import type { LocalGenerateOptions, LocalGenerator } from './types.ts'
 
