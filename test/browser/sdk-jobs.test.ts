@@ -11,41 +11,17 @@
  * - `client.submit()` (`Prefer: respond-async`) answers at once with the id and its URLs, and the
  *   generation runs on (followed with `resume`).
  */
-import { execFileSync } from 'node:child_process'
-import { join } from 'node:path'
-import type { Browser, Page } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { browserUnavailable, launchChromium } from '../support/chromium.ts'
-import { type Stack, startStack } from '../support/stack.ts'
-import { type StaticServer, startStaticServer } from './support/static-server.ts'
+import { describe, expect, it } from 'vitest'
+import { browserUnavailable } from '../support/chromium.ts'
+import { useDemoSuite } from './support/demo-suite.ts'
 
 const skipReason = browserUnavailable()
 
 describe.skipIf(skipReason)('SDK cancel and submit against the real stack, in Chromium', () => {
-  let server: StaticServer
-  let browser: Browser
-  let stack: Stack
-  let page: Page
-
-  beforeAll(async () => {
-    execFileSync('npx', ['tsx', join(import.meta.dirname, '../../sdk/build.ts')], { stdio: 'pipe' })
-    server = await startStaticServer()
-    browser = await launchChromium()
-    stack = await startStack({ backendArgs: ['--debug-run-delay-ms', '400'] })
-    page = await browser.newPage()
-    await page.goto(`${server.url}/demo/index.html`)
-    await page.waitForFunction(
-      () => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready,
-    )
-  }, 240_000)
-  afterAll(async () => {
-    await browser?.close()
-    await server?.close()
-    await stack?.stop()
-  })
+  const suite = useDemoSuite({ stack: { backendArgs: ['--debug-run-delay-ms', '400'] } })
 
   it('an aborted stream cancels its generation on the server (GET reads canceled)', async () => {
-    const outcome = await page.evaluate(
+    const outcome = await suite.page.evaluate(
       async ([api, key]) => {
         // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
         const { createClient } = (window as any).piflowDemo
@@ -82,7 +58,7 @@ describe.skipIf(skipReason)('SDK cancel and submit against the real stack, in Ch
           step: record.progress?.step,
         }
       },
-      [stack.workerUrl, stack.apiKey] as const,
+      [suite.stack.workerUrl, suite.stack.apiKey] as const,
     )
     expect(outcome.sameReason).toBe(true)
     expect(outcome.status).toBe('canceled')
@@ -90,7 +66,7 @@ describe.skipIf(skipReason)('SDK cancel and submit against the real stack, in Ch
   })
 
   it('client.cancel(id): the follower ends with canceled, a second cancel is 409', async () => {
-    const outcome = await page.evaluate(
+    const outcome = await suite.page.evaluate(
       async ([api, key]) => {
         // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
         const { createClient } = (window as any).piflowDemo
@@ -133,7 +109,7 @@ describe.skipIf(skipReason)('SDK cancel and submit against the real stack, in Ch
           record: (await client.get(id)).data.status,
         }
       },
-      [stack.workerUrl, stack.apiKey] as const,
+      [suite.stack.workerUrl, suite.stack.apiKey] as const,
     )
     expect(outcome.canceled).toBe('canceled')
     expect(outcome.followed).toBe('GenerationCanceledError')
@@ -150,7 +126,7 @@ describe.skipIf(skipReason)('SDK cancel and submit against the real stack, in Ch
   })
 
   it('submit answers at once with the id and its URLs; the generation runs on', async () => {
-    const outcome = await page.evaluate(
+    const outcome = await suite.page.evaluate(
       async ([api, key]) => {
         // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
         const { createClient } = (window as any).piflowDemo
@@ -159,12 +135,12 @@ describe.skipIf(skipReason)('SDK cancel and submit against the real stack, in Ch
         const result = await client.resume(submitted.data.id).done()
         return { submitted: submitted.data, final: result.data.status }
       },
-      [stack.workerUrl, stack.apiKey] as const,
+      [suite.stack.workerUrl, suite.stack.apiKey] as const,
     )
     expect(outcome.submitted.id).toMatch(/^gen_/)
     expect(['queued', 'running']).toContain(outcome.submitted.status)
     expect(outcome.submitted.urls.cancel).toBe(
-      `${stack.workerUrl}/v1/generations/${outcome.submitted.id}/cancel`,
+      `${suite.stack.workerUrl}/v1/generations/${outcome.submitted.id}/cancel`,
     )
     expect(outcome.final).toBe('succeeded')
   })

@@ -6,64 +6,37 @@
  * - a real 1-second token that the provider claims lives an hour expires, the API answers 401
  *   `token_expired`, and the SDK refreshes once and repeats the call.
  */
-import { execFileSync } from 'node:child_process'
-import { join } from 'node:path'
-import type { Browser, Page } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { browserUnavailable, launchChromium } from '../support/chromium.ts'
-import { type Stack, startStack } from '../support/stack.ts'
-import { type StaticServer, startStaticServer } from './support/static-server.ts'
+import { describe, expect, it } from 'vitest'
+import { browserUnavailable } from '../support/chromium.ts'
+import { openDemoPage, useDemoSuite } from './support/demo-suite.ts'
 
 const skipReason = browserUnavailable()
 
 describe.skipIf(skipReason)('SDK client tokens against the real stack, in Chromium', () => {
-  let server: StaticServer
-  let browser: Browser
-  let stack: Stack
-  let page: Page
   /** Tokens minted by the page's proxy route, in order. */
   const minted: { token: string; expiresAt: string }[] = []
   let mintTtl = 600
-
-  beforeAll(async () => {
-    execFileSync('npx', ['tsx', join(import.meta.dirname, '../../sdk/build.ts')], {
-      stdio: 'pipe',
-    })
-    server = await startStaticServer()
-    browser = await launchChromium()
-    stack = await startStack()
-    const context = await browser.newContext()
+  const suite = useDemoSuite({
     // The page's own server: mints a client token with the key, which stays on this side.
-    await context.route(`${server.url}/token-proxy`, async (route) => {
-      const response = await fetch(`${stack.workerUrl}/v1/tokens`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${stack.apiKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ ttlSeconds: mintTtl }),
-      })
-      const body = await response.json()
-      if (response.ok) minted.push(body)
-      await route.fulfill({ status: response.status, json: body })
-    })
-    page = await context.newPage()
-    await page.goto(`${server.url}/demo/index.html`)
-    await page.waitForFunction(
-      () => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready,
-    )
-  }, 240_000)
-  afterAll(async () => {
-    await browser?.close()
-    await server?.close()
-    await stack?.stop()
+    prepare: ({ context, server, stack }) =>
+      context.route(`${server.url}/token-proxy`, async (route) => {
+        const response = await fetch(`${stack.workerUrl}/v1/tokens`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${stack.apiKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ ttlSeconds: mintTtl }),
+        })
+        const body = await response.json()
+        if (response.ok) minted.push(body)
+        await route.fulfill({ status: response.status, json: body })
+      }),
   })
 
   it("the demo page's proxy pattern: ?tokens= generates remotely without the key in the page", async () => {
     minted.length = 0
-    const p = await page.context().newPage()
+    const { context, server, stack } = suite
     const tokens = encodeURIComponent(`${server.url}/token-proxy`)
-    await p.goto(
-      `${server.url}/demo/index.html?api=${encodeURIComponent(stack.workerUrl)}&tokens=${tokens}`,
-    )
-    await p.waitForFunction(() => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready)
+    const api = encodeURIComponent(stack.workerUrl)
+    const p = await openDemoPage(context, server.url, `api=${api}&tokens=${tokens}`)
     const result = await p.evaluate(() =>
       (
         window as unknown as {
@@ -80,7 +53,7 @@ describe.skipIf(skipReason)('SDK client tokens against the real stack, in Chromi
   it('uses client tokens from its own proxy route, refreshing once after 401 token_expired', async () => {
     minted.length = 0
     mintTtl = 1 // a real 1-second token …
-    const outcome = await page.evaluate(
+    const outcome = await suite.page.evaluate(
       async ([api, origin]) => {
         // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
         const { createClient } = (window as any).piflowDemo
@@ -101,7 +74,7 @@ describe.skipIf(skipReason)('SDK client tokens against the real stack, in Chromi
         const second = await client.generate({ prompt: 'green leaf', seed: 4 })
         return { asked, first: first.data.status, second: second.data.status }
       },
-      [stack.workerUrl, server.url] as const,
+      [suite.stack.workerUrl, suite.server.url] as const,
     )
     mintTtl = 600
     expect(outcome).toEqual({ asked: 2, first: 'succeeded', second: 'succeeded' })
