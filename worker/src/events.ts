@@ -10,6 +10,7 @@
  * thing whichever of them the client read. Ids may skip (a cache hit has no progress events).
  */
 import { BadRequestError } from './errors.ts'
+import { isLive } from './lease.ts'
 import type { GenerationRecord, NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
 
 /** One event of a generation's stream, before rendering. */
@@ -50,7 +51,7 @@ export function recordEvents(record: GenerationRecord, afterSeq = -1): StreamEve
   for (const image of record.images) {
     events.push({ seq: imageSeq(request, image.index), type: 'image', image })
   }
-  if (record.status !== 'running') {
+  if (!isLive(record)) {
     events.push({ seq: terminalSeq(request), type: terminalType(record) })
   }
   return events.filter((event) => event.seq > afterSeq)

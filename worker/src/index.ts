@@ -21,6 +21,7 @@ import { keys } from './routes/keys.ts'
 import { models } from './routes/models.ts'
 import { tokens } from './routes/tokens.ts'
 
+export { Admission } from './durable/admission.ts'
 export { Ledger } from './durable/ledger.ts'
 export { RateLimiter } from './durable/rate-limiter.ts'
 

@@ -9,6 +9,7 @@
  */
 import type { BackendRouter } from './backends.ts'
 import { storeResult } from './cache.ts'
+import { ADMISSION_WAIT_MAX_MS, type Admission, type AdmissionState } from './durable/admission.ts'
 import { type Ledger, WATCH_MAX_MS } from './durable/ledger.ts'
 import { ApiError } from './errors.ts'
 import { withoutPreview } from './events.ts'
@@ -24,6 +25,7 @@ import {
 
 /** What a job reports while it runs. */
 export type JobEvent =
+  | { type: 'queued'; position: number }
   | { type: 'progress'; progress: ProgressInfo }
   | { type: 'image'; image: StoredImage; png: Uint8Array }
 
@@ -35,6 +37,11 @@ export interface JobOptions {
   ledger: DurableObjectStub<Ledger>
   /** set for seeded requests: where the result is cached */
   cacheHash?: string
+  /**
+   * The model's admission slot (durable/admission.ts), when the backends' capacity is bounded: the job
+   * renews it with its lease and frees it when it ends; `position` is set when it starts queued.
+   */
+  admission?: { slots: DurableObjectStub<Admission>; position?: number }
   /** set when the request carried an Idempotency-Key */
   idempotencyKey?: string
   /**
@@ -118,9 +125,42 @@ export class GenerationJob {
 
   /** A missed renewal is harmless (the lease outlasts several); a dead job renews nothing. */
   #renewLease(options: JobOptions): void {
+    const until = Date.now() + LEASE_MS
     options.ledger
-      .renewLease(options.record.id, Date.now() + LEASE_MS)
+      .renewLease(options.record.id, until)
       .catch((error) => console.error('renewing the generation lease failed', error))
+    options.admission?.slots
+      .renew(options.record.id, until)
+      .catch((error) => console.error('renewing the admission slot failed', error))
+  }
+
+  /**
+   * Waits in the model's queue until the job's slot runs, reporting each new position (SSE `queued`,
+   * and the record for GET); a cancel meanwhile aborts the wait. Then the record says `running`.
+   */
+  async #waitForSlot(options: JobOptions): Promise<void> {
+    const { admission, ledger, record } = options
+    if (!admission || admission.position === undefined) return
+    let position: number = admission.position
+    const signal = this.#cancel.signal
+    const canceled = new Promise<never>((_, reject) => {
+      signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+    })
+    canceled.catch(() => {})
+    for (;;) {
+      signal.throwIfAborted()
+      const state: AdmissionState = await Promise.race([
+        admission.slots.wait(record.id, position, ADMISSION_WAIT_MAX_MS),
+        canceled,
+      ])
+      if (state.kind === 'admitted') break
+      if (state.position !== position) {
+        position = state.position
+        this.#emit({ type: 'queued', position })
+        this.#pending.push(ledger.patchGeneration(record.id, { queuePosition: position }))
+      }
+    }
+    this.#pending.push(ledger.patchGeneration(record.id, { status: 'running' }))
   }
 
   /** Receives past events at once, then live ones; returns the unsubscribe function. */
@@ -167,6 +207,7 @@ export class GenerationJob {
           }
         },
       }
+      await this.#waitForSlot(options)
       const signal = this.#cancel.signal
       const outcome = await runGeneration(
         options.plan,
@@ -250,7 +291,10 @@ export class GenerationJob {
     this.#finalIssued = true
     clearInterval(this.#leaseTimer)
     const stored = options.ledger.finishGeneration(next, options.idempotencyKey)
-    const [final] = await Promise.all([stored, Promise.allSettled(this.#pending)])
+    const released = options.admission?.slots
+      .release(next.id)
+      .catch((error) => console.error('releasing the admission slot failed', error))
+    const [final] = await Promise.all([stored, Promise.allSettled(this.#pending), released])
     const refund = isTransientFailure(final)
       ? final.request.count
       : final.status === 'canceled'

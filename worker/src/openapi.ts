@@ -82,7 +82,7 @@ export function openApiDocument(): object {
           requestBody: { required: true, content: json('GenerationRequest') },
           responses: {
             200: {
-              description: `The finished generation (JSON), or an SSE stream of events id, progress (one per NFE, optional preview data URI), image, done (or error), with keepalive comments. Body limit ${MAX_BODY_BYTES} bytes.`,
+              description: `The finished generation (JSON), or an SSE stream of events id, queued ({id, status, queuePosition}, while waiting for a backend slot, re-sent when the position changes), progress (one per NFE, optional preview data URI), image, done (or error, or canceled {id, status}), with keepalive comments. Body limit ${MAX_BODY_BYTES} bytes.`,
               headers: rateLimitHeaders,
               content: {
                 ...json('Generation'),
@@ -116,7 +116,12 @@ export function openApiDocument(): object {
               headers: { ...rateLimitHeaders, 'Retry-After': { schema: { type: 'integer' } } },
             },
             502: error('Backend failed'),
-            503: error('No backend available'),
+            503: {
+              ...error(
+                'No backend available, or queue_full: every backend slot is taken and PIFLOW_QUEUE_LIMIT generations wait',
+              ),
+              headers: { 'Retry-After': { schema: { type: 'integer' } } },
+            },
             504: error('Backend timed out'),
           },
         },

@@ -60,6 +60,8 @@ export interface GenerationRecord {
    * (lease.ts); a running record past it was abandoned by a dead job.
    */
   leaseUntil?: number
+  /** while queued: its place in the model's queue (1 = next) */
+  queuePosition?: number
   /** `status` (and `retryAfter`, seconds) are what the failure is reported and replayed with */
   error: { code: string; message: string; status: number; retryAfter?: number } | null
 }
@@ -73,7 +75,7 @@ export const isTransientFailure = (record: GenerationRecord) => (record.error?.s
  * stored before the cancel stay; none are added after it.
  */
 export function canceledRecord(record: GenerationRecord, now = Date.now()): GenerationRecord {
-  const { leaseUntil: _lease, ...rest } = record
+  const { leaseUntil: _lease, queuePosition: _position, ...rest } = record
   return {
     ...rest,
     status: 'canceled',

@@ -89,8 +89,15 @@ export const generationSchema = z.object({
   id: z.string(),
   object: z.literal('generation'),
   status: z
-    .enum(['running', 'succeeded', 'failed', 'canceled'])
-    .describe('`canceled`: stopped by POST /v1/generations/{id}/cancel.'),
+    .enum(['queued', 'running', 'succeeded', 'failed', 'canceled'])
+    .describe(
+      '`queued`: waiting for a backend slot (see queuePosition); `canceled`: stopped by POST /v1/generations/{id}/cancel.',
+    ),
+  queuePosition: z
+    .int()
+    .min(1)
+    .optional()
+    .describe('While queued: its place in the model’s queue (1 = next to run).'),
   model: z.string(),
   prompt: z.string(),
   nfe: z.int(),

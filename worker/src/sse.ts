@@ -21,6 +21,7 @@ import {
 } from './events.ts'
 import type { AppEnv } from './hono-env.ts'
 import type { GenerationJob } from './jobs.ts'
+import { isLive } from './lease.ts'
 import { watchRevocation } from './middleware/auth.ts'
 import type { GenerationRecord } from './records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from './render.ts'
@@ -62,6 +63,16 @@ function idEventData(record: GenerationRecord) {
     count: request.count,
     cached: record.cached,
   }
+}
+
+/**
+ * A `queued` event (`{ id, status, queuePosition }`), sent whenever the position changes. It has no
+ * `id:` — it reports a state, not a step of the numbered stream (events.ts) — so resuming after it
+ * replays nothing twice; a resumed stream sends the current position instead.
+ */
+function writeQueued(stream: SSEStreamingApi, id: string, queuePosition: number): Promise<void> {
+  const data = JSON.stringify({ id, status: 'queued', queuePosition })
+  return stream.writeSSE({ event: 'queued', data })
 }
 
 /** `data` of the `error` event. */
@@ -120,6 +131,7 @@ export function streamRecord(
       const end = terminalSeq(record.request)
       let current = record
       let last = afterSeq
+      let position: number | undefined
       try {
         for (;;) {
           for (const event of recordEvents(current, last)) {
@@ -127,6 +139,10 @@ export function streamRecord(
             last = event.seq
           }
           if (last >= end || stream.aborted) return
+          if (current.status === 'queued' && current.queuePosition !== position) {
+            position = current.queuePosition
+            if (position !== undefined) await writeQueued(stream, current.id, position)
+          }
           // A dead job's generation comes back from the Ledger as failed (lease.ts): its `error` event
           // is then one of the record's events, as in GET's JSON.
           const next = await Promise.race([
@@ -140,8 +156,7 @@ export function streamRecord(
             return
           }
           if (stream.aborted || next === undefined) return
-          if (next.status === 'running' && lastSeq(next) <= last)
-            await stream.write(': keepalive\n\n')
+          if (isLive(next) && lastSeq(next) <= last) await stream.write(': keepalive\n\n')
           current = next
         }
       } finally {
@@ -186,6 +201,12 @@ export function streamJob(
         })
       }, settings.sseKeepaliveMs)
       const unsubscribe = job.subscribe((event) => {
+        if (event.type === 'queued') {
+          enqueue(() =>
+            stream.aborted ? Promise.resolve() : writeQueued(stream, running.id, event.position),
+          )
+          return
+        }
         const live: StreamEvent =
           event.type === 'progress'
             ? { seq: progressSeq(event.progress.step), type: 'progress', progress: event.progress }

@@ -125,7 +125,9 @@ describe.skipIf(!backendAvailable())('cancel', () => {
       await new Promise((resolve) => setTimeout(resolve, 25))
       const retry = await slowGenerate(body, { key, headers })
       const error = ((await retry.json()) as ErrorJson).error
-      if (retry.status === 409) id = /\((gen_[\w-]+)\)/.exec(error.message)?.[1]
+      const named = retry.status === 409 ? /\((gen_[\w-]+)\)/.exec(error.message)?.[1] : undefined
+      // The key is claimed a moment before the record is stored: wait until GET finds it.
+      if (named && (await call(`/v1/generations/${named}`, { key })).status === 200) id = named
     }
     expect(id).toBeDefined()
     expect((await cancel(id!, key)).status).toBe(200)

@@ -10,6 +10,7 @@ import {
   ABANDONED_CODE,
   abandonedRecord,
   isAbandoned,
+  isLive,
   LEASE_MS,
   leaseEnd,
   retryAfterSeconds,
@@ -70,7 +71,7 @@ export class Ledger extends DurableObject {
   /** Extends a running record's lease to `until` (its job is alive); finished records stay as they are. */
   async renewLease(id: string, until: number): Promise<void> {
     const current = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
-    if (current?.status !== 'running') return
+    if (!current || !isLive(current)) return
     await this.ctx.storage.put(`gen:${id}`, { ...current, leaseUntil: until })
   }
 
@@ -83,7 +84,7 @@ export class Ledger extends DurableObject {
     patch: Partial<GenerationRecord>,
   ): Promise<GenerationRecord | undefined> {
     const current = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
-    if (current?.status !== 'running') return current
+    if (!current || !isLive(current)) return current
     const next = { ...current, ...patch }
     await this.ctx.storage.put(`gen:${id}`, next)
     this.#notify(id)
@@ -125,7 +126,7 @@ export class Ledger extends DurableObject {
   async cancelGeneration(id: string): Promise<CancelDecision> {
     const record = await this.getGeneration(id)
     if (!record) return { kind: 'not_found' }
-    if (record.status !== 'running') return { kind: 'finished', record }
+    if (!isLive(record)) return { kind: 'finished', record }
     const canceled = canceledRecord(record)
     await this.ctx.storage.put(`gen:${id}`, canceled)
     this.#notify(id)
@@ -142,7 +143,7 @@ export class Ledger extends DurableObject {
     for (;;) {
       const record = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
       if (record?.status === 'canceled') return true
-      if (record && record.status !== 'running') return false
+      if (record && !isLive(record)) return false
       const left = deadline - Date.now()
       if (left <= 0) return false
       await this.#nextWrite(id, left)
@@ -180,7 +181,7 @@ export class Ledger extends DurableObject {
     timeoutMs: number,
   ): Promise<GenerationRecord | undefined> {
     const record = await this.getGeneration(id)
-    if (record?.status !== 'running' || lastSeq(record) > afterSeq) return record
+    if (!record || !isLive(record) || lastSeq(record) > afterSeq) return record
     // Woken at the lease's end at the latest, so a follower learns of a dead job at once.
     const untilLeaseEnd = leaseEnd(record) - Date.now() + 50
     await this.#nextWrite(

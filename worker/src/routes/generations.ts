@@ -25,6 +25,7 @@ import { type GenerationJob, startGeneration } from '../jobs.ts'
 import { auth } from '../middleware/auth.ts'
 import { jsonBody } from '../middleware/json-body.ts'
 import { publicOrigin } from '../origin.ts'
+import { enterQueue } from '../queue.ts'
 import { consumeQuota, type QuotaRefund } from '../quota.ts'
 import { type GenerationRecord, runningRecord } from '../records.ts'
 import { type RenderOptions, renderGeneration } from '../render.ts'
@@ -212,6 +213,18 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
     return response
   }
 
+  // A slot on the model, or a place in its queue; shed (503 queue_full) gives back what admit() took.
+  const admission = await enterQueue(c, model.id, id).catch(async (error: unknown) => {
+    await Promise.all([
+      refundQuota(),
+      idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'release'),
+    ])
+    throw error
+  })
+  const record: GenerationRecord =
+    admission?.position === undefined
+      ? running
+      : { ...running, status: 'queued', queuePosition: admission.position }
   const sse = wantsSse(c)
   const answerAtOnce = prefersAsync(c)
   // Progress (and previews) are recorded for whoever follows the generation: its own stream, or GET
@@ -220,7 +233,7 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   const job = await startGeneration(
     {
       plan: { model, request, tokenIds, integration, preview: body.preview && followed },
-      record: running,
+      record,
       router: new BackendRouter(
         settings.backends,
         settings.backendSecret,
@@ -233,15 +246,16 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
       refundQuota,
       recordProgress: followed,
+      ...(admission ? { admission } : {}),
     },
     waitUntil,
   )
   if (answerAtOnce) {
     // The job runs on under waitUntil; once its record is stored, a GET finds it.
     await job.stored
-    return acceptedResponse(c, running)
+    return acceptedResponse(c, record)
   }
-  return sse ? streamJob(c, job, running, options) : respondWhenDone(c, ledger, job, options)
+  return sse ? streamJob(c, job, record, options) : respondWhenDone(c, ledger, job, options)
 }
 
 /**
