@@ -81,7 +81,7 @@ export interface Generation {
   id: string
   /** `queued`: accepted while every backend is busy (see `queuePosition`). */
   status: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled'
-  /** While `queued`: how many generations are ahead of this one (0: next). */
+  /** While `queued`: its place in the model's queue (1: next). */
   queuePosition?: number
   model: string
   prompt: string
