@@ -14,7 +14,7 @@ import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { setMetric } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
-import { type CachedResult, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
+import { type CachedResult, cachedSteps, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
 import { randomToken } from '../crypto.ts'
 import { ApiError, NotFoundError } from '../errors.ts'
 import { parseLastEventId, terminalSeq } from '../events.ts'
@@ -27,7 +27,7 @@ import { jsonBody } from '../middleware/json-body.ts'
 import { publicOrigin } from '../origin.ts'
 import { enterQueue } from '../queue.ts'
 import { consumeQuota, type QuotaRefund } from '../quota.ts'
-import { type GenerationRecord, runningRecord } from '../records.ts'
+import { type GenerationRecord, type ProgressInfo, runningRecord } from '../records.ts'
 import { type RenderOptions, renderGeneration } from '../render.ts'
 import { MAX_BODY_BYTES } from '../schemas.ts'
 import { streamJob, streamRecord, wantsSse } from '../sse.ts'
@@ -129,12 +129,12 @@ async function admit(
   c: Context<AppEnv>,
   ledger: Ledger,
   running: GenerationRecord,
-  pendingHit: Promise<CachedResult | undefined>,
+  pendingHit: Promise<(CachedResult & { steps: ProgressInfo[] }) | undefined>,
   idempotencyKey: string | undefined,
 ): Promise<{ hit: GenerationRecord | undefined; refundQuota: QuotaRefund }> {
   const hitStored = pendingHit.then(async (hit) => {
     if (!hit) return undefined
-    const record = cacheHitRecord(running, hit)
+    const record = cacheHitRecord(running, hit, hit.steps)
     await timed(c, 'ledger', ledger.putGeneration(record))
     return record
   })
@@ -180,7 +180,9 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   // quota have passed.
   const waitUntil = (work: Promise<unknown>) => c.executionCtx.waitUntil(work)
   const pendingHit = hash
-    ? timed(c, 'cache', lookupResult(hash, c.env.IMAGES, waitUntil))
+    ? timed(c, 'cache', lookupResult(hash, c.env.IMAGES, waitUntil)).then(
+        (hit) => hit && { ...hit, steps: cachedSteps(model.manifest, request.nfe) },
+      )
     : Promise.resolve(undefined)
   pendingHit.catch(() => {}) // awaited in admit(); a replay returns before that
 
