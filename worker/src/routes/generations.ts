@@ -29,8 +29,9 @@ import { enterQueue } from '../queue.ts'
 import { consumeQuota, type QuotaRefund } from '../quota.ts'
 import { type GenerationRecord, type ProgressInfo, runningRecord } from '../records.ts'
 import { type RenderOptions, renderGeneration } from '../render.ts'
-import { MAX_BODY_BYTES } from '../schemas.ts'
+import { type GenerationRequest, MAX_BODY_BYTES } from '../schemas.ts'
 import { streamJob, streamRecord, wantsSse } from '../sse.ts'
+import { sendWebhook, type WebhookTarget } from '../webhooks.ts'
 
 type Ledger = ReturnType<typeof ledgerOf>
 
@@ -82,6 +83,19 @@ async function respondWithRecord(
     )
   }
   return c.json(await renderGeneration(record, options, pngs))
+}
+
+/** Where the request's webhooks go (its key's outbox), or undefined without a `webhook`. */
+function webhookTargetOf(c: Context<AppEnv>, body: GenerationRequest): WebhookTarget | undefined {
+  if (body.webhook === undefined) return undefined
+  const { keyId, keyHash } = c.var.principal
+  return {
+    url: body.webhook,
+    events: body.webhookEvents ?? ['completed'],
+    keyId,
+    keyHash,
+    outbox: c.env.WEBHOOKS.get(c.env.WEBHOOKS.idFromName(keyId)),
+  }
 }
 
 /** True when the request carries `Prefer: respond-async` (RFC 7240; other preferences are ignored). */
@@ -207,6 +221,15 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   })
   const { hit, refundQuota } = await admit(c, ledger, running, pendingHit, idempotencyKey)
   if (hit) {
+    const webhook = webhookTargetOf(c, body)
+    if (webhook) {
+      const sent = renderGeneration(hit, renderOptions(c, false)).then((data) =>
+        sendWebhook(webhook, hit.id, 'completed', data),
+      )
+      c.executionCtx.waitUntil(
+        sent.catch((error) => console.error('webhook of a cache hit', error)),
+      )
+    }
     // Stored before answering, so a GET right after the response finds it.
     const [response] = await Promise.all([
       prefersAsync(c) ? acceptedResponse(c, hit) : respondWithRecord(c, ledger, hit, options),
@@ -227,6 +250,7 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
     admission?.position === undefined
       ? running
       : { ...running, status: 'queued', queuePosition: admission.position }
+  const webhook = webhookTargetOf(c, body)
   const sse = wantsSse(c)
   const answerAtOnce = prefersAsync(c)
   // Progress (and previews) are recorded for whoever follows the generation: its own stream, or GET
@@ -249,6 +273,14 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
       refundQuota,
       recordProgress: followed,
       ...(admission ? { admission } : {}),
+      ...(webhook
+        ? {
+            webhook: {
+              target: webhook,
+              render: (r) => renderGeneration(r, renderOptions(c, false)),
+            },
+          }
+        : {}),
     },
     waitUntil,
   )
