@@ -7,8 +7,10 @@
  * cannot learn from timing what another has generated. In front of both sits a small per-isolate
  * memo: entries are immutable (the key includes the model file's sha256), so it can never be stale.
  */
+import type { Manifest } from '@piflow/models'
+import { samplingFor } from '@piflow/protocol'
 import { sha256Hex } from './crypto.ts'
-import type { GenerationRecord, NormalizedRequest, StoredImage } from './records.ts'
+import type { GenerationRecord, NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
 
 const CACHE_NAME = 'piflow-results'
 const CACHE_ORIGIN = 'https://cache.piflow.internal'
@@ -21,14 +23,32 @@ export interface CachedResult {
   backends: string[]
 }
 
+/**
+ * The progress a cache hit's streams replay: one event per NFE of the request's schedule (step, nfe,
+ * σ; no preview), so a client that expects `progress` × nfe before the images gets them, with the ids
+ * a generated stream would use. The `id` event's `cached: true` says no step was run.
+ */
+export function cachedSteps(manifest: Manifest, nfe: number): ProgressInfo[] {
+  return samplingFor(manifest, nfe).schedule.steps.map((step, k) => ({
+    step: k + 1,
+    nfe,
+    sigma: step.sigmaDst,
+  }))
+}
+
 /** The `cached: true` record of a cache hit, from the running record of its request. */
-export function cacheHitRecord(base: GenerationRecord, hit: CachedResult): GenerationRecord {
+export function cacheHitRecord(
+  base: GenerationRecord,
+  hit: CachedResult,
+  steps: ProgressInfo[],
+): GenerationRecord {
   const nfe = base.request.nfe
   return {
     ...base,
     status: 'succeeded',
     cached: true,
     progress: { step: nfe, nfe },
+    steps,
     images: hit.images,
     integration: hit.integration,
     timings: { ...base.timings, totalMs: Date.now() - Date.parse(base.createdAt) },

@@ -6,6 +6,7 @@ import { z } from 'zod'
 import type { Admission } from './durable/admission.ts'
 import type { Ledger } from './durable/ledger.ts'
 import type { RateLimiter } from './durable/rate-limiter.ts'
+import type { WebhookOutbox } from './durable/webhook-outbox.ts'
 import { ConfigError } from './errors.ts'
 
 /** Bindings declared in wrangler.toml (plus secrets from `--var`, .dev.vars or `wrangler secret`). */
@@ -15,6 +16,7 @@ export interface Env {
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>
   LEDGER: DurableObjectNamespace<Ledger>
   ADMISSION: DurableObjectNamespace<Admission>
+  WEBHOOKS: DurableObjectNamespace<WebhookOutbox>
   ASSETS: Fetcher
   PIFLOW_ENV?: string
   PIFLOW_MODELS?: string

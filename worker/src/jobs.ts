@@ -22,6 +22,7 @@ import {
   type ProgressInfo,
   type StoredImage,
 } from './records.ts'
+import { sendWebhook, type WebhookTarget } from './webhooks.ts'
 
 /** What a job reports while it runs. */
 export type JobEvent =
@@ -42,6 +43,8 @@ export interface JobOptions {
    * renews it with its lease and frees it when it ends; `position` is set when it starts queued.
    */
   admission?: { slots: DurableObjectStub<Admission>; position?: number }
+  /** set when the request asked for webhooks: where they go, and how the final record is rendered */
+  webhook?: { target: WebhookTarget; render: (record: GenerationRecord) => Promise<unknown> }
   /** set when the request carried an Idempotency-Key */
   idempotencyKey?: string
   /**
@@ -134,6 +137,14 @@ export class GenerationJob {
       .catch((error) => console.error('renewing the admission slot failed', error))
   }
 
+  /** Stores a webhook event for delivery (durable/webhook-outbox.ts) before the final record is. */
+  #webhook(options: JobOptions, event: 'start' | 'progress', data: unknown, step?: number): void {
+    if (!options.webhook) return
+    const sent = sendWebhook(options.webhook.target, options.record.id, event, data, step)
+    sent.catch((error) => console.error(`storing the ${event} webhook failed`, error))
+    this.#pending.push(sent)
+  }
+
   /**
    * Waits in the model's queue until the job's slot runs, reporting each new position (SSE `queued`,
    * and the record for GET); a cancel meanwhile aborts the wait. Then the record says `running`.
@@ -187,6 +198,12 @@ export class GenerationJob {
         onProgress: (progress) => {
           steps.push(progress)
           this.#emit({ type: 'progress', progress })
+          this.#webhook(
+            options,
+            'progress',
+            { id: record.id, ...withoutPreview(progress) },
+            progress.step,
+          )
           if (!options.recordProgress) return
           // Calls on one stub arrive in order, so the final put below lands after these patches.
           // Resumed streams (GET with Last-Event-ID) replay `steps`; only the latest preview is kept.
@@ -208,6 +225,7 @@ export class GenerationJob {
         },
       }
       await this.#waitForSlot(options)
+      this.#webhook(options, 'start', { id: record.id, status: 'running' })
       const signal = this.#cancel.signal
       const outcome = await runGeneration(
         options.plan,
@@ -295,6 +313,13 @@ export class GenerationJob {
       .release(next.id)
       .catch((error) => console.error('releasing the admission slot failed', error))
     const [final] = await Promise.all([stored, Promise.allSettled(this.#pending), released])
+    if (options.webhook) {
+      // Stored before the response goes out: `completed` is delivered at least once, whatever happens next.
+      const { target, render } = options.webhook
+      await render(final)
+        .then((data) => sendWebhook(target, final.id, 'completed', data))
+        .catch((error) => console.error('storing the completed webhook failed', error))
+    }
     const refund = isTransientFailure(final)
       ? final.request.count
       : final.status === 'canceled'

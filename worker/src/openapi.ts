@@ -109,7 +109,7 @@ export function openApiDocument(): object {
             413: error('Body too large'),
             415: error('Body is not application/json in UTF-8'),
             422: error(
-              'Invalid values (error.fields lists them) or Idempotency-Key reused with another body',
+              'Invalid values (error.fields lists them), webhook_url_refused (a private, loopback or non-https webhook), or Idempotency-Key reused with another body',
             ),
             429: {
               ...error('Quota exhausted'),
@@ -269,6 +269,19 @@ export function openApiDocument(): object {
             ),
             415: error('Body is not application/json in UTF-8'),
             422: error('Invalid ttlSeconds (1 … 3600) or scopes'),
+          },
+        },
+      },
+      '/v1/webhook-secret': {
+        get: {
+          operationId: 'getWebhookSecret',
+          summary:
+            "The calling key's webhook signing secret (Standard Webhooks whsec_…; derived from the key, stable until the key is replaced)",
+          security: bearer,
+          responses: {
+            200: { description: 'The secret', content: json('WebhookSecret') },
+            401: error('Missing or unknown API key'),
+            403: error('A client token cannot read it'),
           },
         },
       },

@@ -7,6 +7,9 @@ import { MAX_COUNT, MAX_NFE, MAX_OUTPUT_SIZE, MAX_PROMPT_CHARS, MAX_SEED } from 
 import { z } from 'zod'
 import { SCOPES } from './key-record.ts'
 
+/** What a generation's webhook may be sent for (webhooks.ts delivers them). */
+export const WEBHOOK_EVENTS = ['start', 'progress', 'completed'] as const
+
 /** Registry of named schemas that become `#/components/schemas/<id>`. */
 export const apiSchemas = z.registry<{ id: string; description?: string }>()
 
@@ -57,6 +60,21 @@ export const generationRequestSchema = z
       .boolean()
       .default(true)
       .describe('SSE only: attach a small PNG preview of the x0 estimate to progress events.'),
+    webhook: z
+      .string()
+      .max(2048)
+      .optional()
+      .describe(
+        'https URL to POST the events of webhookEvents to (Standard Webhooks signatures, GET /v1/webhook-secret); private, loopback and link-local targets are refused (loopback over http is allowed in local mode).',
+      ),
+    webhookEvents: z
+      .array(z.enum(WEBHOOK_EVENTS))
+      .min(1)
+      .max(WEBHOOK_EVENTS.length)
+      .optional()
+      .describe(
+        'Which events to send: start, progress (one per NFE), completed (default: completed).',
+      ),
   })
   .strict()
 apiSchemas.add(generationRequestSchema, { id: 'GenerationRequest' })
@@ -188,6 +206,15 @@ export const clientTokenSchema = z.object({
   scopes: z.array(z.enum(SCOPES)),
 })
 apiSchemas.add(clientTokenSchema, { id: 'ClientToken' })
+
+export const webhookSecretSchema = z.object({
+  secret: z
+    .string()
+    .describe(
+      'whsec_<base64>: verifies webhook-signature (Standard Webhooks); stable for this key.',
+    ),
+})
+apiSchemas.add(webhookSecretSchema, { id: 'WebhookSecret' })
 
 export const healthSchema = z.object({
   status: z.enum(['ok', 'degraded']),

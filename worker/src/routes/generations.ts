@@ -14,7 +14,7 @@ import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { setMetric } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
-import { type CachedResult, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
+import { type CachedResult, cachedSteps, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
 import { randomToken } from '../crypto.ts'
 import { ApiError, NotFoundError } from '../errors.ts'
 import { parseLastEventId, terminalSeq } from '../events.ts'
@@ -27,10 +27,11 @@ import { jsonBody } from '../middleware/json-body.ts'
 import { publicOrigin } from '../origin.ts'
 import { enterQueue } from '../queue.ts'
 import { consumeQuota, type QuotaRefund } from '../quota.ts'
-import { type GenerationRecord, runningRecord } from '../records.ts'
+import { type GenerationRecord, type ProgressInfo, runningRecord } from '../records.ts'
 import { type RenderOptions, renderGeneration } from '../render.ts'
-import { MAX_BODY_BYTES } from '../schemas.ts'
+import { type GenerationRequest, MAX_BODY_BYTES } from '../schemas.ts'
 import { streamJob, streamRecord, wantsSse } from '../sse.ts'
+import { sendWebhook, type WebhookTarget } from '../webhooks.ts'
 
 type Ledger = ReturnType<typeof ledgerOf>
 
@@ -84,6 +85,19 @@ async function respondWithRecord(
   return c.json(await renderGeneration(record, options, pngs))
 }
 
+/** Where the request's webhooks go (its key's outbox), or undefined without a `webhook`. */
+function webhookTargetOf(c: Context<AppEnv>, body: GenerationRequest): WebhookTarget | undefined {
+  if (body.webhook === undefined) return undefined
+  const { keyId, keyHash } = c.var.principal
+  return {
+    url: body.webhook,
+    events: body.webhookEvents ?? ['completed'],
+    keyId,
+    keyHash,
+    outbox: c.env.WEBHOOKS.get(c.env.WEBHOOKS.idFromName(keyId)),
+  }
+}
+
 /** True when the request carries `Prefer: respond-async` (RFC 7240; other preferences are ignored). */
 const prefersAsync = (c: Context<AppEnv>) =>
   (c.req.header('Prefer') ?? '')
@@ -129,12 +143,12 @@ async function admit(
   c: Context<AppEnv>,
   ledger: Ledger,
   running: GenerationRecord,
-  pendingHit: Promise<CachedResult | undefined>,
+  pendingHit: Promise<(CachedResult & { steps: ProgressInfo[] }) | undefined>,
   idempotencyKey: string | undefined,
 ): Promise<{ hit: GenerationRecord | undefined; refundQuota: QuotaRefund }> {
   const hitStored = pendingHit.then(async (hit) => {
     if (!hit) return undefined
-    const record = cacheHitRecord(running, hit)
+    const record = cacheHitRecord(running, hit, hit.steps)
     await timed(c, 'ledger', ledger.putGeneration(record))
     return record
   })
@@ -180,7 +194,9 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   // quota have passed.
   const waitUntil = (work: Promise<unknown>) => c.executionCtx.waitUntil(work)
   const pendingHit = hash
-    ? timed(c, 'cache', lookupResult(hash, c.env.IMAGES, waitUntil))
+    ? timed(c, 'cache', lookupResult(hash, c.env.IMAGES, waitUntil)).then(
+        (hit) => hit && { ...hit, steps: cachedSteps(model.manifest, request.nfe) },
+      )
     : Promise.resolve(undefined)
   pendingHit.catch(() => {}) // awaited in admit(); a replay returns before that
 
@@ -205,6 +221,15 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   })
   const { hit, refundQuota } = await admit(c, ledger, running, pendingHit, idempotencyKey)
   if (hit) {
+    const webhook = webhookTargetOf(c, body)
+    if (webhook) {
+      const sent = renderGeneration(hit, renderOptions(c, false)).then((data) =>
+        sendWebhook(webhook, hit.id, 'completed', data),
+      )
+      c.executionCtx.waitUntil(
+        sent.catch((error) => console.error('webhook of a cache hit', error)),
+      )
+    }
     // Stored before answering, so a GET right after the response finds it.
     const [response] = await Promise.all([
       prefersAsync(c) ? acceptedResponse(c, hit) : respondWithRecord(c, ledger, hit, options),
@@ -225,6 +250,7 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
     admission?.position === undefined
       ? running
       : { ...running, status: 'queued', queuePosition: admission.position }
+  const webhook = webhookTargetOf(c, body)
   const sse = wantsSse(c)
   const answerAtOnce = prefersAsync(c)
   // Progress (and previews) are recorded for whoever follows the generation: its own stream, or GET
@@ -247,6 +273,14 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
       refundQuota,
       recordProgress: followed,
       ...(admission ? { admission } : {}),
+      ...(webhook
+        ? {
+            webhook: {
+              target: webhook,
+              render: (r) => renderGeneration(r, renderOptions(c, false)),
+            },
+          }
+        : {}),
     },
     waitUntil,
   )
