@@ -12,16 +12,20 @@
  *   generation runs on (followed with `resume`);
  * - with the backend full (room for two), a submitted generation is `queued`: its stream (`resume`)
  *   yields `queued` with its position, then runs to `done`; one more is shed: ApiError 503
- *   `queue_full` with `retryAfter` (after the SDK's own retries, here none).
+ *   `queue_full` with `retryAfter` (after the SDK's own retries, here none);
+ * - `webhook` / `webhookEvents` pass through `submit`: a local receiver gets the signed `start` and
+ *   `completed` deliveries (verified with the `standardwebhooks` package and the key's secret).
  */
+import { Webhook } from 'standardwebhooks'
 import { describe, expect, it } from 'vitest'
+import { startScriptServer } from '../../sdk/src/testing/script-server.ts'
 import { browserUnavailable } from '../support/chromium.ts'
 import { useDemoSuite } from './support/demo-suite.ts'
 
 const skipReason = browserUnavailable()
 
 describe.skipIf(skipReason)(
-  'SDK cancel, submit and the queue against the real stack, in Chromium',
+  'SDK cancel, submit, the queue and webhooks against the real stack, in Chromium',
   () => {
     // Room for two running generations (batch 1 + backend queue 1), one waiting in the worker's queue.
     const suite = useDemoSuite({
@@ -201,6 +205,52 @@ describe.skipIf(skipReason)(
       expect(outcome.shed).toMatchObject({ name: 'ApiError', status: 503, code: 'queue_full' })
       expect(outcome.shed.retryAfter).toBeGreaterThanOrEqual(0)
       expect(outcome.status).toBe('succeeded')
+    })
+
+    it('passes webhook and webhookEvents through: the receiver gets signed start and completed', async () => {
+      const receiver = await startScriptServer((_req, res) => void res.writeHead(204).end())
+      try {
+        const { workerUrl, apiKey } = suite.stack
+        const id = await suite.page.evaluate(
+          async ([api, key, hook]) => {
+            // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
+            const { createClient } = (window as any).piflowDemo
+            const client = createClient({ baseUrl: api, apiKey: key })
+            const input = {
+              prompt: 'red apple',
+              webhook: hook,
+              webhookEvents: ['start', 'completed'],
+            }
+            const submitted = await client.submit(input)
+            await client.resume(submitted.data.id).done()
+            return submitted.data.id as string
+          },
+          [workerUrl, apiKey, `${receiver.url}/hook`] as const,
+        )
+        for (let i = 0; i < 200 && receiver.requests.length < 2; i++) {
+          await new Promise((r) => setTimeout(r, 50))
+        }
+        const secret = await fetch(`${workerUrl}/v1/webhook-secret`, {
+          headers: { authorization: `Bearer ${apiKey}` },
+        }).then((r) => r.json() as Promise<{ secret: string }>)
+        const verifier = new Webhook(secret.secret)
+        const events = receiver.requests.map((r) => {
+          const headers = Object.fromEntries(
+            ['webhook-id', 'webhook-timestamp', 'webhook-signature'].map((h) => [
+              h,
+              String(r.headers[h]),
+            ]),
+          )
+          return verifier.verify(r.body, headers) as { type: string; data: { id?: string } }
+        })
+        expect(events.map((e) => e.type).sort()).toEqual([
+          'generation.completed',
+          'generation.start',
+        ])
+        expect(JSON.stringify(events)).toContain(id)
+      } finally {
+        await receiver.close()
+      }
     })
   },
 )
