@@ -200,7 +200,7 @@ describe('queued, canceled and cached streams', () => {
 
   it('takes a cached result that still sends progress (and skips event types it does not know)', async () => {
     const progress = [1, 2, 3, 4].map((step, i) =>
-      sse('progress', { step, nfe: 4, cached: true }, i + 1),
+      sse('progress', { step, nfe: 4, sigma: 1 - step / 4 }, i + 1),
     )
     const { events, done } = await stream(
       sse('id', { id: 'gen_1' }, 0) +
@@ -218,7 +218,7 @@ describe('queued, canceled and cached streams', () => {
       'progress',
       'done',
     ])
-    expect(events[1]).toEqual({ type: 'progress', step: 1, nfe: 4, cached: true })
+    expect(events[1]).toEqual({ type: 'progress', step: 1, nfe: 4, sigma: 0.75 })
   })
 
   it('generate({ onProgress }) reports each step and resolves with the result', async () => {

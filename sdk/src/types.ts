@@ -153,7 +153,8 @@ export interface ModelInfo {
 /**
  * Events of `client.stream()`, in order: `id`, `queued`×(0…n, while waiting for a backend),
  * `progress`×nfe, `image`×count, `done`; or `canceled` (last) when the generation was cancelled.
- * A cached result may send its `progress` events at once (with `cached: true`).
+ * A cached result sends its `progress` events too, at once and without previews (the result's
+ * `data.cached` says it was served from the cache).
  */
 export type StreamEvent =
   | { type: 'id'; id: string; seed?: number; nfe?: number; model?: string; count?: number }
@@ -165,10 +166,8 @@ export type StreamEvent =
       nfe: number
       /** σ reached after this step. */
       sigma?: number
-      /** PNG data URI of the current estimate (remote streams with `preview`). */
+      /** PNG data URI of the current estimate (remote streams with `preview`; not on cache hits). */
       preview?: string
-      /** True when replayed from a cached result (no network evaluation ran for it). */
-      cached?: boolean
     }
   | { type: 'image'; image: GeneratedImage }
   | { type: 'done'; result: Result<Generation> }

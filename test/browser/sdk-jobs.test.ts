@@ -13,6 +13,7 @@
  * - with the backend full (room for two), a submitted generation is `queued`: its stream (`resume`)
  *   yields `queued` with its position, then runs to `done`; one more is shed: ApiError 503
  *   `queue_full` with `retryAfter` (after the SDK's own retries, here none);
+ * - a cached seeded stream still yields `progress` × nfe (and `done` with `cached: true`);
  * - `webhook` / `webhookEvents` pass through `submit`: a local receiver gets the signed `start` and
  *   `completed` deliveries (verified with the `standardwebhooks` package and the key's secret).
  */
@@ -205,6 +206,32 @@ describe.skipIf(skipReason)(
       expect(outcome.shed).toMatchObject({ name: 'ApiError', status: 503, code: 'queue_full' })
       expect(outcome.shed.retryAfter).toBeGreaterThanOrEqual(0)
       expect(outcome.status).toBe('succeeded')
+    })
+
+    it('a cached seeded stream still yields progress × nfe, then done with cached: true', async () => {
+      const runs = await suite.page.evaluate(
+        async ([api, key]) => {
+          // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
+          const { createClient } = (window as any).piflowDemo
+          const client = createClient({ baseUrl: api, apiKey: key })
+          const runs = []
+          for (let i = 0; i < 2; i++) {
+            const types: string[] = []
+            const stream = client.stream(
+              { prompt: 'cached pear', seed: 42, nfe: 4 },
+              { onEvent: (e: { type: string }) => types.push(e.type) },
+            )
+            runs.push({ types, cached: (await stream.done()).data.cached })
+          }
+          return runs
+        },
+        [suite.stack.workerUrl, suite.stack.apiKey] as const,
+      )
+      const sequence = ['id', 'progress', 'progress', 'progress', 'progress', 'image', 'done']
+      expect(runs).toEqual([
+        { types: sequence, cached: false },
+        { types: sequence, cached: true },
+      ])
     })
 
     it('passes webhook and webhookEvents through: the receiver gets signed start and completed', async () => {
