@@ -10,6 +10,10 @@
  *    both halves in one batch-2 run) on the same onnxruntime-web WASM build in the same page, cold
  *    (a fresh context: onnxruntime-web + teacher download, session, sampling) and warm.
  *
+ * 4. Size: min+gzip bytes of each entry of the built package, with and without onnxruntime-web,
+ *    against the root entry's 8 KB budget and `@piflow/sdk/local`'s 40 KB target (support/sdk-size.ts;
+ *    needs no browser).
+ *
  * Env: BENCH_RUNS (warm repetitions, default 5), BENCH_COLD_RUNS (default 3).
  */
 import { execFileSync } from 'node:child_process'
@@ -17,14 +21,18 @@ import { join } from 'node:path'
 import type { Page } from 'playwright-core'
 import { startStaticServer } from '../test/browser/support/static-server.ts'
 import { browserUnavailable, launchChromium } from '../test/support/chromium.ts'
+import { printSdkSizes } from './support/sdk-size.ts'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 3)
 const INPUT = { prompt: 'red apple', size: 32 }
 
+execFileSync('npx', ['tsx', join(import.meta.dirname, '../sdk/build.ts')], { stdio: 'pipe' })
+await printSdkSizes(join(import.meta.dirname, '../sdk/dist'))
+
 const unavailable = browserUnavailable()
 if (unavailable) {
-  console.log(`sdk bench skipped: ${unavailable}`)
+  console.log(`sdk browser bench skipped: ${unavailable}`)
   process.exit(0)
 }
 
@@ -78,7 +86,6 @@ const freshPage = async () => {
   return { page, close: () => context.close() }
 }
 
-execFileSync('npx', ['tsx', join(import.meta.dirname, '../sdk/build.ts')], { stdio: 'pipe' })
 const server = await startStaticServer()
 const browser = await launchChromium()
 try {

@@ -15,6 +15,9 @@
  *    Object simulators, which share its process), the workerd of wrangler dev's local proxy hop (no
  *    production counterpart) and wrangler's node.
  *
+ * 5. Jobs (bench/support/jobs.ts): cancel latency as a ratio of one NFE step, and webhook delivery
+ *    latency at 50 concurrent generations as a ratio of their JSON response time.
+ *
  * Env: BENCH_N rounds (one sample of each generation series, five cache hits; default 40),
  * BENCH_SECONDS autocannon duration (default 10), BENCH_CPU_N requests per CPU series (default 100).
  */
@@ -34,6 +37,7 @@ import {
   startWorker,
 } from '../scripts/local-stack.ts'
 import { listenerPid, pidsInGroup, processGroupOf } from '../test/reliability/support/processes.ts'
+import { benchJobs } from './support/jobs.ts'
 import { generateOverSteps } from './support/step-client.ts'
 
 interface AutocannonResult {
@@ -397,3 +401,5 @@ try {
 } finally {
   await Promise.all(services.map((s) => s.stop()))
 }
+
+await benchJobs()

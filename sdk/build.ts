@@ -1,5 +1,6 @@
 /**
- * Builds the published package into dist/: ESM bundles (esbuild) + type declarations (tsc).
+ * Builds the published package into dist/: ESM bundles (esbuild) + type declarations (tsc). Runs as
+ * `npm run build` and as `prepack`, so `npm pack` / `npm publish` in a fresh clone ship dist.
  * `@piflow/policy`, `@piflow/models` and `@piflow/protocol` are workspace-only, so their code is bundled
  * in; `ky` stays a dependency and `onnxruntime-web` an optional peer, both external. Code shared by the root and
  * `./local` entries goes into one chunk, so both see the same error classes (instanceof works).
@@ -27,7 +28,8 @@ await build({
   legalComments: 'inline',
 })
 
-execFileSync('npx', ['tsc', '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' })
+// Reports go to stderr: `npm pack --json` runs this as `prepack`, and its stdout must stay JSON.
+execFileSync('npx', ['tsc', '-p', join(root, 'tsconfig.build.json')], { stdio: [0, 2, 2] })
 
 // Declarations keep the source's `.ts` specifiers; published .d.ts must name the .js files.
 const rewrite = (dir: string) => {
@@ -63,4 +65,4 @@ const prune = (dir: string) => {
   }
 }
 prune(dist)
-console.log('built', dist)
+console.error('built', dist)

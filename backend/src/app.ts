@@ -8,6 +8,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import { isPolicyError } from '@piflow/policy'
 import {
   BATCH_SIZE_HEADER,
+  CANCEL_ID_HEADER,
   EXECUTION_PROVIDER_HEADER,
   encodeForwardResponse,
   encodeStepResponse,
@@ -21,6 +22,7 @@ import { bodyLimit } from 'hono/body-limit'
 import { createMiddleware } from 'hono/factory'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { Batcher, FeedTensor, ForwardResult } from './batcher.ts'
+import { type Cancellations, createCancellations } from './cancellations.ts'
 import { BackendError, InvalidInputError } from './errors.ts'
 import { IntegrationError, type IntegratorPool } from './integrator-pool.ts'
 import type { ExecutionProvider, LoadedModel, RefusedModel } from './models.ts'
@@ -40,7 +42,14 @@ export interface AppContext {
   isDraining: () => boolean
 }
 
-type Env = { Variables: { requestId: string; model: LoadedModel } }
+type Env = {
+  Variables: {
+    requestId: string
+    model: LoadedModel
+    /** aborts when `POST /v1/requests/:id/cancel` names this request's X-Piflow-Request-Id */
+    cancelSignal: AbortSignal | undefined
+  }
+}
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/
 
@@ -48,6 +57,7 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/
 export function createApp(ctx: AppContext): Hono<Env> {
   const app = new Hono<Env>()
   const secretDigest = sha256(ctx.options.secret)
+  const cancellations = createCancellations()
 
   app.use(async function requestId(c, next) {
     const given = c.req.header('x-request-id')
@@ -120,14 +130,27 @@ export function createApp(ctx: AppContext): Hono<Env> {
 
   app.get('/v1/models/:id', (c) => c.json(describeModel(findModel(ctx, c.req.param('id')), ctx)))
 
-  app.post('/v1/models/:id/forward', acceptTensors(ctx), async (c) => {
+  // Stops the forwards and steps in flight under one caller id (cancellations.ts).
+  app.post('/v1/requests/:id/cancel', (c) => {
+    const id = c.req.param('id')
+    if (!REQUEST_ID.test(id)) {
+      throw new BackendError(400, 'invalid_value', `request id must match ${REQUEST_ID}`)
+    }
+    const cancelled = cancellations.cancel(id)
+    if (cancelled === 0) {
+      throw new BackendError(404, 'request_not_found', `no request "${id}" in flight here`)
+    }
+    return c.json({ id, status: 'cancelled' as const, requests: cancelled })
+  })
+
+  app.post('/v1/models/:id/forward', acceptTensors(ctx, cancellations), async (c) => {
     const model = c.var.model
     const request = await readRequest(c, ctx)
-    const result = await runForward(ctx, model, request, c.req.raw.signal)
+    const result = await runForward(ctx, model, request, callerSignal(c))
     return binary(encodeForwardResponse(result.outputs), result, ctx)
   })
 
-  app.post('/v1/models/:id/step', acceptTensors(ctx), async (c) => {
+  app.post('/v1/models/:id/step', acceptTensors(ctx, cancellations), async (c) => {
     const model = c.var.model
     const request = await readRequest(c, ctx)
     const sigma = request.feeds.sigma?.data as Float32Array
@@ -140,11 +163,12 @@ export function createApp(ctx: AppContext): Hono<Env> {
       )
     }
     const segment = stepSegment(request.metadata, model.manifest, request.batch, sigmaSrc)
-    const result = await runForward(ctx, model, request, c.req.raw.signal)
+    const signal = callerSignal(c)
+    const result = await runForward(ctx, model, request, signal)
     const x = (request.feeds.x as FeedTensor).data.slice() as Float32Array
     const started = performance.now()
     const output = policyOutputFrom(model.manifest, segment.shape, result.outputs)
-    const { numSubsteps } = await integrate(ctx, output, x, segment, c.req.raw.signal)
+    const { numSubsteps } = await integrate(ctx, output, x, segment, signal)
     const integrateMs = performance.now() - started
     const bytes = encodeStepResponse(x, segment.shape, { sigmaDst: segment.sigmaDst, numSubsteps })
     const response = binary(bytes, result, ctx)
@@ -153,6 +177,12 @@ export function createApp(ctx: AppContext): Hono<Env> {
   })
 
   return app
+}
+
+/** The caller's connection closing or its cancel by id: either stops the request. */
+function callerSignal(c: Context<Env>): AbortSignal {
+  const cancel = c.var.cancelSignal
+  return cancel ? AbortSignal.any([c.req.raw.signal, cancel]) : c.req.raw.signal
 }
 
 interface ParsedRequest {
@@ -167,9 +197,9 @@ interface ParsedRequest {
  * server is not draining (503), the body is safetensors (415), and it is within `maxBodyBytes` (413,
  * hono's bodyLimit: from Content-Length before a byte is read, or while streaming a body without one,
  * so memory never grows past the limit), and it arrives within `requestTimeoutMs` (408; a hang-up is 499).
- * Sets `c.var.model`.
+ * Sets `c.var.model`, and registers the request under its `X-Piflow-Request-Id` (if any) for cancels.
  */
-function acceptTensors(ctx: AppContext) {
+function acceptTensors(ctx: AppContext, cancellations: Cancellations) {
   const limit = bodyLimit({
     maxSize: ctx.options.maxBodyBytes,
     onError: () => {
@@ -209,7 +239,17 @@ function acceptTensors(ctx: AppContext) {
       onAbort: () =>
         new BackendError(499, 'cancelled', 'the client hung up before its body arrived'),
     })
-    await limit(c, next)
+    const callerId = c.req.header(CANCEL_ID_HEADER)
+    if (callerId !== undefined && !REQUEST_ID.test(callerId)) {
+      throw new BackendError(400, 'invalid_value', `${CANCEL_ID_HEADER} must match ${REQUEST_ID}`)
+    }
+    const tracked = cancellations.track(callerId)
+    c.set('cancelSignal', tracked.signal)
+    try {
+      await limit(c, next)
+    } finally {
+      tracked.release()
+    }
   })
 }
 

@@ -9,6 +9,7 @@ export type BackendErrorCode =
   | 'unauthorized'
   | 'not_found'
   | 'model_not_found'
+  | 'request_not_found'
   | 'method_not_allowed'
   | 'unsupported_media_type'
   | 'payload_too_large'

@@ -223,6 +223,35 @@ describe('queue bound, deadline and cancellation', () => {
     expect(after.queued).toBe(0)
   })
 
+  it('cancels queued and running requests by X-Piflow-Request-Id; the connection stays open', async () => {
+    const before = await stats(backend)
+    const cancel = (id: string) =>
+      fetch(`${backend.url}/v1/requests/${id}/cancel`, {
+        method: 'POST',
+        headers: { 'X-Piflow-Backend-Secret': backend.secret },
+      })
+    const tagged = { headers: { 'X-Piflow-Request-Id': 'gen_cancel1' } }
+    // first runs for 1 s; second queues behind it; both belong to one caller id
+    const first = forward(backend, encodeSafetensors(inputs(1)), tagged)
+    await sleep(200)
+    const second = forward(backend, encodeSafetensors(inputs(2)), tagged)
+    await sleep(200)
+    const answer = await cancel('gen_cancel1')
+    expect(answer.status).toBe(200)
+    expect(await answer.json()).toEqual({ id: 'gen_cancel1', status: 'cancelled', requests: 2 })
+    for (const response of await Promise.all([first, second])) {
+      expect(response.status).toBe(499)
+      expect(await errorCode(response)).toBe('cancelled')
+    }
+    await sleep(1400) // long enough for the queued request's run, had it run
+    const after = await stats(backend)
+    expect(after.cancelled - before.cancelled).toBe(2)
+    expect(after.runs - before.runs).toBeLessThanOrEqual(1) // only the one already running
+    // nothing is in flight under that id any more; a malformed id is refused
+    expect((await cancel('gen_cancel1')).status).toBe(404)
+    expect(await errorCode(await cancel('bad%20id'))).toBe('invalid_value')
+  })
+
   it('answers 504 timeout when the deadline passes, and keeps serving', async () => {
     const slow = await startBackend({
       args: ['--debug-run-delay-ms', '1500', '--request-timeout-ms', '300'],

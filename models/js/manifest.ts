@@ -4,103 +4,115 @@
  * the SDK all read a model through {@link parseManifest}, so a manifest that parses here is one every
  * part can run.
  */
-import { z } from 'zod'
+
+import * as z from 'zod/mini'
+import en from 'zod/v4/locales/en.js'
 import { ManifestError } from './errors.ts'
 
-const positiveInt = z.number().int().positive()
+// zod/mini (not classic zod): the same checks at a fraction of the size, since the browser SDK
+// bundles this parser (@piflow/sdk/local's size budget); its English messages are passed per parse.
+const positiveInt = (max?: number) =>
+  z.int().check(z.positive(), ...(max === undefined ? [] : [z.lte(max)]))
+const positiveNumber = (max?: number) =>
+  z.number().check(z.positive(), ...(max === undefined ? [] : [z.lte(max)]))
+const nonEmpty = () => z.string().check(z.minLength(1))
 
 /** Most network evaluations a model may offer (and a request may ask for). */
 export const MAX_NFE = 64
 /** A dimension: a fixed size, or -1 / a name such as "B" for a dynamic (batch) axis. */
-const dimSchema = z.union([z.number().int().min(-1), z.string().min(1)])
+const dimSchema = z.union([z.int().check(z.gte(-1)), nonEmpty()])
 
 const tensorSpecSchema = z.object({
-  name: z.string().min(1),
+  name: nonEmpty(),
   dtype: z.enum(['float32', 'float16', 'int64', 'int32']),
   shape: z.array(dimSchema),
 })
 
-const relativePath = z
-  .string()
-  .min(1)
-  .refine((p) => !p.startsWith('/') && !p.split(/[\\/]/).includes('..'), {
+const relativePath = nonEmpty().check(
+  z.refine((p) => !p.startsWith('/') && !p.split(/[\\/]/).includes('..'), {
     message: 'must be a relative path inside the model directory',
-  })
+  }),
+)
 
 const fileSchema = z.object({
   path: relativePath,
-  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
-  bytes: positiveInt,
+  sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits')),
+  bytes: positiveInt(),
   role: z.enum(['student', 'teacher', 'tokenizer']),
   inputs: z.array(tensorSpecSchema),
   outputs: z.array(tensorSpecSchema),
 })
 
-const gmPolicySchema = z.object({ type: z.literal('gm'), k: positiveInt.max(64) })
+const gmPolicySchema = z.object({ type: z.literal('gm'), k: positiveInt(64) })
 const dxPolicySchema = z.object({
   type: z.literal('dx'),
-  n: positiveInt.max(64),
+  n: positiveInt(64),
   mode: z.enum(['grid', 'polynomial']),
-  segmentSize: z.number().positive().max(1),
-  shift: z.number().positive(),
+  segmentSize: positiveNumber(1),
+  shift: positiveNumber(),
 })
 
 const perNfeSchema = z.object({
-  shift: z.number().positive(),
-  finalStepSizeScale: z.number().positive().max(1),
-  temperature: z.union([z.number().positive().max(1), z.literal('auto')]),
-  totalSubsteps: positiveInt.max(4096),
-  onnx: z.string().min(1),
+  shift: positiveNumber(),
+  finalStepSizeScale: positiveNumber(1),
+  temperature: z.union([positiveNumber(1), z.literal('auto')]),
+  totalSubsteps: positiveInt(4096),
+  onnx: nonEmpty(),
 })
 
 const manifestObject = z.object({
-  schemaVersion: z.literal(1).optional(),
-  id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'lowercase letters, digits and dashes'),
-  name: z.string().min(1),
-  license: z.string().min(1),
-  attribution: z.string().min(1),
+  schemaVersion: z.optional(z.literal(1)),
+  id: z
+    .string()
+    .check(z.regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'lowercase letters, digits and dashes')),
+  name: nonEmpty(),
+  license: nonEmpty(),
+  attribution: nonEmpty(),
   policy: z.discriminatedUnion('type', [gmPolicySchema, dxPolicySchema]),
-  latent: z.object({ channels: positiveInt, height: positiveInt, width: positiveInt }),
+  latent: z.object({ channels: positiveInt(), height: positiveInt(), width: positiveInt() }),
   image: z.object({
-    height: positiveInt,
-    width: positiveInt,
-    outputSizes: z.array(positiveInt.max(4096)).min(1),
+    height: positiveInt(),
+    width: positiveInt(),
+    outputSizes: z.array(positiveInt(4096)).check(z.minLength(1)),
     valueRange: z.tuple([z.number(), z.number()]),
   }),
   sampling: z.object({
-    nfeOptions: z.array(positiveInt.max(MAX_NFE)).min(1),
-    defaultNfe: positiveInt,
-    eps: z.number().positive().max(0.1),
-    perNfe: z.record(z.string().regex(/^[1-9][0-9]*$/), perNfeSchema),
+    nfeOptions: z.array(positiveInt(MAX_NFE)).check(z.minLength(1)),
+    defaultNfe: positiveInt(),
+    eps: positiveNumber(0.1),
+    perNfe: z.record(z.string().check(z.regex(/^[1-9][0-9]*$/)), perNfeSchema),
   }),
-  files: z.record(z.string().min(1), fileSchema),
+  files: z.record(nonEmpty(), fileSchema),
   text: z.object({
-    tokenizer: z.string().min(1),
-    maxLength: positiveInt.max(512),
-    padId: z.number().int().min(0),
+    tokenizer: nonEmpty(),
+    maxLength: positiveInt(512),
+    padId: z.int().check(z.gte(0)),
     encoder: z.literal('in-network'),
   }),
   guidance: z.object({
     default: z.number(),
     min: z.number(),
     max: z.number(),
-    input: z.string().min(1).nullable(),
+    input: z.nullable(nonEmpty()),
   }),
   /** Where the policy integration may run. */
-  integration: z.array(z.enum(['backend', 'edge', 'browser'])).min(1),
+  integration: z.array(z.enum(['backend', 'edge', 'browser'])).check(z.minLength(1)),
   /** The teacher used for the multi-step baseline (optional). */
-  teacher: z
-    .object({
-      onnx: z.string().min(1),
-      steps: positiveInt,
-      shift: z.number().positive(),
+  teacher: z.optional(
+    z.object({
+      onnx: nonEmpty(),
+      steps: positiveInt(),
+      shift: positiveNumber(),
       guidance: z.number(),
-      cfg: z.string().optional(),
-    })
-    .optional(),
+      cfg: z.optional(z.string()),
+    }),
+  ),
   /** Free-form provenance written by the training recipe. */
-  training: z.record(z.string(), z.unknown()).optional(),
+  training: z.optional(z.record(z.string(), z.unknown())),
 })
+
+/** English issue messages (zod/mini loads no locale by itself). */
+export const zodMessages = { error: en().localeError }
 
 type RawManifest = z.infer<typeof manifestObject>
 
@@ -131,7 +143,7 @@ function crossCheck(m: RawManifest, ctx: z.core.$RefinementCtx<RawManifest>): vo
 }
 
 /** Zod schema of a model manifest (shape + cross-references). */
-export const manifestSchema = manifestObject.superRefine(crossCheck)
+export const manifestSchema = manifestObject.check(z.superRefine(crossCheck))
 
 /** A validated model manifest. */
 export type Manifest = z.infer<typeof manifestSchema>
@@ -149,7 +161,7 @@ export type ManifestPolicy = Manifest['policy']
  * @throws {ManifestError} listing every schema or cross-reference problem.
  */
 export function parseManifest(input: unknown): Manifest {
-  const result = manifestSchema.safeParse(input)
+  const result = manifestSchema.safeParse(input, zodMessages)
   if (!result.success) {
     throw new ManifestError(
       result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`),

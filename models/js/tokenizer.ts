@@ -5,18 +5,20 @@
  * folding, which differs between runtimes), every character outside [a-z0-9] separates words, unknown
  * words map to `unkId`, the ids are truncated to `maxLength` and right-padded with `padId`.
  */
-import { z } from 'zod'
+import * as z from 'zod/mini'
 import { TokenizerError } from './errors.ts'
+import { zodMessages } from './manifest.ts'
 
+// zod/mini, as in manifest.ts: the browser SDK bundles this parser.
 const specSchema = z.object({
   version: z.literal(1),
   type: z.literal('word'),
   lowercase: z.literal('ascii'),
   pattern: z.literal('[a-z0-9]+'),
-  maxLength: z.number().int().positive().max(512),
-  padId: z.number().int().min(0),
-  unkId: z.number().int().min(0),
-  vocab: z.array(z.string()).min(2),
+  maxLength: z.int().check(z.positive(), z.lte(512)),
+  padId: z.int().check(z.gte(0)),
+  unkId: z.int().check(z.gte(0)),
+  vocab: z.array(z.string()).check(z.minLength(2)),
 })
 
 /** The tokenizer JSON file (`tokenizer.json` in a model directory). */
@@ -51,7 +53,7 @@ export function splitWords(text: string): string[] {
  * @throws {TokenizerError} `invalid_tokenizer` when the spec is malformed.
  */
 export function createTokenizer(spec: unknown): Tokenizer {
-  const parsed = specSchema.safeParse(spec)
+  const parsed = specSchema.safeParse(spec, zodMessages)
   if (!parsed.success) {
     throw new TokenizerError('invalid_tokenizer', `invalid tokenizer spec: ${parsed.error.message}`)
   }

@@ -49,6 +49,7 @@ export { conditioningTensors, forwardInputs, policyOutputFrom } from './tensors.
 export type { ForwardMetadata, OutputTensor } from './wire.ts'
 export {
   BATCH_SIZE_HEADER,
+  CANCEL_ID_HEADER,
   decodeForwardResponse,
   decodeRequest,
   decodeStepResponse,

@@ -26,6 +26,11 @@ import {
 
 /** Request header carrying the shared secret (every `/v1/*` call). */
 export const SECRET_HEADER = 'X-Piflow-Backend-Secret'
+/**
+ * Request header of `/forward` and `/step`: the caller's id for the request (the worker sends its
+ * generation id), which `POST /v1/requests/:id/cancel` names to stop it.
+ */
+export const CANCEL_ID_HEADER = 'X-Piflow-Request-Id'
 /** Response header: rows in the onnxruntime run that served this request. */
 export const BATCH_SIZE_HEADER = 'X-Piflow-Batch-Size'
 /** Response header: the execution provider that ran the forward. */

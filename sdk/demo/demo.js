@@ -1,11 +1,22 @@
 // The piflow SDK demo: `?api=<edge url>&key=<api key>` enables the remote path (with local fallback);
-// without it the page generates locally only.
-import { createClient } from '/sdk/index.js'
+// without it the page generates locally only. `?models=<url>` sets where local models come from
+// (default `/models/`; the API's `<edge url>/v1/models/` works too). `?tokens=<url>` instead of `key`:
+// the proxy pattern for browser auth — the page asks its own server (`POST <url>`, which mints a client
+// token with `POST /v1/tokens` and the key it keeps) and never sees the key.
+import { createClient, toBlob } from '/sdk/index.js'
 import { createLocalGenerator } from '/sdk/local.js'
 
 const params = new URLSearchParams(location.search)
 const api = params.get('api')
 const apiKey = params.get('key') ?? undefined
+const modelBaseUrl = params.get('models') ?? '/models/'
+const tokenUrl = params.get('tokens')
+/** Credentials of the demo's client: a client token from the page's own server, or the key. */
+const auth = tokenUrl
+  ? { tokenProvider: async () => (await fetch(tokenUrl, { method: 'POST' })).json() }
+  : apiKey
+    ? { apiKey }
+    : {}
 const status = document.querySelector('#status')
 const gallery = document.querySelector('#gallery')
 
@@ -13,8 +24,12 @@ const gallery = document.querySelector('#gallery')
 const LOCAL = {
   auto: {},
   wasm: { providers: ['wasm'], integrator: 'cpu' },
-  webgpu: { providers: ['webgpu'], integrator: 'webgpu' },
+  // Headless test machines only have SwiftShader, a software adapter that `auto` passes over.
+  webgpu: { providers: ['webgpu'], integrator: 'webgpu', allowSoftwareWebGpu: true },
 }
+
+/** Every overall load progress report, for the tests. */
+const loadProgress = []
 
 const generators = new Map()
 /**
@@ -24,13 +39,15 @@ const generators = new Map()
 const generatorFor = (path) => {
   if (!generators.has(path)) {
     const local = {
-      modelBaseUrl: '/models/',
+      modelBaseUrl,
       wasmPaths: '/ort/',
       ...LOCAL[path],
-      onDownloadProgress: (p) => {
-        status.textContent = p.cached
-          ? `${p.file}: from cache`
-          : `${p.file}: ${Math.round((100 * p.loadedBytes) / p.totalBytes)} %`
+      onProgress: (p) => {
+        loadProgress.push(p)
+        status.textContent =
+          p.stage === 'download'
+            ? `downloading ${Math.round((100 * p.loadedBytes) / p.totalBytes)} % (${p.file})`
+            : p.stage
       },
     }
     generators.set(
@@ -38,7 +55,7 @@ const generatorFor = (path) => {
       api
         ? createClient({
             baseUrl: api,
-            ...(apiKey ? { apiKey } : {}),
+            ...auth,
             retry: { limit: 3, delay: 200 },
             fallback: 'local',
             local,
@@ -51,9 +68,8 @@ const generatorFor = (path) => {
 
 /** Decodes an image (PNG bytes or URL) into RGBA pixels. */
 const pixelsOf = async (image) => {
-  const blob = image.data
-    ? new Blob([image.data], { type: image.contentType })
-    : await (await fetch(image.url)).blob()
+  // Inline bytes (local, `response: 'base64'`) or the signed URL (remote): the SDK's toBlob does both.
+  const blob = await toBlob(image)
   const bitmap = await createImageBitmap(blob)
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height)
   const context = canvas.getContext('2d')
@@ -90,6 +106,7 @@ const generate = async (path, input) => {
   status.textContent = `done: ${result.backend} in ${Math.round(performance.now() - started)} ms`
   return {
     backend: result.backend,
+    reason: result.reason,
     integration: result.data.integration,
     requestId: result.requestId,
     seed: result.data.seed,
@@ -114,4 +131,4 @@ document.querySelector('#form').addEventListener('submit', async (event) => {
 })
 
 // Hooks for the browser tests and the benchmark.
-window.piflowDemo = { generate, createClient, ready: true }
+window.piflowDemo = { generate, createClient, createLocalGenerator, loadProgress, ready: true }

@@ -1,19 +1,16 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createClient } from './client.ts'
 import {
   ApiError,
+  IdempotencyKeyReusedError,
+  isApiError,
   isPiflowError,
   NetworkError,
   PiflowError,
   TimeoutError,
   ValidationError,
 } from './errors.ts'
-import {
-  type ScriptHandler,
-  type ScriptServer,
-  sendJson,
-  startScriptServer,
-} from './testing/script-server.ts'
+import { sendJson, serverPerTest, testClient } from './testing/script-server.ts'
 
 const PNG_1PX =
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=='
@@ -29,19 +26,9 @@ const generation = (seed = 7) => ({
   timings: { totalMs: 99, forwardMs: 12.5 },
 })
 
-let server: ScriptServer | undefined
-const serve = async (handler: ScriptHandler) => {
-  server = await startScriptServer(handler)
-  return server
-}
-afterEach(async () => {
-  await server?.close()
-  server = undefined
-})
+const serve = serverPerTest()
 
-/** Fast retries so tests spend no time in backoff unless they ask for it. */
-const client = (s: ScriptServer, extra: Partial<Parameters<typeof createClient>[0]> = {}) =>
-  createClient({ baseUrl: s.url, apiKey: 'pk_test', retry: { delay: 1, maxDelay: 5 }, ...extra })
+const client = testClient
 
 describe('generate', () => {
   it('posts the input with auth and an idempotency key, and decodes the result', async () => {
@@ -219,7 +206,6 @@ describe('generate', () => {
     const s = await serve(() => {})
     const url = s.url
     await s.close()
-    server = undefined
     const attempts: number[] = []
     const countingFetch: typeof fetch = (input, init) => {
       attempts.push(1)
@@ -230,6 +216,76 @@ describe('generate', () => {
     expect(error).toBeInstanceOf(NetworkError)
     expect(error).toBeInstanceOf(PiflowError)
     expect(attempts).toHaveLength(3)
+  })
+
+  it('names the URL and the attempts in a NetworkError', async () => {
+    const s = await serve(() => {})
+    const url = s.url
+    await s.close()
+    const error = await createClient({ baseUrl: url, retry: { limit: 2, delay: 1 } })
+      .get('gen_1')
+      .catch((e) => e)
+    expect(error).toBeInstanceOf(NetworkError)
+    expect(error.url).toBe(`GET ${url}/v1/generations/gen_1`)
+    expect(error.attempts).toBe(3)
+    expect(error.message).toContain(`(GET ${url}/v1/generations/gen_1, 3 attempts)`)
+  })
+
+  it('carries Retry-After as retryAfter (seconds) once its own retries gave up', async () => {
+    const s = await serve((_req, res) =>
+      sendJson(
+        res,
+        429,
+        { error: { code: 'rate_limited', message: 'slow' } },
+        { 'retry-after': '0' },
+      ),
+    )
+    const error = await client(s, { retry: 1 })
+      .generate({ prompt: 'a' })
+      .catch((e) => e)
+    expect(error).toMatchObject({ status: 429, code: 'rate_limited', retryAfter: 0 })
+    expect(s.requests).toHaveLength(2)
+    const plain = await serve((_req, res) =>
+      sendJson(res, 500, { error: { code: 'x', message: 'x' } }),
+    )
+    expect(
+      await client(plain, { retry: 0 })
+        .generate({ prompt: 'a' })
+        .catch((e) => e.retryAfter),
+    ).toBe(undefined)
+  })
+
+  it('has its own error class for a reused idempotency key, and surfaces Idempotent-Replayed', async () => {
+    const s = await serve((req, res) =>
+      req.headers['idempotency-key'] === 'reused'
+        ? sendJson(res, 422, {
+            error: { code: 'idempotency_key_reused', message: 'different body' },
+            requestId: 'r',
+          })
+        : sendJson(res, 200, generation(), {
+            'idempotent-replayed': req.headers['idempotency-key'] === 'old' ? 'true' : 'false',
+          }),
+    )
+    const error = await client(s)
+      .generate({ prompt: 'a' }, { idempotencyKey: 'reused' })
+      .catch((e) => e)
+    expect(error).toBeInstanceOf(IdempotencyKeyReusedError)
+    expect(error).toBeInstanceOf(ApiError)
+    expect(error).not.toBeInstanceOf(ValidationError)
+    expect(isApiError(error)).toBe(true)
+    expect(error.code).toBe('idempotency_key_reused')
+    expect((await client(s).generate({ prompt: 'a' }, { idempotencyKey: 'old' })).replayed).toBe(
+      true,
+    )
+    expect((await client(s).generate({ prompt: 'a' })).replayed).toBe(false)
+  })
+
+  it('accepts a baseUrl that already ends in /v1 (as the start command prints it)', async () => {
+    const s = await serve((_req, res) => sendJson(res, 200, generation()))
+    for (const base of [`${s.url}/v1`, `${s.url}/v1/`, `${s.url}/`]) {
+      await createClient({ baseUrl: base }).generate({ prompt: 'a' })
+    }
+    expect(s.requests.map((r) => r.url)).toEqual(Array(3).fill('/v1/generations'))
   })
 
   it('wraps a malformed success body in a PiflowError', async () => {
@@ -257,7 +313,6 @@ describe('generate', () => {
       // Nothing but the one API call: the local path was never even loaded.
       expect(s.requests.map((r) => r.url)).toEqual(['/v1/generations'])
       await s.close()
-      server = undefined
     }
   })
 })

@@ -6,13 +6,16 @@
  * reconnects (stream.ts) and the optional fallback to in-browser generation, only loaded when it is
  * needed (fallback.ts).
  */
-import { PiflowError } from './errors.ts'
+import { createAuth, type TokenProvider } from './auth.ts'
+import { GenerationCanceledError, PiflowError } from './errors.ts'
+import { asStream } from './events.ts'
 import { createLocalLoader, fallsBack } from './fallback.ts'
-import { createHttp, toPiflowError } from './http.ts'
+import { createHttp } from './http.ts'
 import type { LocalOptions } from './local/types.ts'
-import { createStreaming } from './stream.ts'
+import type { StreamOptions, StreamStart } from './stream.ts'
 import type {
   GenerateInput,
+  GenerateOptions,
   Generation,
   GenerationStream,
   ModelInfo,
@@ -21,10 +24,12 @@ import type {
   RetryOptions,
   StreamCallbacks,
   StreamResumeOptions,
+  Submission,
 } from './types.ts'
 import {
+  callJson,
+  cancelGeneration,
   generationPath,
-  getJson,
   now,
   postGeneration,
   readJson,
@@ -34,10 +39,21 @@ import {
 
 /** Options of {@link createClient}. */
 export interface ClientOptions {
-  /** Base URL of the API, e.g. `https://api.example.com` (the `/v1/…` paths are appended). */
+  /**
+   * Base URL of the API, e.g. `https://api.example.com` (the `/v1/…` paths are appended; a base that
+   * already ends in `/v1`, as the start command prints it, works too).
+   */
   baseUrl: string
   /** API key, sent as `Authorization: Bearer <key>`. Never ship a long-lived key to browsers. */
   apiKey?: string
+  /** A short-lived client token (`POST /v1/tokens`), sent like a key; for browsers. */
+  token?: string
+  /**
+   * Fetches client tokens on demand (from your own server, which holds the key): called on first
+   * use, again shortly before `expiresAt` and once after a 401 `token_expired`; concurrent calls
+   * share one refresh. Takes precedence over `token` and `apiKey`.
+   */
+  tokenProvider?: TokenProvider
   /** Custom fetch (tests, proxies, runtimes without a global fetch). @default globalThis.fetch */
   fetch?: typeof fetch
   /** Retry policy, or just the retry limit. `0` disables retries. @default { limit: 3 } */
@@ -59,28 +75,45 @@ export interface ClientOptions {
 /** The piflow API client. Every method takes an AbortSignal through its options. */
 export interface PiflowClient {
   /**
-   * Generates images and resolves when all are ready.
+   * Generates images and resolves when all are ready (rejects with GenerationCanceledError when the
+   * generation was cancelled). With `onProgress`, or a `signal` (so that an abort can cancel the
+   * generation on the server), it runs over the event stream, which tells the id at once; otherwise
+   * over one JSON request.
    * @example
    * const { data } = await client.generate({ prompt: 'a red apple', nfe: 4, seed: 7 })
    */
-  generate(input: GenerateInput, options?: RequestOptions): Promise<Result<Generation>>
+  generate(
+    input: GenerateInput,
+    options?: GenerateOptions & Pick<StreamCallbacks, 'onProgress'>,
+  ): Promise<Result<Generation>>
   /**
-   * Streams a generation's events (`id`, `progress`, `image`, `done`). Iterate it with `for await`,
-   * or pass callbacks and `await stream.done()`.
+   * Streams a generation's events (`id`, `queued`, `progress`, `image`, `done` or `canceled`).
+   * Iterate it with `for await`, or pass callbacks and `await stream.done()`.
    */
   stream(
     input: GenerateInput,
-    options?: RequestOptions & StreamCallbacks & StreamResumeOptions,
+    options?: GenerateOptions & StreamCallbacks & StreamResumeOptions,
   ): GenerationStream
+  /**
+   * Starts a generation and answers at once (`Prefer: respond-async`, 202) with its id and URLs;
+   * follow it with `get`, `resume` or `cancel`.
+   */
+  submit(input: GenerateInput, options?: RequestOptions): Promise<Result<Submission>>
+  /**
+   * Cancels a queued or running generation: resolves with its record (`status: 'canceled'`). A
+   * finished one rejects with ApiError 409 `generation_finished`, an unknown one 404.
+   */
+  cancel(id: string, options?: RequestOptions): Promise<Result<Generation>>
   /**
    * Streams an earlier generation's events (after `lastEventId` when given), following it until `done`:
    * for a page reload or another device. `stream` already reconnects by itself after a dropped connection.
+   * Aborting it stops following; it cancels the generation only with `cancelOnAbort: true`.
    * @example
    * for await (const e of client.resume(id, { lastEventId: '2' })) console.log(e.type)
    */
   resume(
     id: string,
-    options?: RequestOptions & StreamCallbacks & StreamResumeOptions & { lastEventId?: string },
+    options?: GenerateOptions & StreamCallbacks & StreamResumeOptions & { lastEventId?: string },
   ): GenerationStream
   /** Status or result of an earlier generation. */
   get(id: string, options?: RequestOptions): Promise<Result<Generation>>
@@ -109,32 +142,68 @@ export const createClient = (options: ClientOptions): PiflowClient => {
     ...(typeof retry === 'number' ? { limit: retry } : retry),
   }
   const http = createHttp({
-    baseUrl: options.baseUrl.replace(/\/*$/, '/'),
-    apiKey: options.apiKey,
+    baseUrl: options.baseUrl.replace(/(\/v1)?\/*$/, '/'),
+    auth: createAuth(options),
     fetch: options.fetch,
     retry: normalisedRetry,
     timeout: options.timeout ?? 120_000,
     headers: options.headers ?? {},
   })
   const loadLocal = createLocalLoader(options)
+  // Streaming (SSE parser, reconnects) is a separate chunk, imported by the first stream.
+  let streaming: Promise<ReturnType<typeof import('./stream.ts').createStreaming>> | undefined
+  const open = (start: StreamStart, opts: StreamOptions) =>
+    asStream(
+      (async function* () {
+        streaming ??= import('./stream.ts').then((m) =>
+          m.createStreaming(http, normalisedRetry, options, loadLocal),
+        )
+        // A chunk that failed to load (offline) is asked for again by the next stream.
+        yield* (
+          await streaming.catch((error) => {
+            streaming = undefined
+            throw error
+          })
+        )(start, opts)
+      })(),
+    )
+  const stream: PiflowClient['stream'] = (input, opts = {}) => open({ input }, opts)
 
-  const generate = async (input: GenerateInput, opts: RequestOptions = {}) => {
+  const generate: PiflowClient['generate'] = async (input, opts = {}) => {
+    // The stream tells the id before the result, so progress can be reported and an abort can
+    // cancel the generation; without previews unless asked for.
+    if (opts.onProgress || (opts.signal && opts.cancelOnAbort !== false)) {
+      return stream({ preview: false, ...input }, opts).done()
+    }
     const started = now()
     try {
       const response = await postGeneration(http, input, opts, 'application/json')
       const body = await readJson(response)
+      // Cancelled meanwhile (by `cancel`, or another client with the key): as the stream's done().
+      if (body.status === 'canceled') throw new GenerationCanceledError(body.id)
       return toResult(toGeneration(body), response, body, started)
     } catch (error) {
-      const mapped = toPiflowError(error)
-      if (!fallsBack(options, mapped, opts.signal)) throw mapped
+      if (!fallsBack(options, error, opts.signal)) throw error
       return (await loadLocal()).generate(input, opts)
     }
   }
 
   return {
     generate,
-    ...createStreaming(http, normalisedRetry, options, loadLocal),
-    get: (id, opts = {}) => getJson(http, generationPath(id), opts, toGeneration),
-    models: (opts = {}) => getJson(http, 'v1/models', opts, (body) => body.data),
+    stream,
+    resume: (id, { lastEventId, ...opts } = {}) =>
+      open(lastEventId === undefined ? { id } : { id, lastEventId }, opts),
+    submit: async (input, opts = {}) => {
+      const started = now()
+      const response = await postGeneration(http, input, opts, 'application/json', 'respond-async')
+      const body = await readJson(response)
+      // A server that ignores the preference answers 200 with the finished record: same fields.
+      const path = `${http.baseUrl}${generationPath(body.id)}`
+      const urls = body.urls ?? { get: path, stream: path, cancel: `${path}/cancel` }
+      return toResult({ id: body.id, status: body.status, urls }, response, body, started)
+    },
+    cancel: (id, opts = {}) => cancelGeneration(http, id, opts),
+    get: (id, opts = {}) => callJson(http, generationPath(id), opts, toGeneration),
+    models: (opts = {}) => callJson(http, 'v1/models', opts, (body) => body.data),
   }
 }

@@ -5,7 +5,7 @@
  * the original is kept as `cause` for debugging.
  */
 
-/** Base class of every error the SDK throws (except a user's own abort reason, which is rethrown). */
+/** Base class of every error the SDK throws (except a caller's abort: `signal.reason`, rethrown as is). */
 export class PiflowError extends Error {
   override name = 'PiflowError'
 
@@ -24,6 +24,11 @@ export class ApiError extends PiflowError {
   readonly requestId: string | undefined
   /** The parsed response body as received. */
   readonly body: unknown
+  /**
+   * Seconds the server asked to wait (`Retry-After`, e.g. on 429 `rate_limited` or 503 `queue_full`),
+   * when it sent one. Set after the SDK's own retries gave up.
+   */
+  readonly retryAfter: number | undefined
 
   constructor(args: {
     message: string
@@ -31,6 +36,7 @@ export class ApiError extends PiflowError {
     code: string
     requestId?: string | undefined
     body?: unknown
+    retryAfter?: number | undefined
     cause?: unknown
   }) {
     super(args.message, { cause: args.cause })
@@ -38,7 +44,16 @@ export class ApiError extends PiflowError {
     this.code = args.code
     this.requestId = args.requestId
     this.body = args.body
+    this.retryAfter = args.retryAfter
   }
+}
+
+/**
+ * HTTP 422 `idempotency_key_reused`: the `Idempotency-Key` was already used with a different body.
+ * Not a problem of the input itself: use a new key (or the original body).
+ */
+export class IdempotencyKeyReusedError extends ApiError {
+  override name = 'IdempotencyKeyReusedError'
 }
 
 /** One invalid input field of a 422 response. */
@@ -60,6 +75,17 @@ export class ValidationError extends ApiError {
   }
 }
 
+/** The generation was cancelled (by `client.cancel`, an aborted call, or another client with its key). */
+export class GenerationCanceledError extends PiflowError {
+  override name = 'GenerationCanceledError'
+  readonly id: string
+
+  constructor(id: string) {
+    super(`Generation ${id} was canceled`)
+    this.id = id
+  }
+}
+
 /** No response arrived within the configured `timeout` (after any retries). */
 export class TimeoutError extends PiflowError {
   override name = 'TimeoutError'
@@ -68,6 +94,16 @@ export class TimeoutError extends PiflowError {
 /** The server could not be reached (DNS, refused or reset connection, offline), after any retries. */
 export class NetworkError extends PiflowError {
   override name = 'NetworkError'
+  /** The URL that could not be reached, when known. */
+  readonly url: string | undefined
+  /** How many attempts were made (1 + retries), when known. */
+  readonly attempts: number | undefined
+
+  constructor(message: string, options: { cause?: unknown; url?: string; attempts?: number } = {}) {
+    super(message, { cause: options.cause })
+    this.url = options.url
+    this.attempts = options.attempts
+  }
 }
 
 /** In-browser generation failed: model download, integrity check, runtime or provider errors. */
@@ -86,7 +122,6 @@ export class LocalInferenceError extends PiflowError {
 export const isPiflowError = (error: unknown): error is PiflowError =>
   error instanceof PiflowError || (error as PiflowError | null)?.isPiflowError === true
 
-/** True for an {@link ApiError} (including {@link ValidationError}). */
+/** True for an {@link ApiError} (including its subclasses). */
 export const isApiError = (error: unknown): error is ApiError =>
-  error instanceof ApiError ||
-  (isPiflowError(error) && (error.name === 'ApiError' || error.name === 'ValidationError'))
+  error instanceof ApiError || (isPiflowError(error) && 'status' in error && 'code' in error)

@@ -6,7 +6,6 @@
  */
 import { ApiError, NetworkError } from './errors.ts'
 import type { LocalGenerator, LocalOptions } from './local/types.ts'
-import type { GenerateInput, RequestOptions, StreamEvent } from './types.ts'
 
 /**
  * Error codes with which the edge says it cannot run the model now, so the browser may: an explicit
@@ -41,43 +40,3 @@ export const createLocalLoader = (options: FallbackOptions) => {
 }
 
 export type LocalLoader = ReturnType<typeof createLocalLoader>
-
-/**
- * A local generation as stream events, yielded while it runs: `id` once the request is normalised,
- * `progress` per NFE, then `image`s and `done` (the same sequence as the API's stream).
- */
-export async function* localEvents(
-  local: LocalGenerator,
-  input: GenerateInput,
-  opts: RequestOptions,
-  emit: (event: StreamEvent) => StreamEvent,
-): AsyncGenerator<StreamEvent> {
-  const queue: StreamEvent[] = []
-  let wake: (() => void) | undefined
-  let settled = false
-  const push = (event: StreamEvent) => {
-    queue.push(event)
-    wake?.()
-  }
-  const running = local
-    .generate(input, {
-      ...opts,
-      onStart: (info) => push({ type: 'id', ...info }),
-      onProgress: (p) => push({ type: 'progress', ...p }),
-    })
-    .finally(() => {
-      settled = true
-      wake?.()
-    })
-  running.catch(() => {}) // rethrown by the await below, after the queued events
-  while (true) {
-    while (queue.length > 0) yield emit(queue.shift()!)
-    if (settled) break
-    await new Promise<void>((resolve) => {
-      wake = resolve
-    })
-  }
-  const result = await running
-  for (const image of result.data.images) yield emit({ type: 'image', image })
-  yield emit({ type: 'done', result })
-}

@@ -29,20 +29,29 @@ const bundle = async (entry: string, plugins: Plugin[] = [], external: string[] 
   return { code: new TextDecoder().decode(code), gzipBytes: gzipSync(code, { level: 9 }).length }
 }
 
-/** `fallback: 'local'` loads the local entry with a dynamic import: a separate, lazily fetched chunk. */
-const lazyLocal: Plugin = {
-  name: 'lazy-local',
+/**
+ * `fallback: 'local'` loads the local entry, and the first stream the streaming code, with a dynamic
+ * import: separate, lazily fetched chunks (as the published build's splitting makes them).
+ */
+const lazyChunks: Plugin = {
+  name: 'lazy-chunks',
   setup(b) {
     b.onResolve({ filter: /\/local\/index\.ts$/ }, () => ({ path: './local.js', external: true }))
+    b.onResolve({ filter: /^\.\/stream\.ts$/ }, (args) =>
+      args.kind === 'dynamic-import' ? { path: './stream.js', external: true } : undefined,
+    )
   },
 }
 
 describe('root entry size', () => {
   it('has no onnxruntime or WebGPU code and stays within its budget', async () => {
-    const own = await bundle('src/index.ts', [lazyLocal], ['ky'])
-    const withKy = await bundle('src/index.ts', [lazyLocal])
+    const own = await bundle('src/index.ts', [lazyChunks], ['ky'])
+    const withKy = await bundle('src/index.ts', [lazyChunks])
+    // The streaming chunk, loaded by the first stream, without what it shares with the entry.
+    const streaming = await bundle('src/stream.ts', [], ['ky'])
     console.log(
-      `root entry min+gzip: ${own.gzipBytes} B own code, ${withKy.gzipBytes} B including ky`,
+      `root entry min+gzip: ${own.gzipBytes} B own code, ${withKy.gzipBytes} B including ky; ` +
+        `streaming chunk (loaded by the first stream) ≤ ${streaming.gzipBytes} B`,
     )
     for (const forbidden of [
       'onnxruntime',
@@ -57,17 +66,44 @@ describe('root entry size', () => {
   })
 })
 
+describe('local entry size', () => {
+  it('stays within 40 KB min+gzip without onnxruntime-web, with no zod classic or locales in it', async () => {
+    // The WebGPU policy twin is a dynamic import (a chunk only WebGPU pages load); ORT is a peer.
+    const lazyWebGpu: Plugin = {
+      name: 'lazy-webgpu',
+      setup(b) {
+        b.onResolve({ filter: /^@piflow\/policy\/webgpu$/ }, () => ({
+          path: './webgpu.js',
+          external: true,
+        }))
+      },
+    }
+    const local = await bundle(
+      'src/local/index.ts',
+      [lazyWebGpu],
+      ['onnxruntime-web', 'onnxruntime-web/*'],
+    )
+    console.log(`@piflow/sdk/local min+gzip without onnxruntime-web: ${local.gzipBytes} B`)
+    // Classic zod's and its locales' messages (zod/mini + the English locale are expected).
+    expect(local.code).not.toMatch(/Nieprawidłowe|Ungültige Eingabe/)
+    expect(local.gzipBytes).toBeLessThanOrEqual(40 * 1024) // target of issue 16
+  })
+})
+
 describe('npm pack', () => {
   let scratch = ''
+  let packedFiles: string[] = []
   beforeAll(() => {
     scratch = mkdtempSync(join(tmpdir(), 'piflow-sdk-pack-'))
-    execFileSync('npx', ['tsx', 'build.ts'], { cwd: sdkDir, stdio: 'pipe' })
+    // As in a fresh clone: no dist. `npm pack` builds it (the `prepack` script).
+    rmSync(join(sdkDir, 'dist'), { recursive: true, force: true })
     const packed = JSON.parse(
       execFileSync('npm', ['pack', '--json', '--pack-destination', scratch], {
         cwd: sdkDir,
         encoding: 'utf8',
       }),
     ) as { filename: string; files: { path: string }[] }[]
+    packedFiles = packed[0]!.files.map((f) => f.path)
     const tarball = join(scratch, packed[0]!.filename)
     const app = join(scratch, 'app')
     mkdirSync(app)
@@ -91,6 +127,13 @@ describe('npm pack', () => {
     )
   }, 300_000)
   afterAll(() => rmSync(scratch, { recursive: true, force: true }))
+
+  it('builds dist when packed (prepack), so the tarball ships the code and declarations', () => {
+    for (const file of ['dist/index.js', 'dist/local.js', 'dist/index.d.ts', 'dist/local.d.ts']) {
+      expect(packedFiles).toContain(file)
+    }
+    expect(packedFiles.some((f) => f.startsWith('src/'))).toBe(false)
+  })
 
   it('installs with only published dependencies', () => {
     const installed = JSON.parse(
@@ -143,12 +186,14 @@ describe('npm pack', () => {
     const app = join(scratch, 'app')
     writeFileSync(
       join(app, 'main.ts'),
-      `import { createClient, type Result, type Generation, ApiError } from '@piflow/sdk'
+      `import { createClient, type Result, type Generation, ApiError, toBlob } from '@piflow/sdk'
        import { createLocalGenerator, type LocalGenerator } from '@piflow/sdk/local'
        const client = createClient({ baseUrl: 'http://x', retry: 2 })
        const r: Promise<Result<Generation>> = client.generate({ prompt: 'a', nfe: 4 })
+       // Image bytes are ArrayBuffer-backed: a BlobPart under the DOM lib, no cast needed.
+       const blobs = r.then(({ data }) => [new Blob([data.images[0]!.data!]), toBlob(data.images[0]!)])
        const g: LocalGenerator = createLocalGenerator({ providers: ['wasm'] })
-       export { r, g, ApiError }`,
+       export { r, g, blobs, ApiError }`,
     )
     writeFileSync(
       join(app, 'tsconfig.json'),

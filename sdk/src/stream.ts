@@ -3,29 +3,29 @@
  * Streaming and reconnects: a generation's events from the POST's response, or (`resume`) from an id.
  * When the connection drops before `done`, the stream reconnects with `Last-Event-ID` (up to
  * `retry.limit` times, with the retry backoff), so a flaky network costs a reconnect, never a lost or
- * duplicated event.
+ * duplicated event. Once the id is known, the caller's abort also cancels the generation on the
+ * server (unless `cancelOnAbort: false`). A chunk of its own, loaded by the first stream (client.ts),
+ * so the root entry stays within its size budget.
  */
 
-import type { KyInstance } from 'ky'
+import { emitter } from './callbacks.ts'
 import { NetworkError, PiflowError } from './errors.ts'
-import { type FallbackOptions, fallsBack, type LocalLoader, localEvents } from './fallback.ts'
-import { apiErrorFrom, backoffDelay, jitter, toPiflowError } from './http.ts'
+import { type FallbackOptions, fallsBack, type LocalLoader } from './fallback.ts'
+import { apiErrorFrom, backoffDelay, type Http, jitter, toPiflowError } from './http.ts'
 import { parseSse } from './sse.ts'
 import type {
   GenerateInput,
-  Generation,
-  GenerationStream,
-  RequestOptions,
-  Result,
+  GenerateOptions,
   RetryOptions,
   StreamCallbacks,
   StreamEvent,
   StreamResumeOptions,
 } from './types.ts'
 import {
+  callJson,
+  cancelGeneration,
   followGeneration,
   generationPath,
-  getJson,
   now,
   parseJson,
   postGeneration,
@@ -34,10 +34,10 @@ import {
   toResult,
 } from './wire.ts'
 
-type StreamOptions = RequestOptions & StreamCallbacks & StreamResumeOptions
+export type StreamOptions = GenerateOptions & StreamCallbacks & StreamResumeOptions
 
 /** Where a stream starts: a new generation, or an earlier one by id. */
-type StreamStart = { input: GenerateInput } | { id: string; lastEventId?: string }
+export type StreamStart = { input: GenerateInput } | { id: string; lastEventId?: string }
 
 /** The retry policy's delay before reconnect `attempt` (1-based), as ky waits between retries. */
 const backoff = (retry: Required<RetryOptions>, attempt: number) =>
@@ -58,33 +58,9 @@ const sleep = (ms: number, signal: AbortSignal | undefined) =>
     signal?.addEventListener('abort', onAbort, { once: true })
   })
 
-/** Wraps an event generator as a {@link GenerationStream}. */
-const asStream = (events: AsyncGenerator<StreamEvent>): GenerationStream => {
-  let last: Result<Generation> | undefined
-  const iterate = async function* () {
-    for await (const event of events) {
-      if (event.type === 'done') last = event.result
-      yield event
-    }
-  }
-  const iterator = iterate()
-  let drained: Promise<Result<Generation>> | undefined
-  return {
-    [Symbol.asyncIterator]: () => iterator,
-    done: () => {
-      drained ??= (async () => {
-        for await (const _ of iterator);
-        if (!last) throw new PiflowError('The stream ended without a result')
-        return last
-      })()
-      return drained
-    },
-  }
-}
-
-/** `stream` and `resume` of one client. */
+/** The event generator behind `stream` and `resume` of one client. */
 export const createStreaming = (
-  http: KyInstance,
+  http: Http,
   retry: Required<RetryOptions>,
   options: FallbackOptions,
   loadLocal: LocalLoader,
@@ -93,15 +69,21 @@ export const createStreaming = (
     start: StreamStart,
     opts: StreamOptions,
   ): AsyncGenerator<StreamEvent> {
-    const emit = (event: StreamEvent) => {
-      opts.onEvent?.(event)
-      if (event.type === 'progress') opts.onProgress?.(event)
-      if (event.type === 'image') opts.onImage?.(event.image)
-      return event
-    }
+    const emit = emitter(opts)
+    const { signal } = opts
     const started = now()
     let id = 'id' in start ? start.id : undefined
     let lastEventId = 'id' in start ? start.lastEventId : undefined
+    // Cancels the generation on the server when the caller aborts, once its id is known: by default
+    // for a generation this stream started, only on request for one it follows (`resume`).
+    const cancels = 'input' in start ? opts.cancelOnAbort !== false : opts.cancelOnAbort === true
+    let stopWatching: (() => void) | undefined
+    const watchAbort = (known: string) => {
+      if (!signal || !cancels || stopWatching) return
+      const onAbort = () => void cancelGeneration(http, known, {}).catch(() => {})
+      signal.addEventListener('abort', onAbort, { once: true })
+      stopWatching = () => signal.removeEventListener('abort', onAbort)
+    }
     let response: Response
     try {
       response =
@@ -109,70 +91,70 @@ export const createStreaming = (
           ? await postGeneration(http, start.input, opts, 'text/event-stream')
           : await followGeneration(http, start.id, lastEventId, opts)
     } catch (error) {
-      const mapped = toPiflowError(error)
-      if (!('input' in start) || !fallsBack(options, mapped, opts.signal)) throw mapped
-      yield* localEvents(await loadLocal(), start.input, opts, emit)
+      if (!('input' in start) || !fallsBack(options, error, signal)) throw error
+      yield* (await loadLocal()).stream(start.input, opts)
       return
     }
+    if (id !== undefined) watchAbort(id)
     const limit = opts.resume === false ? 0 : retry.limit
-    for (let reconnects = 0; ; reconnects++) {
-      if (response.status === 204) {
-        // Nothing after Last-Event-ID: the stream had ended; the stored result is the outcome.
-        const result = await getJson(http, generationPath(id ?? ''), opts, toGeneration)
-        yield emit({ type: 'done', result })
-        return
-      }
-      if (!response.body) throw new PiflowError('The stream response has no body')
-      let dropped: PiflowError
-      try {
-        for await (const message of parseSse(response.body)) {
-          if (message.id !== undefined) lastEventId = message.id
-          const data = parseJson(message.data)
-          // The stream itself was a 200; the failed generation's own status is not sent, so 500.
-          if (message.event === 'error') throw apiErrorFrom(500, response.headers, data)
-          if (message.event === 'id') {
-            id = String(data.id)
-            yield emit({ ...data, type: 'id', id })
-          } else if (message.event === 'progress') yield emit({ type: 'progress', ...data })
-          else if (message.event === 'image')
-            yield emit({ type: 'image', image: toImage(data.image ?? data) })
-          else if (message.event === 'done') {
-            yield emit({
-              type: 'done',
-              result: toResult(toGeneration(data), response, data, started),
-            })
-            return
-          }
+    try {
+      for (let reconnects = 0; ; reconnects++) {
+        if (response.status === 204) {
+          // Nothing after Last-Event-ID: the stream had ended; the stored record is the outcome.
+          const result = await callJson(http, generationPath(id ?? ''), opts, toGeneration)
+          if (result.data.status === 'canceled')
+            yield emit({ type: 'canceled', id: result.data.id })
+          else yield emit({ type: 'done', result })
+          return
         }
-        dropped = new NetworkError('The event stream ended before `done`')
-      } catch (error) {
-        const mapped = toPiflowError(error)
-        if (!(mapped instanceof NetworkError)) throw mapped
-        dropped = mapped
-      }
-      // The connection dropped mid-generation. Nothing is lost server-side: follow it by id.
-      if (id === undefined || reconnects >= limit || opts.signal?.aborted) {
-        const how = id === undefined ? 'client.get' : `client.resume('${id}')`
-        throw new NetworkError(`${dropped.message}; resume with ${how}`, { cause: dropped })
-      }
-      await sleep(backoff(retry, reconnects + 1), opts.signal)
-      try {
+        if (!response.body) throw new PiflowError('The stream response has no body')
+        let dropped: PiflowError
+        try {
+          for await (const message of parseSse(response.body)) {
+            if (message.id !== undefined) lastEventId = message.id
+            const data = parseJson(message.data)
+            const { event } = message
+            // The stream itself was a 200; the failed generation's own status is not sent, so 500.
+            if (event === 'error') throw apiErrorFrom(500, response.headers, data)
+            if (event === 'id') {
+              id = String(data.id)
+              watchAbort(id)
+              yield emit({ ...data, type: 'id', id })
+            } else if (event === 'queued' || event === 'progress')
+              yield emit({ ...data, type: event })
+            else if (event === 'image')
+              yield emit({ type: 'image', image: toImage(data.image ?? data) })
+            else if (event === 'canceled') {
+              yield emit({ type: 'canceled', id: String(data.id ?? id) })
+              return
+            } else if (event === 'done') {
+              yield emit({
+                type: 'done',
+                result: toResult(toGeneration(data), response, data, started),
+              })
+              return
+            }
+            // Other event types (added by a newer API) are skipped.
+          }
+          dropped = new NetworkError('The event stream ended before `done`')
+        } catch (error) {
+          if (signal?.aborted) throw signal.reason
+          const mapped = toPiflowError(error)
+          if (!(mapped instanceof NetworkError)) throw mapped
+          dropped = mapped
+        }
+        // The connection dropped mid-generation. Nothing is lost server-side: follow it by id.
+        if (id === undefined || reconnects >= limit || signal?.aborted) {
+          const how = id === undefined ? 'client.get' : `client.resume('${id}')`
+          throw new NetworkError(`${dropped.message}; resume with ${how}`, { cause: dropped })
+        }
+        await sleep(backoff(retry, reconnects + 1), signal)
         response = await followGeneration(http, id, lastEventId, opts)
-      } catch (error) {
-        throw toPiflowError(error)
       }
+    } finally {
+      stopWatching?.()
     }
   }
 
-  return {
-    stream: (input: GenerateInput, opts: StreamOptions = {}) =>
-      asStream(streamEvents({ input }, opts)),
-    resume: (id: string, opts: StreamOptions & { lastEventId?: string } = {}) =>
-      asStream(
-        streamEvents(
-          { id, ...(opts.lastEventId === undefined ? {} : { lastEventId: opts.lastEventId }) },
-          opts,
-        ),
-      ),
-  }
+  return streamEvents
 }

@@ -30,6 +30,13 @@ export interface GenerateInput {
   response?: 'url' | 'base64'
   /** Streams only: attach small previews to `progress` events. @default true */
   preview?: boolean
+  /**
+   * An https URL the API POSTs this generation's events to (Standard Webhooks signatures, with the
+   * key's webhook secret); `http://localhost` only against a server in local mode.
+   */
+  webhook?: string
+  /** Which events go to `webhook`. @default ['completed'] */
+  webhookEvents?: ('start' | 'progress' | 'completed')[]
 }
 
 /** Per-call options; every call can be aborted. */
@@ -37,6 +44,17 @@ export interface RequestOptions {
   signal?: AbortSignal
   /** Overrides the automatic per-call `Idempotency-Key` (reuse one to safely replay a call across reloads). */
   idempotencyKey?: string
+}
+
+/** Options of a call that starts a generation. */
+export interface GenerateOptions extends RequestOptions {
+  /**
+   * When `signal` aborts after the API has told the generation's id (a stream's `id` event; for
+   * `generate`, the answer or `onProgress`'s stream), cancel the generation on the server too
+   * (`POST /v1/generations/:id/cancel`, best effort: its failure is ignored). `false` leaves it
+   * running, to `get` or `resume` later. @default true
+   */
+  cancelOnAbort?: boolean
 }
 
 /** One generated image. */
@@ -51,19 +69,25 @@ export interface GeneratedImage {
   /** Signed, expiring URL of the image (remote results). */
   url?: string
   sha256?: string
-  /** Encoded image bytes: always for local results, for remote ones with `response: 'base64'`. */
-  data?: Uint8Array
+  /**
+   * Encoded image bytes: always for local results, for remote ones with `response: 'base64'`. Backed
+   * by an `ArrayBuffer`, so `new Blob([image.data])` type-checks; or use `toBlob(image)`.
+   */
+  data?: Uint8Array<ArrayBuffer>
 }
 
 /** A generation, as `POST /v1/generations` and `GET /v1/generations/:id` return it. */
 export interface Generation {
   id: string
-  status: 'running' | 'succeeded' | 'failed'
+  /** `queued`: accepted while every backend is busy (see `queuePosition`). */
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled'
+  /** While `queued`: its place in the model's queue (1: next). */
+  queuePosition?: number
   model: string
   prompt: string
   nfe: number
   seed: number
-  /** Square output size in pixels. */
+  /** Square output size in pixels (above the model's native size: an upscale of the native image). */
   size: number
   guidance: number
   count: number
@@ -96,6 +120,18 @@ export interface Result<T> {
   requestId: string
   backend: Backend
   timings: Timings
+  /** True when the API answered with the stored result of an earlier call with the same Idempotency-Key. */
+  replayed?: boolean
+  /** Local results: why the provider that ran is not the first one tried (e.g. a software WebGPU adapter). */
+  reason?: string
+}
+
+/** `client.submit()`'s answer (`Prefer: respond-async`): the generation runs on; follow it by id. */
+export interface Submission {
+  id: string
+  status: Generation['status']
+  /** Absolute URLs of the generation: its record (`get`), its events (`stream`) and `cancel`. */
+  urls: { get: string; stream: string; cancel: string }
 }
 
 /** A file of a model, with the URL the SDK downloads it from. */
@@ -114,16 +150,23 @@ export interface ModelInfo {
   files: ModelFile[]
 }
 
-/** Events of `client.stream()`, in order: `id`, `progress`×nfe, `image`×count, `done`. */
+/**
+ * Events of `client.stream()`, in order: `id`, `queued`×(0…n, while waiting for a backend),
+ * `progress`×nfe, `image`×count, `done`; or `canceled` (last) when the generation was cancelled.
+ * A cached result sends its `progress` events too, at once and without previews (the result's
+ * `data.cached` says it was served from the cache).
+ */
 export type StreamEvent =
   | { type: 'id'; id: string; seed?: number; nfe?: number; model?: string; count?: number }
+  | { type: 'queued'; id?: string; queuePosition: number }
+  | { type: 'canceled'; id: string }
   | {
       type: 'progress'
       step: number
       nfe: number
       /** σ reached after this step. */
       sigma?: number
-      /** PNG data URI of the current estimate (remote streams with `preview`). */
+      /** PNG data URI of the current estimate (remote streams with `preview`; not on cache hits). */
       preview?: string
     }
   | { type: 'image'; image: GeneratedImage }
@@ -131,7 +174,10 @@ export type StreamEvent =
 
 /** An async iterable of {@link StreamEvent}s that can also be awaited as a whole. */
 export interface GenerationStream extends AsyncIterable<StreamEvent> {
-  /** Runs the stream to its end (if nobody iterates it) and resolves with the final result. */
+  /**
+   * Runs the stream to its end (if nobody iterates it) and resolves with the final result; rejects
+   * with a `GenerationCanceledError` when the generation was cancelled.
+   */
   done(): Promise<Result<Generation>>
 }
 

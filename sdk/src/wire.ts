@@ -1,12 +1,11 @@
 /**
  * @module wire
- * The API's wire, mapped onto the SDK's types: the endpoint calls (through the ky instance of a
+ * The API's wire, mapped onto the SDK's types: the endpoint calls (through the HTTP layer of a
  * client) and their JSON bodies as `Generation`s, images (base64 → bytes) and `{ data, requestId }`
  * results.
  */
-import type { KyInstance } from 'ky'
 import { PiflowError } from './errors.ts'
-import { toPiflowError } from './http.ts'
+import { type Http, toPiflowError } from './http.ts'
 import type { GeneratedImage, GenerateInput, Generation, RequestOptions, Result } from './types.ts'
 
 // biome-ignore lint/suspicious/noExplicitAny: wire JSON, narrowed field by field below
@@ -22,7 +21,12 @@ export const parseJson = (text: string): Json => {
   }
 }
 
-export const readJson = async (response: Response) => parseJson(await response.text())
+export const readJson = async (response: Response) =>
+  parseJson(
+    await response.text().catch((error) => {
+      throw toPiflowError(error)
+    }),
+  )
 
 /** A random UUID v4; `crypto.randomUUID` is missing outside secure contexts (plain-http pages). */
 const randomId = () =>
@@ -59,6 +63,7 @@ export const toResult = <T>(
   data,
   requestId: body?.requestId ?? response.headers.get('x-request-id') ?? '',
   backend: 'remote',
+  replayed: response.headers.get('idempotent-replayed') === 'true',
   // Server stage timings, with totalMs as the caller saw it (network and retries included).
   timings: { ...body?.timings, totalMs: now() - started },
 })
@@ -68,45 +73,55 @@ export const generationPath = (id: string) => `v1/generations/${encodeURICompone
 
 /** `POST /v1/generations`, with one automatic Idempotency-Key per logical call (retries reuse it). */
 export const postGeneration = (
-  http: KyInstance,
+  http: Http,
   input: GenerateInput,
   options: RequestOptions,
   accept: string,
+  prefer?: string,
 ) =>
-  http.post('v1/generations', {
+  http('v1/generations', {
+    method: 'post',
     json: input,
-    headers: { accept, 'idempotency-key': options.idempotencyKey ?? randomId() },
-    signal: options.signal ?? null,
+    headers: {
+      accept,
+      'idempotency-key': options.idempotencyKey ?? randomId(),
+      ...(prefer ? { prefer } : {}),
+    },
+    signal: options.signal,
   })
 
 /** `GET /v1/generations/:id` as an event stream, after `lastEventId` (all events without one). */
 export const followGeneration = (
-  http: KyInstance,
+  http: Http,
   id: string,
   lastEventId: string | undefined,
   options: RequestOptions,
 ) =>
-  http.get(generationPath(id), {
+  http(generationPath(id), {
     headers: {
       accept: 'text/event-stream',
       ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }),
     },
-    signal: options.signal ?? null,
+    signal: options.signal,
   })
 
-/** A JSON GET, its body mapped by `map` into a result. */
-export const getJson = async <T>(
-  http: KyInstance,
+/** A JSON call (GET unless `call` says otherwise), its body mapped by `map` into a result. */
+export const callJson = async <T>(
+  http: Http,
   path: string,
   options: RequestOptions,
   map: (body: Json) => T,
+  call: { method?: 'post'; json?: unknown; conflictIsFinal?: boolean } = {},
 ) => {
   const started = now()
-  try {
-    const response = await http.get(path, { signal: options.signal ?? null })
-    const body = await readJson(response)
-    return toResult(map(body), response, body, started)
-  } catch (error) {
-    throw toPiflowError(error)
-  }
+  const response = await http(path, { ...call, signal: options.signal })
+  const body = await readJson(response)
+  return toResult(map(body), response, body, started)
 }
+
+/** `POST /v1/generations/:id/cancel`: the record, `status: 'canceled'` (409 when it had finished). */
+export const cancelGeneration = (http: Http, id: string, options: RequestOptions) =>
+  callJson(http, `${generationPath(id)}/cancel`, options, toGeneration, {
+    method: 'post',
+    conflictIsFinal: true,
+  })

@@ -29,6 +29,7 @@ interface DemoImage {
 }
 interface DemoResult {
   backend: string
+  reason?: string
   integration: string
   requestId: string
   seed: number
@@ -70,14 +71,22 @@ describe.skipIf(skipReason)('SDK in headless Chromium', () => {
 
   // One context = one origin storage: pages opened in it share the Cache API (a reload, in effect).
   let context: BrowserContext
-  const openDemo = async (withApi: boolean) => {
-    const p = await context.newPage()
-    const query =
-      withApi && stack ? `?api=${encodeURIComponent(stack.workerUrl)}&key=${stack.apiKey}` : ''
-    await p.goto(`${server.url}/demo/index.html${query}`)
+  const openDemo = async (withApi: boolean, on: BrowserContext = context, query = '') => {
+    const p = await on.newPage()
+    const api =
+      withApi && stack ? `api=${encodeURIComponent(stack.workerUrl)}&key=${stack.apiKey}` : ''
+    await p.goto(`${server.url}/demo/index.html?${[api, query].filter(Boolean).join('&')}`)
     await p.waitForFunction(() => (window as { piflowDemo?: { ready: boolean } }).piflowDemo?.ready)
     return p
   }
+  /** The demo's overall load progress reports so far. */
+  const loadStages = (p: Page) =>
+    p.evaluate(() =>
+      (
+        window as unknown as { piflowDemo: { loadProgress: { stage: string }[] } }
+      ).piflowDemo.loadProgress.map((e) => e.stage),
+    )
+  const ortServed = () => [...server.served.keys()].filter((path) => path.startsWith('/ort/'))
   const generate = (p: Page, path: 'auto' | 'wasm' | 'webgpu', input = INPUT) =>
     p.evaluate(
       ([path, input]) =>
@@ -220,26 +229,63 @@ describe.skipIf(skipReason)('SDK in headless Chromium', () => {
     await p.close()
   })
 
-  it('serves a reload from the Cache API without downloading the model again', async () => {
-    // The WASM test above already downloaded the model into this context's cache; without an API
-    // configured the demo generates locally only.
-    if (!wasm) {
-      const first = await openDemo(false)
-      await generate(first, 'wasm')
-      await first.close()
-    }
+  it('serves a reload from the Cache API without downloading the model or the runtime again', async () => {
+    // A fresh context (empty Cache API); without an API configured the demo generates locally only.
+    const fresh = await browser.newContext()
     server.resetCounts()
-    const second = await openDemo(false)
+    const first = await openDemo(false, fresh)
+    await generate(first, 'wasm')
+    // One overall progress: downloads (model + onnxruntime-web's .wasm), compile, ready.
+    const stages = await loadStages(first)
+    expect(stages.filter((st, i) => st !== stages[i - 1])).toEqual(['download', 'compile', 'ready'])
+    expect(server.served.get('/ort/ort-wasm-simd-threaded.wasm')).toBeGreaterThan(1e6)
+    await first.close()
+
+    server.resetCounts()
+    const second = await openDemo(false, fresh)
     const again = await generate(second, 'wasm', { ...INPUT, seed: 8 })
     expect(again.backend).toBe('wasm')
     expect(again.images[0]?.seed).toBe(8)
     expect(server.served.has('/models/piflow-emoji/manifest.json')).toBe(true)
     expect(server.served.has('/models/piflow-emoji/student.onnx')).toBe(false)
-    await second.close()
+    expect(ortServed().filter((path) => path.endsWith('.wasm'))).toEqual([])
+    expect(new Set(await loadStages(second))).toEqual(new Set(['download', 'compile', 'ready']))
+    await fresh.close()
+  })
+
+  it('in auto, passes over the software (SwiftShader) WebGPU adapter and says why', async () => {
+    const fresh = await browser.newContext()
+    server.resetCounts()
+    const p = await openDemo(false, fresh)
+    const result = await generate(p, 'auto') // default providers ['webgpu', 'wasm'], integrator 'auto'
+    expect(result.backend).toBe('wasm')
+    expect(result.integration).toBe('cpu')
+    expect(result.reason).toMatch(/software \(fallback\)/)
+    // Not even the WebGPU build of onnxruntime-web is fetched.
+    expect(ortServed()).toContain('/ort/ort-wasm-simd-threaded.wasm')
+    expect(ortServed().filter((path) => /webgpu|jsep|asyncify|jspi/.test(path))).toEqual([])
+    if (wasm) expect(diff(wasm.images[0]!, result.images[0]!).max).toBe(0)
+    await fresh.close()
+  })
+
+  it("loads the model from the API's own /v1/models routes (modelBaseUrl)", async () => {
+    if (!stack) throw stackError
+    const fresh = await browser.newContext()
+    server.resetCounts()
+    const models = encodeURIComponent(`${stack.workerUrl}/v1/models/`)
+    const p = await openDemo(false, fresh, `models=${models}`)
+    const result = await generate(p, 'wasm')
+    expect(result.backend).toBe('wasm')
+    expect([...server.served.keys()].filter((path) => path.startsWith('/models/'))).toEqual([])
+    const reference = remote ?? wasm
+    if (reference)
+      expect(diff(reference.images[0]!, result.images[0]!).max).toBeLessThanOrEqual(MAX_LEVEL_DIFF)
+    await fresh.close()
   })
 
   it('tries WebGPU first and reports WASM + CPU policy when no adapter is available', async () => {
-    const p = await context.newPage()
+    const fresh = await browser.newContext() // empty Cache API: every file is fetched
+    const p = await fresh.newPage()
     // As on a machine without a usable GPU: navigator.gpu exists but yields no adapter.
     await p.addInitScript(() => {
       Object.defineProperty(navigator.gpu, 'requestAdapter', { value: async () => null })
@@ -250,12 +296,12 @@ describe.skipIf(skipReason)('SDK in headless Chromium', () => {
     const result = await generate(p, 'auto') // default providers ['webgpu', 'wasm'], integrator 'auto'
     expect(result.backend).toBe('wasm')
     expect(result.integration).toBe('cpu')
+    expect(result.reason).toMatch(/webgpu: no WebGPU adapter/)
     // Without a device the 2x larger WebGPU build of onnxruntime-web is never fetched.
-    const ortFiles = [...server.served.keys()].filter((path) => path.startsWith('/ort/'))
-    expect(ortFiles).toContain('/ort/ort-wasm-simd-threaded.wasm')
-    expect(ortFiles.filter((path) => /webgpu|jsep|asyncify|jspi/.test(path))).toEqual([])
+    expect(ortServed()).toContain('/ort/ort-wasm-simd-threaded.wasm')
+    expect(ortServed().filter((path) => /webgpu|jsep|asyncify|jspi/.test(path))).toEqual([])
     if (wasm) expect(diff(wasm.images[0]!, result.images[0]!).max).toBe(0)
-    await p.close()
+    await fresh.close()
   })
 
   it('refuses a model file whose sha256 does not match the manifest', async () => {

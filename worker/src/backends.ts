@@ -7,6 +7,7 @@
  * cheap, and each isolate learns about a dead backend within a few requests.
  */
 
+import { CANCEL_ID_HEADER } from '@piflow/protocol'
 import type { BackendConfig } from './env.ts'
 import { BackendError } from './errors.ts'
 
@@ -102,11 +103,32 @@ export class BackendRouter {
   readonly #backends: BackendConfig[]
   readonly #secret: string
   readonly #timeoutMs: number
+  /** sent as X-Piflow-Request-Id on every call (the generation id), so {@link cancel} can name it */
+  readonly #requestId: string | undefined
+  /** backends this router has sent requests to: where a cancel must go */
+  readonly #contacted = new Set<BackendConfig>()
 
-  constructor(backends: BackendConfig[], secret: string, timeoutMs: number) {
+  constructor(
+    backends: BackendConfig[],
+    secret: string,
+    timeoutMs: number,
+    options?: { requestId?: string },
+  ) {
     this.#backends = backends
     this.#secret = secret
     this.#timeoutMs = timeoutMs
+    this.#requestId = options?.requestId
+  }
+
+  /**
+   * Tells every backend this router used to stop what it still runs under the router's request id
+   * (`POST /v1/requests/:id/cancel`, backend/PROTOCOL.md). Best effort: the aborted fetch has closed
+   * its connection too, which stops the backend alike; a 404 (nothing left in flight) is expected.
+   */
+  async cancel(): Promise<void> {
+    const id = this.#requestId
+    if (id === undefined) return
+    await this.#postToEach([...this.#contacted], `/v1/requests/${encodeURIComponent(id)}/cancel`)
   }
 
   /** The per-attempt timeout; for a stream ({@link open}), the longest silence it tolerates. */
@@ -119,8 +141,13 @@ export class BackendRouter {
    * generation takes it). Resolves true when one answered 2xx; failures are answers too (false).
    */
   async broadcast(path: string): Promise<boolean> {
-    const answers = await Promise.all(
-      this.#backends.map(async (backend) => {
+    return (await this.#postToEach(this.#backends, path)).includes(true)
+  }
+
+  /** `{}` POSTed to `path` on each of `backends` at once, within the probe timeout: who answered 2xx. */
+  #postToEach(backends: BackendConfig[], path: string): Promise<boolean[]> {
+    return Promise.all(
+      backends.map(async (backend) => {
         try {
           const response = await fetch(`${backend.url}${path}`, {
             method: 'POST',
@@ -133,12 +160,12 @@ export class BackendRouter {
           })
           await response.body?.cancel()
           return response.ok
-        } catch {
+        } catch (error) {
+          console.error(`POST ${path} on ${backend.id} failed`, error)
           return false
         }
       }),
     )
-    return answers.includes(true)
   }
 
   /** Health of each backend (probes every backend's /readyz now). */
@@ -297,6 +324,7 @@ export class BackendRouter {
     const signal = options?.signal
       ? AbortSignal.any([options.signal, deadline.signal])
       : deadline.signal
+    this.#contacted.add(backend)
     try {
       // Only our own secret goes to backends: callers' Authorization is never forwarded.
       const response = await fetch(`${backend.url}${path}`, {
@@ -304,6 +332,7 @@ export class BackendRouter {
         headers: {
           'Content-Type': options?.contentType ?? 'application/octet-stream',
           ...options?.headers,
+          ...(this.#requestId === undefined ? {} : { [CANCEL_ID_HEADER]: this.#requestId }),
           'X-Piflow-Backend-Secret': this.#secret,
         },
         body,

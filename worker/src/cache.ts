@@ -8,7 +8,7 @@
  * memo: entries are immutable (the key includes the model file's sha256), so it can never be stale.
  */
 import { sha256Hex } from './crypto.ts'
-import type { GenerationRecord, NormalizedRequest, StoredImage } from './records.ts'
+import type { GenerationRecord, NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
 
 const CACHE_NAME = 'piflow-results'
 const CACHE_ORIGIN = 'https://cache.piflow.internal'
@@ -21,14 +21,31 @@ export interface CachedResult {
   backends: string[]
 }
 
+/**
+ * The progress a cache hit's streams replay: one event per NFE of the request's schedule (step, nfe,
+ * σ; no preview), so a client that expects `progress` × nfe before the images gets them, with the ids
+ * a generated stream would use. The `id` event's `cached: true` says no step was run.
+ */
+export function cachedSteps(nfe: number, sigmas: readonly number[] | undefined): ProgressInfo[] {
+  return Array.from({ length: nfe }, (_, k) => {
+    const sigma = sigmas?.[k]
+    return { step: k + 1, nfe, ...(sigma === undefined ? {} : { sigma }) }
+  })
+}
+
 /** The `cached: true` record of a cache hit, from the running record of its request. */
-export function cacheHitRecord(base: GenerationRecord, hit: CachedResult): GenerationRecord {
+export function cacheHitRecord(
+  base: GenerationRecord,
+  hit: CachedResult,
+  steps: ProgressInfo[],
+): GenerationRecord {
   const nfe = base.request.nfe
   return {
     ...base,
     status: 'succeeded',
     cached: true,
     progress: { step: nfe, nfe },
+    steps,
     images: hit.images,
     integration: hit.integration,
     timings: { ...base.timings, totalMs: Date.now() - Date.parse(base.createdAt) },

@@ -3,8 +3,10 @@
  * The worker's bindings and the one place where string vars become typed, validated settings.
  */
 import { z } from 'zod'
+import type { Admission } from './durable/admission.ts'
 import type { Ledger } from './durable/ledger.ts'
 import type { RateLimiter } from './durable/rate-limiter.ts'
+import type { WebhookOutbox } from './durable/webhook-outbox.ts'
 import { ConfigError } from './errors.ts'
 
 /** Bindings declared in wrangler.toml (plus secrets from `--var`, .dev.vars or `wrangler secret`). */
@@ -13,6 +15,8 @@ export interface Env {
   IMAGES: R2Bucket
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>
   LEDGER: DurableObjectNamespace<Ledger>
+  ADMISSION: DurableObjectNamespace<Admission>
+  WEBHOOKS: DurableObjectNamespace<WebhookOutbox>
   ASSETS: Fetcher
   PIFLOW_ENV?: string
   PIFLOW_MODELS?: string
@@ -25,6 +29,7 @@ export interface Env {
   PIFLOW_RATE_LIMIT?: string
   PIFLOW_SSE_KEEPALIVE_MS?: string
   PIFLOW_PUBLIC_ORIGIN?: string
+  PIFLOW_QUEUE_LIMIT?: string
 }
 
 /** One inference backend the worker may route student forwards (or whole generations) to. */
@@ -57,6 +62,8 @@ export interface Settings {
   sseKeepaliveMs: number
   /** origin of every absolute URL the worker emits; unset (local only): the request's own origin */
   publicOrigin: string | undefined
+  /** generations that may wait per model once the backends' capacity is taken (0: none wait) */
+  queueLimit: number
 }
 
 const backendList = z
@@ -140,6 +147,14 @@ function parsePublicOrigin(raw: string | undefined, production: boolean): string
   return url.origin
 }
 
+function parseQueueLimit(raw: string | undefined): number {
+  const value = raw === undefined || raw.trim() === '' ? 32 : Number(raw)
+  if (!Number.isInteger(value) || value < 0 || value > 10_000) {
+    throw new ConfigError('PIFLOW_QUEUE_LIMIT must be an integer 0 … 10000')
+  }
+  return value
+}
+
 const cache = new WeakMap<object, Settings>()
 
 /** Typed settings for this env (memoised per env object, i.e. per isolate). */
@@ -176,6 +191,7 @@ export function settings(env: Env): Settings {
     rateLimit: parseRateLimit(env.PIFLOW_RATE_LIMIT),
     sseKeepaliveMs: Math.max(50, Number(env.PIFLOW_SSE_KEEPALIVE_MS ?? 15_000) || 15_000),
     publicOrigin: parsePublicOrigin(env.PIFLOW_PUBLIC_ORIGIN, env.PIFLOW_ENV === 'production'),
+    queueLimit: parseQueueLimit(env.PIFLOW_QUEUE_LIMIT),
   }
   cache.set(env, result)
   return result

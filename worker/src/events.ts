@@ -3,13 +3,14 @@
  * The SSE events of a generation and their ids. An id is the event's position in a complete stream,
  * fixed by the request alone:
  *
- *   0 `id` · 1…nfe `progress` (= its step) · nfe+1+i `image` i · nfe+count+1 `done` | `error`
+ *   0 `id` · 1…nfe `progress` (= its step) · nfe+1+i `image` i · nfe+count+1 `done` | `error` | `canceled`
  *
  * so the stream of the POST that started a generation, a cache hit's short stream and a later
  * `GET /v1/generations/:id` resume all number the same event alike, and `Last-Event-ID` means the same
  * thing whichever of them the client read. Ids may skip (a cache hit has no progress events).
  */
 import { BadRequestError } from './errors.ts'
+import { isLive } from './lease.ts'
 import type { GenerationRecord, NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
 
 /** One event of a generation's stream, before rendering. */
@@ -19,6 +20,13 @@ export type StreamEvent =
   | { seq: number; type: 'image'; image: StoredImage }
   | { seq: number; type: 'done' }
   | { seq: number; type: 'error' }
+  | { seq: number; type: 'canceled' }
+
+/** The event that ends a finished record's stream. */
+export function terminalType(record: GenerationRecord): 'done' | 'error' | 'canceled' {
+  if (record.status === 'canceled') return 'canceled'
+  return record.error ? 'error' : 'done'
+}
 
 type Shape = Pick<NormalizedRequest, 'nfe' | 'count'>
 
@@ -43,8 +51,8 @@ export function recordEvents(record: GenerationRecord, afterSeq = -1): StreamEve
   for (const image of record.images) {
     events.push({ seq: imageSeq(request, image.index), type: 'image', image })
   }
-  if (record.status !== 'running') {
-    events.push({ seq: terminalSeq(request), type: record.error ? 'error' : 'done' })
+  if (!isLive(record)) {
+    events.push({ seq: terminalSeq(request), type: terminalType(record) })
   }
   return events.filter((event) => event.seq > afterSeq)
 }

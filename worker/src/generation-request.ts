@@ -18,6 +18,7 @@ import type { AppEnv } from './hono-env.ts'
 import { type ServedModel, servedModel } from './models.ts'
 import type { NormalizedRequest } from './records.ts'
 import { fieldErrors, type GenerationRequest, generationRequestSchema } from './schemas.ts'
+import { refuseWebhookTarget } from './webhooks.ts'
 
 /** A request ready to run. */
 export interface GenerationRequestInfo {
@@ -63,11 +64,25 @@ function modelVersion(model: ServedModel, nfe: number): string {
   return (studentKey && model.manifest.files[studentKey]?.sha256) || 'unknown'
 }
 
+/** A webhook target refused by the SSRF rules (webhooks.ts) is a 422 `webhook_url_refused`. */
+function checkWebhook(body: GenerationRequest, local: boolean): void {
+  if (body.webhook === undefined) {
+    if (body.webhookEvents !== undefined) {
+      throw new ValidationError([{ path: 'webhookEvents', message: 'needs a webhook' }])
+    }
+    return
+  }
+  const refused = refuseWebhookTarget(body.webhook, local)
+  if (refused)
+    throw new ValidationError([{ path: 'webhook', message: refused }], 'webhook_url_refused')
+}
+
 /** Validates and normalises `c.var.jsonBody` for the calling key. */
 export async function readGenerationRequest(c: Context<AppEnv>): Promise<GenerationRequestInfo> {
   const parsed = generationRequestSchema.safeParse(c.var.jsonBody)
   if (!parsed.success) throw new ValidationError(fieldErrors(parsed.error))
   const body = parsed.data
+  checkWebhook(body, c.var.settings.local)
   const model = await modelOf(c, body.model)
   const normalized: NormalizedGeneration = normalizeFor(body, model, c.var.principal.maxCount)
   const { params, seeded } = normalized

@@ -19,9 +19,13 @@ import { health } from './routes/health.ts'
 import { images } from './routes/images.ts'
 import { keys } from './routes/keys.ts'
 import { models } from './routes/models.ts'
+import { tokens } from './routes/tokens.ts'
+import { webhookSecretRoute } from './routes/webhook-secret.ts'
 
+export { Admission } from './durable/admission.ts'
 export { Ledger } from './durable/ledger.ts'
 export { RateLimiter } from './durable/rate-limiter.ts'
+export { WebhookOutbox } from './durable/webhook-outbox.ts'
 
 /** The Hono app (exported for `app.request()` tests); the Worker's default export serves it. */
 export const app = new Hono<AppEnv>()
@@ -47,7 +51,15 @@ app.use(
   '/v1/*',
   cors({
     origin: '*',
-    allowHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'Accept', 'X-Request-Id'],
+    allowHeaders: [
+      'Authorization',
+      'Content-Type',
+      'Idempotency-Key',
+      'Accept',
+      'X-Request-Id',
+      'Prefer',
+      'Last-Event-ID',
+    ],
     exposeHeaders: [
       'X-Request-Id',
       'Retry-After',
@@ -55,6 +67,8 @@ app.use(
       'RateLimit-Policy',
       'Idempotent-Replayed',
       'ETag',
+      'Location',
+      'Preference-Applied',
     ],
     maxAge: 600,
   }),
@@ -65,6 +79,8 @@ app.route('/v1/generations', generations)
 app.route('/v1/models', models)
 app.route('/v1/images', images)
 app.route('/v1/keys', keys)
+app.route('/v1/tokens', tokens)
+app.route('/v1/webhook-secret', webhookSecretRoute)
 app.get('/openapi.json', (c) => c.json(openApiDocument()))
 app.get('/v1/openapi.json', (c) => c.json(openApiDocument()))
 

@@ -3,19 +3,30 @@
  * A running generation, decoupled from the response that started it: it records its state in the
  * tenant's Ledger, fans its events out to whoever listens (an SSE stream) and keeps going when that
  * listener disconnects (the caller registers `done` with `waitUntil`), so `GET /v1/generations/:id`
- * always has the result.
+ * always has the result. A cancel (`POST /v1/generations/:id/cancel`, on any isolate) is written to
+ * the Ledger, which wakes the job's {@link Ledger.waitForCancel} call: the job aborts its step loop at
+ * the next NFE boundary (its backend call is aborted and the backend told to stop) and ends `canceled`.
  */
 import type { BackendRouter } from './backends.ts'
 import { storeResult } from './cache.ts'
-import type { Ledger } from './durable/ledger.ts'
+import { ADMISSION_WAIT_MAX_MS, type Admission, type AdmissionState } from './durable/admission.ts'
+import { type Ledger, WATCH_MAX_MS } from './durable/ledger.ts'
 import { ApiError } from './errors.ts'
 import { withoutPreview } from './events.ts'
-import { type GenerationPlan, runGeneration } from './generate.ts'
+import { type GenerationHooks, type GenerationPlan, runGeneration } from './generate.ts'
 import { LEASE_MS, LEASE_RENEW_MS } from './lease.ts'
-import type { GenerationRecord, ProgressInfo, StoredImage } from './records.ts'
+import {
+  canceledRecord,
+  type GenerationRecord,
+  isTransientFailure,
+  type ProgressInfo,
+  type StoredImage,
+} from './records.ts'
+import { sendWebhook, type WebhookTarget } from './webhooks.ts'
 
 /** What a job reports while it runs. */
 export type JobEvent =
+  | { type: 'queued'; position: number }
   | { type: 'progress'; progress: ProgressInfo }
   | { type: 'image'; image: StoredImage; png: Uint8Array }
 
@@ -27,10 +38,20 @@ export interface JobOptions {
   ledger: DurableObjectStub<Ledger>
   /** set for seeded requests: where the result is cached */
   cacheHash?: string
+  /**
+   * The model's admission slot (durable/admission.ts), when the backends' capacity is bounded: the job
+   * renews it with its lease and frees it when it ends; `position` is set when it starts queued.
+   */
+  admission?: { slots: DurableObjectStub<Admission>; position?: number }
+  /** set when the request asked for webhooks: where they go, and how the final record is rendered */
+  webhook?: { target: WebhookTarget; render: (record: GenerationRecord) => Promise<unknown> }
   /** set when the request carried an Idempotency-Key */
   idempotencyKey?: string
-  /** gives the request's quota back: called when the generation fails for backend reasons (≥ 502) */
-  refundQuota?: () => Promise<void>
+  /**
+   * gives the request's quota back: all of it when the generation fails for backend reasons (≥ 502),
+   * the images not produced when it is canceled
+   */
+  refundQuota?: (units?: number) => Promise<void>
   /**
    * Record each step and image in the Ledger as it happens (for `GET` progress and SSE resumes of
    * the running generation). Streamed requests only: a JSON caller sees nothing until the end, and
@@ -65,6 +86,8 @@ export class GenerationJob {
   storeMs = 0
   /** Renews the record's lease while the job runs (lease.ts); cleared when the final record is issued. */
   readonly #leaseTimer: ReturnType<typeof setInterval>
+  /** Aborted when the generation is canceled: stops the step loop and its backend call. */
+  readonly #cancel = new AbortController()
 
   constructor(options: JobOptions) {
     const record = { ...options.record, leaseUntil: Date.now() + LEASE_MS }
@@ -75,14 +98,80 @@ export class GenerationJob {
     this.#pending.push(this.stored)
     this.#leaseTimer = setInterval(() => this.#renewLease(options), LEASE_RENEW_MS)
     this.done = this.#run({ ...options, record })
-    this.settled = this.done.then(() => this.#cacheWrite)
+    const watching = this.#watchForCancel(options)
+    this.settled = Promise.all([this.done.then(() => this.#cacheWrite), watching])
+  }
+
+  /**
+   * Waits on the Ledger for a cancel while the job runs (one long call at a time, so a cancel landing
+   * on any isolate reaches this one at once) and aborts the run when it comes.
+   */
+  async #watchForCancel(options: JobOptions): Promise<void> {
+    const { ledger, record, router } = options
+    while (!this.#finalIssued) {
+      let canceled: boolean
+      try {
+        canceled = await ledger.waitForCancel(record.id, WATCH_MAX_MS)
+      } catch (error) {
+        // A failed watch must not spin; the lease renewal keeps running meanwhile.
+        console.error('watching for a cancel failed', error)
+        await new Promise((resolve) => setTimeout(resolve, LEASE_RENEW_MS))
+        continue
+      }
+      if (canceled && !this.#finalIssued) {
+        this.#cancel.abort(new DOMException('The generation was canceled', 'AbortError'))
+        await router.cancel()
+        return
+      }
+    }
   }
 
   /** A missed renewal is harmless (the lease outlasts several); a dead job renews nothing. */
   #renewLease(options: JobOptions): void {
+    const until = Date.now() + LEASE_MS
     options.ledger
-      .renewLease(options.record.id, Date.now() + LEASE_MS)
+      .renewLease(options.record.id, until)
       .catch((error) => console.error('renewing the generation lease failed', error))
+    options.admission?.slots
+      .renew(options.record.id, until)
+      .catch((error) => console.error('renewing the admission slot failed', error))
+  }
+
+  /** Stores a webhook event for delivery (durable/webhook-outbox.ts) before the final record is. */
+  #webhook(options: JobOptions, event: 'start' | 'progress', data: unknown, step?: number): void {
+    if (!options.webhook) return
+    const sent = sendWebhook(options.webhook.target, options.record.id, event, data, step)
+    sent.catch((error) => console.error(`storing the ${event} webhook failed`, error))
+    this.#pending.push(sent)
+  }
+
+  /**
+   * Waits in the model's queue until the job's slot runs, reporting each new position (SSE `queued`,
+   * and the record for GET); a cancel meanwhile aborts the wait. Then the record says `running`.
+   */
+  async #waitForSlot(options: JobOptions): Promise<void> {
+    const { admission, ledger, record } = options
+    if (!admission || admission.position === undefined) return
+    let position: number = admission.position
+    const signal = this.#cancel.signal
+    const canceled = new Promise<never>((_, reject) => {
+      signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+    })
+    canceled.catch(() => {})
+    for (;;) {
+      signal.throwIfAborted()
+      const state: AdmissionState = await Promise.race([
+        admission.slots.wait(record.id, position, ADMISSION_WAIT_MAX_MS),
+        canceled,
+      ])
+      if (state.kind === 'admitted') break
+      if (state.position !== position) {
+        position = state.position
+        this.#emit({ type: 'queued', position })
+        this.#pending.push(ledger.patchGeneration(record.id, { queuePosition: position }))
+      }
+    }
+    this.#pending.push(ledger.patchGeneration(record.id, { status: 'running' }))
   }
 
   /** Receives past events at once, then live ones; returns the unsubscribe function. */
@@ -105,10 +194,16 @@ export class GenerationJob {
     const images: StoredImage[] = []
     let next: GenerationRecord
     try {
-      const outcome = await runGeneration(options.plan, options.router, options.bucket, {
+      const hooks: GenerationHooks = {
         onProgress: (progress) => {
           steps.push(progress)
           this.#emit({ type: 'progress', progress })
+          this.#webhook(
+            options,
+            'progress',
+            { id: record.id, ...withoutPreview(progress) },
+            progress.step,
+          )
           if (!options.recordProgress) return
           // Calls on one stub arrive in order, so the final put below lands after these patches.
           // Resumed streams (GET with Last-Event-ID) replay `steps`; only the latest preview is kept.
@@ -128,7 +223,17 @@ export class GenerationJob {
             pending.push(ledger.patchGeneration(record.id, { images: [...images] }))
           }
         },
-      })
+      }
+      await this.#waitForSlot(options)
+      this.#webhook(options, 'start', { id: record.id, status: 'running' })
+      const signal = this.#cancel.signal
+      const outcome = await runGeneration(
+        options.plan,
+        options.router,
+        options.bucket,
+        hooks,
+        signal,
+      )
       next = {
         ...record,
         steps: steps.map(withoutPreview),
@@ -152,18 +257,24 @@ export class GenerationJob {
           integration: record.integration,
           backends: outcome.backends,
         }
-        this.#cacheWrite = outcome.stored
+        // Only a result that stayed succeeded is cached: a cancel decided meanwhile wins (Ledger).
+        this.#cacheWrite = Promise.all([outcome.stored, finished])
           .then(
-            () => storeResult(cacheHash, result, options.bucket),
+            ([, final]) =>
+              final.status === 'succeeded' ? storeResult(cacheHash, result, options.bucket) : null,
             () => undefined, // no PNGs, no cache entry; `done` reports the failure
           )
           // An optimisation only: a lost cache entry costs a generation, never a wrong answer.
           .catch((error) => console.error('caching the result failed', error))
       }
-      await Promise.all([outcome.stored, finished])
+      const [, final] = await Promise.all([outcome.stored, finished])
       this.storeMs = Date.now() - storeStarted
-      return next
+      return final
     } catch (error) {
+      if (this.#cancel.signal.aborted) {
+        const canceled = canceledRecord({ ...record, steps: steps.map(withoutPreview) })
+        return this.#finish(options, { ...canceled, progress: progressOf(steps, record) })
+      }
       const apiError =
         error instanceof ApiError
           ? error
@@ -185,33 +296,47 @@ export class GenerationJob {
         },
       }
     }
-    await this.#finish(options, next)
-    return next
+    return this.#finish(options, next)
   }
 
   /**
    * Stores the final record after every pending patch (calls on one stub arrive in order) and settles
-   * the Idempotency-Key; a transient backend failure releases it so the client's retry runs again,
-   * and gives the request's quota back.
+   * the Idempotency-Key in the same Ledger call (a transient backend failure releases it so the
+   * client's retry runs again); returns the stored record, `canceled` if a cancel won. Gives the quota
+   * back: all of it after a transient failure, the images not produced after a cancel.
    */
-  async #finish(options: JobOptions, next: GenerationRecord): Promise<void> {
+  async #finish(options: JobOptions, next: GenerationRecord): Promise<GenerationRecord> {
     this.#finalIssued = true
     clearInterval(this.#leaseTimer)
-    const writes: Promise<unknown>[] = [options.ledger.putGeneration(next)]
-    // 502/503/504: the backends failed, not the caller; the caller's retry should run and cost once.
-    const transient = (next.error?.status ?? 0) >= 502
-    if (options.idempotencyKey) {
-      writes.push(
-        options.ledger.finishIdempotent(options.idempotencyKey, transient ? 'release' : 'keep'),
-      )
+    const stored = options.ledger.finishGeneration(next, options.idempotencyKey)
+    const released = options.admission?.slots
+      .release(next.id)
+      .catch((error) => console.error('releasing the admission slot failed', error))
+    const [final] = await Promise.all([stored, Promise.allSettled(this.#pending), released])
+    if (options.webhook) {
+      // Stored before the response goes out: `completed` is delivered at least once, whatever happens next.
+      const { target, render } = options.webhook
+      await render(final)
+        .then((data) => sendWebhook(target, final.id, 'completed', data))
+        .catch((error) => console.error('storing the completed webhook failed', error))
     }
-    if (transient && options.refundQuota) {
-      writes.push(
-        options.refundQuota().catch((error) => console.error('refunding the quota failed', error)),
-      )
+    const refund = isTransientFailure(final)
+      ? final.request.count
+      : final.status === 'canceled'
+        ? final.request.count - final.images.length
+        : 0
+    if (refund > 0 && options.refundQuota) {
+      await options
+        .refundQuota(refund)
+        .catch((error) => console.error('refunding the quota failed', error))
     }
-    await Promise.all([Promise.allSettled(this.#pending), ...writes])
+    return final
   }
+}
+
+/** Where a stopped job got to: its last step (0 before the first). */
+function progressOf(steps: ProgressInfo[], record: GenerationRecord): GenerationRecord['progress'] {
+  return { step: steps.at(-1)?.step ?? 0, nfe: record.request.nfe }
 }
 
 /**

@@ -24,6 +24,8 @@ export interface Principal {
   scopes: readonly Scope[]
   rateLimit: ApiKeyRecord['rateLimit']
   maxCount: number | undefined
+  /** how the caller authenticated: the API key itself, or a client token minted with it (tokens.ts) */
+  credential: 'key' | 'token'
 }
 
 // Compared against when the key id is unknown, so unknown ids cost the same as wrong secrets.
@@ -69,6 +71,7 @@ async function lookupApiKey(
     scopes: record.scopes,
     rateLimit: record.rateLimit,
     maxCount: record.maxCount,
+    credential: 'key',
   }
 }
 

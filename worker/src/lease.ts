@@ -13,7 +13,7 @@
  * imported, so this module stays free of Workers types (the reliability suites import its constants).
  */
 export interface LeasedRecord {
-  status: 'running' | 'succeeded' | 'failed'
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled'
   createdAt: string
   completedAt: string | null
   leaseUntil?: number
@@ -35,9 +35,13 @@ export function leaseEnd(record: LeasedRecord): number {
   return record.leaseUntil ?? Date.parse(record.createdAt) + LEASE_MS
 }
 
-/** True when `record` says running but its job stopped renewing the lease: it will never finish. */
+/** True while a generation has not ended: queued for a slot, or running. */
+export const isLive = (record: Pick<LeasedRecord, 'status'>) =>
+  record.status === 'running' || record.status === 'queued'
+
+/** True when `record` says queued or running but its job stopped renewing the lease: it will never finish. */
 export function isAbandoned(record: LeasedRecord, now = Date.now()): boolean {
-  return record.status === 'running' && leaseEnd(record) <= now
+  return isLive(record) && leaseEnd(record) <= now
 }
 
 /** The failed record an abandoned generation becomes. 503: the service failed, a retry may succeed. */

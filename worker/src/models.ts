@@ -5,9 +5,10 @@
  * immutable (the manifest pins their sha256), so the asset CDN serves them; see routes/models.ts.
  */
 import { createTokenizer, type Manifest, parseManifest, type Tokenizer } from '@piflow/models'
+import { samplingFor } from '@piflow/protocol'
 import type { Env, Settings } from './env.ts'
 import { ApiError, NotFoundError } from './errors.ts'
-import { listedByBackend, type RemoteModel, remoteModel } from './remote-models.ts'
+import { listedByBackend, type RemoteModel, remoteModel, remoteSigmas } from './remote-models.ts'
 
 /** A model ready to generate with: an ONNX student whose sampler runs here (manifest from assets). */
 export interface LoadedModel {
@@ -78,4 +79,10 @@ export async function getModel(
     model.catch(() => loaded.delete(id))
   }
   return model
+}
+
+/** σ at the end of each NFE step of `nfe` for `model` (undefined for a backend that declares no schedule). */
+export function stepSigmas(model: ServedModel, nfe: number): number[] | undefined {
+  if (model.kind === 'remote') return remoteSigmas(model, nfe)
+  return samplingFor(model.manifest, nfe).schedule.steps.map((step) => step.sigmaDst)
 }

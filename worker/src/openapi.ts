@@ -48,7 +48,11 @@ export function openApiDocument(): object {
     components: {
       schemas,
       securitySchemes: {
-        bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'pf_<id>_<secret>' },
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'pf_<id>_<secret> (API key) or pft_… (client token, POST /v1/tokens)',
+        },
       },
     },
     paths: {
@@ -66,16 +70,33 @@ export function openApiDocument(): object {
               description:
                 'Same key + same body replays the stored result; while the first is running → 409; different body → 422.',
             },
+            {
+              name: 'Prefer',
+              in: 'header',
+              required: false,
+              schema: { type: 'string' },
+              description:
+                '`respond-async`: answer 202 with the id and URLs as soon as the generation is stored; it runs on (follow it with GET, or its event stream).',
+            },
           ],
           requestBody: { required: true, content: json('GenerationRequest') },
           responses: {
             200: {
-              description: `The finished generation (JSON), or an SSE stream of events id, progress (one per NFE, optional preview data URI), image, done (or error), with keepalive comments. Body limit ${MAX_BODY_BYTES} bytes.`,
+              description: `The finished generation (JSON), or an SSE stream of events id, queued ({id, status, queuePosition}, while waiting for a backend slot, re-sent when the position changes), progress (one per NFE, optional preview data URI), image, done (or error, or canceled {id, status}), with keepalive comments. Body limit ${MAX_BODY_BYTES} bytes.`,
               headers: rateLimitHeaders,
               content: {
                 ...json('Generation'),
                 'text/event-stream': { schema: { type: 'string' } },
               },
+            },
+            202: {
+              description:
+                'Prefer: respond-async — accepted; Location is the generation, Preference-Applied: respond-async',
+              headers: {
+                Location: { schema: { type: 'string' } },
+                'Preference-Applied': { schema: { type: 'string' } },
+              },
+              content: json('AcceptedGeneration'),
             },
             400: error('Malformed JSON or header'),
             401: error('Missing or unknown API key'),
@@ -88,14 +109,19 @@ export function openApiDocument(): object {
             413: error('Body too large'),
             415: error('Body is not application/json in UTF-8'),
             422: error(
-              'Invalid values (error.fields lists them) or Idempotency-Key reused with another body',
+              'Invalid values (error.fields lists them), webhook_url_refused (a private, loopback or non-https webhook), or Idempotency-Key reused with another body',
             ),
             429: {
               ...error('Quota exhausted'),
               headers: { ...rateLimitHeaders, 'Retry-After': { schema: { type: 'integer' } } },
             },
             502: error('Backend failed'),
-            503: error('No backend available'),
+            503: {
+              ...error(
+                'No backend available, or queue_full: every backend slot is taken and PIFLOW_QUEUE_LIMIT generations wait',
+              ),
+              headers: { 'Retry-After': { schema: { type: 'integer' } } },
+            },
             504: error('Backend timed out'),
           },
         },
@@ -136,6 +162,28 @@ export function openApiDocument(): object {
             401: error('Missing or unknown API key'),
             403: error('Key lacks the generations:read scope'),
             404: error('Unknown id'),
+          },
+        },
+      },
+      '/v1/generations/{id}/cancel': {
+        post: {
+          operationId: 'cancelGeneration',
+          summary:
+            'Cancel a running generation (the key that owns it): it reads canceled at once (GET, SSE event canceled), its job stops at the next NFE boundary and tells its backend to stop; the quota of images not produced is given back, nothing is cached, an Idempotency-Key replays the canceled record',
+          security: bearer,
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            200: {
+              description:
+                'The generation, status canceled (the decided outcome; its job may still be stopping)',
+              content: json('Generation'),
+            },
+            401: error('Missing or unknown API key'),
+            403: error('Key lacks the generations:write scope'),
+            404: error('Unknown id, or another key’s generation (generation_not_found)'),
+            409: error(
+              'generation_finished: it already succeeded, failed or was canceled (error.status says which)',
+            ),
           },
         },
       },
@@ -203,6 +251,37 @@ export function openApiDocument(): object {
             400: error('Malformed Authorization header'),
             401: error('Missing or unknown key'),
             403: error("Not the calling key's id"),
+          },
+        },
+      },
+      '/v1/tokens': {
+        post: {
+          operationId: 'createToken',
+          summary:
+            'Mint a short-lived client token with an API key (for browsers: the key stays on your server). It is sent like the key, acts as the key (same generations, same quota) with the scopes asked for, expires (401 token_expired) and dies with the key',
+          security: bearer,
+          requestBody: { required: true, content: json('TokenRequest') },
+          responses: {
+            201: { description: 'The token', content: json('ClientToken') },
+            401: error('Missing or unknown API key'),
+            403: error(
+              'token_cannot_mint (a client token cannot mint tokens), or forbidden (scopes the key lacks)',
+            ),
+            415: error('Body is not application/json in UTF-8'),
+            422: error('Invalid ttlSeconds (1 … 3600) or scopes'),
+          },
+        },
+      },
+      '/v1/webhook-secret': {
+        get: {
+          operationId: 'getWebhookSecret',
+          summary:
+            "The calling key's webhook signing secret (Standard Webhooks whsec_…; derived from the key, stable until the key is replaced)",
+          security: bearer,
+          responses: {
+            200: { description: 'The secret', content: json('WebhookSecret') },
+            401: error('Missing or unknown API key'),
+            403: error('A client token cannot read it'),
           },
         },
       },

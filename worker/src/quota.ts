@@ -10,8 +10,8 @@ import type { AppEnv } from './hono-env.ts'
 
 const POLICY = 'images'
 
-/** Gives the units of one {@link consumeQuota} back. */
-export type QuotaRefund = () => Promise<void>
+/** Gives units of one {@link consumeQuota} back: all of them, or `units` (a canceled generation's unproduced images). */
+export type QuotaRefund = (units?: number) => Promise<void>
 
 /**
  * Takes `cost` units from the caller's quota; sets the headers, throws 429 when exhausted. Returns
@@ -28,5 +28,5 @@ export async function consumeQuota(c: Context<AppEnv>, cost: number): Promise<Qu
   }
   if (!decision.allowed) throw new RateLimitedError(decision.resetSeconds, headers)
   for (const [name, value] of Object.entries(headers)) c.header(name, value)
-  return () => stub.refund(cost, decision.windowStart)
+  return (units = cost) => stub.refund(Math.min(units, cost), decision.windowStart)
 }

@@ -61,8 +61,29 @@ export interface GenerationRecord {
    * (lease.ts); a running record past it was abandoned by a dead job.
    */
   leaseUntil?: number
+  /** while queued: its place in the model's queue (1 = next) */
+  queuePosition?: number
   /** `status` (and `retryAfter`, seconds) are what the failure is reported and replayed with */
   error: { code: string; message: string; status: number; retryAfter?: number } | null
+}
+
+/** A failure caused by the backends (502/503/504), not the caller: its retry should run and cost once. */
+export const isTransientFailure = (record: GenerationRecord) => (record.error?.status ?? 0) >= 502
+
+/**
+ * The record of a generation canceled at `now`: the decided outcome, written the moment the cancel
+ * lands (the job stops at its next NFE boundary and writes its own steps and timings into it). Images
+ * stored before the cancel stay; none are added after it.
+ */
+export function canceledRecord(record: GenerationRecord, now = Date.now()): GenerationRecord {
+  const { leaseUntil: _lease, queuePosition: _position, ...rest } = record
+  return {
+    ...rest,
+    status: 'canceled',
+    completedAt: new Date(now).toISOString(),
+    timings: { ...record.timings, totalMs: now - Date.parse(record.createdAt) },
+    error: null,
+  }
 }
 
 /** The first record of a new generation: running, nothing done yet. */

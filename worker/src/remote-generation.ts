@@ -8,7 +8,6 @@
  * so a cancel names it ({@link cancelRemoteGeneration}); aborting the job closes the stream and relays a
  * cancel, and a worker that dies drops the stream, which cancels on the backend too.
  */
-import { buildSchedule } from '@piflow/policy'
 import { type GenerateEvent, generateEventSchema, generateRequestBody } from '@piflow/protocol'
 import { BackendRouter } from './backends.ts'
 import { base64ToBytes, sha256Hex } from './crypto.ts'
@@ -17,7 +16,7 @@ import { ApiError, BackendError } from './errors.ts'
 import type { GenerationHooks, GenerationOutcome } from './generate.ts'
 import { orderedImageWrites, storedImage } from './images.ts'
 import type { NormalizedRequest, ProgressInfo, StoredImage } from './records.ts'
-import { forgetRemoteModel, type RemoteModel } from './remote-models.ts'
+import { forgetRemoteModel, type RemoteModel, remoteSigmas } from './remote-models.ts'
 
 /** A generation whose every step runs on the model's backend. */
 export interface RemoteGenerationPlan {
@@ -57,18 +56,6 @@ export function cancelRemoteGeneration(
 /** A backend answer that breaks the protocol: 502, like an unusable forward output. */
 const badOutput = (message: string) =>
   new BackendError(502, 'backend_bad_output', `Inference backend output unusable: ${message}`)
-
-/** σ after each NFE of `nfe`, from the schedule the backend's entry declares (undefined without one). */
-function sigmasOf(model: RemoteModel, nfe: number): number[] | undefined {
-  const settings = model.entry.sampling?.[String(nfe)]
-  if (!settings) return undefined
-  const schedule = buildSchedule({
-    nfe,
-    shift: settings.shift,
-    finalStepSizeScale: settings.finalStepSizeScale,
-  })
-  return schedule.steps.map((step) => step.sigmaDst)
-}
 
 /** Reads one chunk, or fails with a 504 when the backend sent nothing (not even a keepalive) for `idleMs`. */
 async function readWithin<T>(
@@ -295,7 +282,7 @@ export async function runRemoteGeneration(
   signal?.addEventListener('abort', relay, { once: true })
   const state: StreamState = {
     plan,
-    sigmas: sigmasOf(model, request.nfe),
+    sigmas: remoteSigmas(model, request.nfe),
     queued: false,
     steps: 0,
     images: [],

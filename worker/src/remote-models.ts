@@ -11,6 +11,7 @@
  * `--max-batch-rows`. The worker parses it with the protocol's schema (generate-wire.ts) and validates
  * requests against it before anything is charged.
  */
+import { buildSchedule } from '@piflow/policy'
 import {
   type GenerateModel,
   generateModelSchema,
@@ -126,4 +127,16 @@ export function remoteModel(settings: Settings, id: string): Promise<RemoteModel
 /** Drops the memoised entry of `id` (a backend refused a generation of it: its model may have changed). */
 export function forgetRemoteModel(id: string): void {
   memo.delete(id)
+}
+
+/** σ after each NFE of `nfe`, from the schedule the backend's entry declares (undefined without one). */
+export function remoteSigmas(model: RemoteModel, nfe: number): number[] | undefined {
+  const settings = model.entry.sampling?.[String(nfe)]
+  if (!settings) return undefined
+  const schedule = buildSchedule({
+    nfe,
+    shift: settings.shift,
+    finalStepSizeScale: settings.finalStepSizeScale,
+  })
+  return schedule.steps.map((step) => step.sigmaDst)
 }

@@ -59,6 +59,9 @@ export async function renderGeneration(
     guidance: request.guidance,
     count: request.count,
     cached: record.cached,
+    ...(record.status === 'queued' && record.queuePosition !== undefined
+      ? { queuePosition: record.queuePosition }
+      : {}),
     progress: record.progress,
     images: await Promise.all(
       record.images.map((image) => renderImage(image, options, pngs?.get(image.index))),

@@ -5,6 +5,10 @@
  */
 import { MAX_COUNT, MAX_NFE, MAX_OUTPUT_SIZE, MAX_PROMPT_CHARS, MAX_SEED } from '@piflow/protocol'
 import { z } from 'zod'
+import { SCOPES } from './key-record.ts'
+
+/** What a generation's webhook may be sent for (webhooks.ts delivers them). */
+export const WEBHOOK_EVENTS = ['start', 'progress', 'completed'] as const
 
 /** Registry of named schemas that become `#/components/schemas/<id>`. */
 export const apiSchemas = z.registry<{ id: string; description?: string }>()
@@ -60,6 +64,21 @@ export const generationRequestSchema = z
       .boolean()
       .default(true)
       .describe('SSE only: attach a small PNG preview of the x0 estimate to progress events.'),
+    webhook: z
+      .string()
+      .max(2048)
+      .optional()
+      .describe(
+        'https URL to POST the events of webhookEvents to (Standard Webhooks signatures, GET /v1/webhook-secret); private, loopback and link-local targets are refused (loopback over http is allowed in local mode).',
+      ),
+    webhookEvents: z
+      .array(z.enum(WEBHOOK_EVENTS))
+      .min(1)
+      .max(WEBHOOK_EVENTS.length)
+      .optional()
+      .describe(
+        'Which events to send: start, progress (one per NFE), completed (default: completed).',
+      ),
   })
   .strict()
 apiSchemas.add(generationRequestSchema, { id: 'GenerationRequest' })
@@ -91,7 +110,16 @@ apiSchemas.add(errorSchema, { id: 'Error' })
 export const generationSchema = z.object({
   id: z.string(),
   object: z.literal('generation'),
-  status: z.enum(['running', 'succeeded', 'failed']),
+  status: z
+    .enum(['queued', 'running', 'succeeded', 'failed', 'canceled'])
+    .describe(
+      '`queued`: waiting for a backend slot (see queuePosition); `canceled`: stopped by POST /v1/generations/{id}/cancel.',
+    ),
+  queuePosition: z
+    .int()
+    .min(1)
+    .optional()
+    .describe('While queued: its place in the model’s queue (1 = next to run).'),
   model: z.string(),
   prompt: z.string(),
   nfe: z.int(),
@@ -118,6 +146,17 @@ export const generationSchema = z.object({
 })
 apiSchemas.add(generationSchema, { id: 'Generation' })
 export type Generation = z.infer<typeof generationSchema>
+
+export const acceptedGenerationSchema = z.object({
+  id: z.string(),
+  status: generationSchema.shape.status,
+  urls: z.object({
+    get: z.string().describe('GET: the generation (JSON).'),
+    stream: z.string().describe('GET with Accept: text/event-stream: its events (EventSource).'),
+    cancel: z.string().describe('POST: cancel it.'),
+  }),
+})
+apiSchemas.add(acceptedGenerationSchema, { id: 'AcceptedGeneration' })
 
 export const modelFileSchema = z.object({
   key: z.string(),
@@ -146,6 +185,42 @@ export const revokedKeySchema = z.object({
   revoked: z.literal(true),
 })
 apiSchemas.add(revokedKeySchema, { id: 'RevokedKey' })
+
+export const tokenRequestSchema = z
+  .object({
+    ttlSeconds: z
+      .int()
+      .min(1)
+      .max(3600)
+      .default(600)
+      .describe('Lifetime in seconds (at most an hour).'),
+    scopes: z
+      .array(z.enum(SCOPES))
+      .min(1)
+      .max(SCOPES.length)
+      .optional()
+      .describe(
+        "A subset of the key's scopes; default generations:write + generations:read (those the key has).",
+      ),
+  })
+  .strict()
+apiSchemas.add(tokenRequestSchema, { id: 'TokenRequest' })
+
+export const clientTokenSchema = z.object({
+  token: z.string().describe('Send as Authorization: Bearer <token>, like the key.'),
+  expiresAt: z.string().describe('ISO 8601; afterwards requests answer 401 token_expired.'),
+  scopes: z.array(z.enum(SCOPES)),
+})
+apiSchemas.add(clientTokenSchema, { id: 'ClientToken' })
+
+export const webhookSecretSchema = z.object({
+  secret: z
+    .string()
+    .describe(
+      'whsec_<base64>: verifies webhook-signature (Standard Webhooks); stable for this key.',
+    ),
+})
+apiSchemas.add(webhookSecretSchema, { id: 'WebhookSecret' })
 
 export const healthSchema = z.object({
   status: z.enum(['ok', 'degraded']),

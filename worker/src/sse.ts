@@ -4,7 +4,7 @@
  * of the POST that runs it ({@link streamJob}), and streams from stored records ({@link streamRecord}:
  * the short streams of cache hits and idempotent replays, and `GET /v1/generations/:id`, which replays
  * the events after `Last-Event-ID` and then follows the running generation through the tenant's Ledger
- * until `done` or `error`). Event ids are structural (events.ts), so every stream numbers an event alike.
+ * until it ends (`done`, `error` or `canceled`)). Event ids are structural (events.ts), so every stream numbers an event alike.
  */
 import type { Context } from 'hono'
 import { accepts } from 'hono/accepts'
@@ -17,9 +17,11 @@ import {
   recordEvents,
   type StreamEvent,
   terminalSeq,
+  terminalType,
 } from './events.ts'
 import type { AppEnv } from './hono-env.ts'
 import type { GenerationJob } from './jobs.ts'
+import { isLive } from './lease.ts'
 import { watchRevocation } from './middleware/auth.ts'
 import type { GenerationRecord } from './records.ts'
 import { type RenderOptions, renderGeneration, renderImage } from './render.ts'
@@ -63,6 +65,16 @@ function idEventData(record: GenerationRecord) {
   }
 }
 
+/**
+ * A `queued` event (`{ id, status, queuePosition }`), sent whenever the position changes. It has no
+ * `id:` — it reports a state, not a step of the numbered stream (events.ts) — so resuming after it
+ * replays nothing twice; a resumed stream sends the current position instead.
+ */
+function writeQueued(stream: SSEStreamingApi, id: string, queuePosition: number): Promise<void> {
+  const data = JSON.stringify({ id, status: 'queued', queuePosition })
+  return stream.writeSSE({ event: 'queued', data })
+}
+
 /** `data` of the `error` event. */
 function errorEventData(id: string, error: { code: string; message: string }, requestId: string) {
   return { error: { code: error.code, message: error.message }, requestId, id }
@@ -84,6 +96,7 @@ async function eventData(event: StreamEvent, from: EventSource): Promise<unknown
   if (event.type === 'progress') return event.progress
   if (event.type === 'image') return renderImage(event.image, options, pngs?.get(event.image.index))
   if (event.type === 'done') return renderGeneration(record, options, pngs)
+  if (event.type === 'canceled') return { id: record.id, status: 'canceled' as const }
   return errorEventData(record.id, record.error!, from.requestId)
 }
 
@@ -98,7 +111,7 @@ async function writeEvent(
 
 /**
  * Streams `record`'s events after `afterSeq`; while it is running, follows it through `ledger`
- * (keepalive comments while nothing happens) until `done` or `error`. Dropping this stream, like
+ * (keepalive comments while nothing happens) until it ends (`done`, `error`, `canceled`). Dropping this stream, like
  * dropping the POST's, leaves the generation running.
  */
 export function streamRecord(
@@ -118,6 +131,7 @@ export function streamRecord(
       const end = terminalSeq(record.request)
       let current = record
       let last = afterSeq
+      let position: number | undefined
       try {
         for (;;) {
           for (const event of recordEvents(current, last)) {
@@ -125,6 +139,10 @@ export function streamRecord(
             last = event.seq
           }
           if (last >= end || stream.aborted) return
+          if (current.status === 'queued' && current.queuePosition !== position) {
+            position = current.queuePosition
+            if (position !== undefined) await writeQueued(stream, current.id, position)
+          }
           // A dead job's generation comes back from the Ledger as failed (lease.ts): its `error` event
           // is then one of the record's events, as in GET's JSON.
           const next = await Promise.race([
@@ -138,8 +156,7 @@ export function streamRecord(
             return
           }
           if (stream.aborted || next === undefined) return
-          if (next.status === 'running' && lastSeq(next) <= last)
-            await stream.write(': keepalive\n\n')
+          if (isLive(next) && lastSeq(next) <= last) await stream.write(': keepalive\n\n')
           current = next
         }
       } finally {
@@ -151,7 +168,8 @@ export function streamRecord(
 
 /**
  * The live stream of the generation `job` runs (`running` is its first record): `id`, then its
- * progress and images as they happen, then `done` or `error`, with keepalive comments meanwhile.
+ * progress and images as they happen, then `done`, `error` or `canceled`, with keepalive comments
+ * meanwhile.
  * Writes are serialised through one chain; after a disconnect they become no-ops while the job itself
  * runs on, so a resume (`GET` with `Last-Event-ID`) continues where this stopped.
  */
@@ -183,6 +201,12 @@ export function streamJob(
         })
       }, settings.sseKeepaliveMs)
       const unsubscribe = job.subscribe((event) => {
+        if (event.type === 'queued') {
+          enqueue(() =>
+            stream.aborted ? Promise.resolve() : writeQueued(stream, running.id, event.position),
+          )
+          return
+        }
         const live: StreamEvent =
           event.type === 'progress'
             ? { seq: progressSeq(event.progress.step), type: 'progress', progress: event.progress }
@@ -205,7 +229,7 @@ export function streamJob(
             await stream.writeSSE({ event: 'error', data: JSON.stringify(data), id: String(end) })
           }
         } else {
-          await send({ seq: end, type: record.error ? 'error' : 'done' }, { ...from, record })
+          await send({ seq: end, type: terminalType(record) }, { ...from, record })
         }
       } finally {
         revocation.stop()

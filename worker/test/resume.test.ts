@@ -139,18 +139,27 @@ describe.skipIf(!backendAvailable())('SSE resume (GET /v1/generations/:id as a s
     expect(events.map((e) => Number(e.id))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8])
   })
 
-  it('a cache hit streams without progress, under the same ids', async () => {
+  it('a cache hit streams one progress per NFE (no previews), under the same ids', async () => {
     const body = { prompt: 'blue heart', seed: 31_337, count: 2 }
     await generate(body)
     const hit = await readSse(await generate(body, { headers: SSE }))
     expect(hit.map((e) => [e.event, e.id])).toEqual([
       ['id', '0'],
+      ['progress', '1'],
+      ['progress', '2'],
+      ['progress', '3'],
+      ['progress', '4'],
       ['image', '5'],
       ['image', '6'],
       ['done', '7'],
     ])
     const id = JSON.parse(hit[0]!.data).id as string
     expect(JSON.parse(hit[0]!.data).cached).toBe(true)
+    const steps = hit.slice(1, 5).map((e) => JSON.parse(e.data))
+    expect(steps.map((s) => s.step)).toEqual([1, 2, 3, 4])
+    expect(steps.every((s) => s.nfe === 4 && s.preview === undefined)).toBe(true)
+    // σ falls to 0 over the schedule, as in a generated stream.
+    expect(steps.at(-1).sigma).toBe(0)
     const rest = await readSse(await resume(id, '5'))
     expect(rest.map((e) => [e.event, e.id])).toEqual([
       ['image', '6'],

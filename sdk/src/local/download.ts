@@ -4,17 +4,20 @@
  * size (before buffering more than it) and sha256 (crypto.subtle), and kept in the Cache API when the
  * runtime has one. Cache entries are keyed by URL + sha256, so a new model version never hits a stale
  * entry, and are verified again on read (a corrupted entry is dropped and downloaded anew).
+ * onnxruntime-web's runtime file has no manifest entry: it is keyed by URL + ORT version, its size
+ * checked against Content-Length and a ceiling.
  */
 import { LocalInferenceError } from '../errors.ts'
 import type { DownloadProgress } from './types.ts'
 
-/** A file as the manifest lists it. */
-export interface FileSpec {
-  key: string
-  url: string
-  sha256: string
-  bytes: number
-}
+/** A file as the manifest lists it (sha256 and size), or a runtime file (a version instead). */
+export type FileSpec = { key: string; url: string } & (
+  | { sha256: string; bytes: number }
+  | { version: string }
+)
+
+/** Largest runtime file accepted (onnxruntime-web 1.30's largest .wasm is 28 MB). */
+export const MAX_RUNTIME_BYTES = 64 * 2 ** 20
 
 export interface DownloadOptions {
   fetch: typeof fetch
@@ -36,32 +39,37 @@ const openCache = async (name: string | false) => {
   return caches.open(name).catch(() => undefined)
 }
 
+/** Whether `bytes` are the file's: the manifest's size and sha256 (a runtime file: not empty). */
+const verified = async (file: FileSpec, bytes: Uint8Array) =>
+  'sha256' in file
+    ? bytes.byteLength === file.bytes && (await sha256Hex(bytes)) === file.sha256
+    : bytes.byteLength > 0
+
 /** Downloads (or reads from the cache) one file and returns its verified bytes. */
 export const loadFile = async (file: FileSpec, options: DownloadOptions): Promise<Uint8Array> => {
   const cache = await openCache(options.cacheName)
-  const cacheKey = `${file.url}${file.url.includes('?') ? '&' : '?'}sha256=${file.sha256}`
+  const tag = 'sha256' in file ? `sha256=${file.sha256}` : `version=${file.version}`
+  const cacheKey = `${file.url}${file.url.includes('?') ? '&' : '?'}${tag}`
   const cached = await cache?.match(cacheKey).catch(() => undefined)
   if (cached) {
     const bytes = new Uint8Array(await cached.arrayBuffer())
-    if (bytes.byteLength === file.bytes && (await sha256Hex(bytes)) === file.sha256) {
-      options.onProgress?.({
-        file: file.key,
-        loadedBytes: file.bytes,
-        totalBytes: file.bytes,
-        cached: true,
-      })
+    if (await verified(file, bytes)) {
+      const size = bytes.byteLength
+      options.onProgress?.({ file: file.key, loadedBytes: size, totalBytes: size, cached: true })
       return bytes
     }
     await cache?.delete(cacheKey)
   }
 
   const bytes = await download(file, options)
-  const digest = await sha256Hex(bytes)
-  if (digest !== file.sha256) {
-    throw new LocalInferenceError(
-      'integrity_mismatch',
-      `${file.key}: sha256 ${digest} does not match the manifest's ${file.sha256}`,
-    )
+  if ('sha256' in file) {
+    const digest = await sha256Hex(bytes)
+    if (digest !== file.sha256) {
+      throw new LocalInferenceError(
+        'integrity_mismatch',
+        `${file.key}: sha256 ${digest} does not match the manifest's ${file.sha256}`,
+      )
+    }
   }
   // Best effort: a full quota (QuotaExceededError) must not fail the generation.
   await cache
@@ -92,26 +100,37 @@ const download = async (file: FileSpec, options: DownloadOptions) => {
       `${file.key}: HTTP ${response.status} for ${file.url}`,
     )
   }
-  const declared = Number(response.headers.get('content-length') ?? file.bytes)
+  const length = response.headers.get('content-length')
+  const declared = length === null ? undefined : Number(length)
+  // A manifest file has its exact size; a runtime file only the ceiling, and its Content-Length is
+  // a hint (the compressed size under Content-Encoding), used to allocate and to report progress.
+  const limit = 'bytes' in file ? file.bytes : MAX_RUNTIME_BYTES
   // Refuse before allocating: a compressed transfer may report fewer bytes, never more.
-  if (declared > file.bytes) {
+  if (declared !== undefined && declared > limit) {
     await response.body.cancel()
-    throw sizeError(file, declared)
+    throw sizeError(file, declared, limit)
   }
-  const bytes = new Uint8Array(file.bytes)
+  const hint = 'bytes' in file ? file.bytes : declared
+  let bytes = new Uint8Array(hint ?? 2 ** 20)
   let loaded = 0
   const reader = response.body.getReader()
   try {
     while (true) {
       const { done, value } = await reader.read()
       if (done) break
-      if (loaded + value.byteLength > file.bytes) throw sizeError(file, loaded + value.byteLength)
+      if (loaded + value.byteLength > limit) throw sizeError(file, loaded + value.byteLength, limit)
+      if (loaded + value.byteLength > bytes.byteLength) {
+        // A runtime file larger than its hint: grow by doubling, within the ceiling.
+        const grown = new Uint8Array(Math.min(limit, 2 * (loaded + value.byteLength)))
+        grown.set(bytes.subarray(0, loaded))
+        bytes = grown
+      }
       bytes.set(value, loaded)
       loaded += value.byteLength
       options.onProgress?.({
         file: file.key,
         loadedBytes: loaded,
-        totalBytes: file.bytes,
+        totalBytes: Math.max(hint ?? 0, loaded),
         cached: false,
       })
     }
@@ -124,12 +143,14 @@ const download = async (file: FileSpec, options: DownloadOptions) => {
           cause: error,
         })
   }
-  if (loaded !== file.bytes) throw sizeError(file, loaded)
-  return bytes
+  if ('bytes' in file && loaded !== file.bytes) throw sizeError(file, loaded, file.bytes)
+  return loaded === bytes.byteLength ? bytes : bytes.slice(0, loaded)
 }
 
-const sizeError = (file: FileSpec, got: number) =>
+const sizeError = (file: FileSpec, got: number, limit: number) =>
   new LocalInferenceError(
     'integrity_mismatch',
-    `${file.key}: got ${got} bytes, the manifest says ${file.bytes}`,
+    'bytes' in file
+      ? `${file.key}: got ${got} bytes, the manifest says ${file.bytes}`
+      : `${file.key}: got ${got} bytes, more than the ${limit} accepted`,
   )

@@ -12,9 +12,11 @@ import {
   RequestValidationError,
 } from '@piflow/protocol'
 import { ValidationError } from '../errors.ts'
+import { asStream } from '../events.ts'
 import type { GenerateInput, Generation, Result } from '../types.ts'
 import { createModelLoader, type LoadedModel } from './loader.ts'
 import { runLocal } from './run.ts'
+import { localEvents } from './stream.ts'
 import type { LocalGenerateOptions, LocalGenerator, LocalOptions } from './types.ts'
 
 export type * from './types.ts'
@@ -72,11 +74,17 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
 
   return {
     generate,
+    stream: (input, opts = {}) => asStream(localEvents(generate, input, opts)),
     load: async (id = 'piflow-emoji', opts = {}) => {
       const model = await loader.loadModel(id, opts.signal)
       const { defaultNfe } = model.manifest.sampling
-      const { opened, integrator } = await loader.prepare(model, defaultNfe, opts.signal)
-      return { model: id, provider: opened.provider, integrator: integrator.name }
+      const { opened, integrator, reason } = await loader.prepare(model, defaultNfe, opts.signal)
+      return {
+        model: id,
+        provider: opened.provider,
+        integrator: integrator.name,
+        ...(reason ? { reason } : {}),
+      }
     },
     dispose: loader.dispose,
   }

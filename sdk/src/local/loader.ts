@@ -16,8 +16,9 @@ import {
   type OrtModule,
   openSession,
   requestGpuDevice,
+  runtimeFile,
 } from './ort.ts'
-import type { LocalOptions, LocalProvider } from './types.ts'
+import type { DownloadProgress, LoadProgress, LocalOptions, LocalProvider } from './types.ts'
 
 /** A model with its tokenizer, ready to open students. */
 export interface LoadedModel {
@@ -34,20 +35,50 @@ export interface PreparedRun {
   opened: OpenedSession
   ort: OrtModule
   integrator: SegmentIntegrator<Float32Array>
+  /** Why a provider or the WebGPU integrator was passed over, if one was. */
+  reason: string | undefined
+}
+
+/**
+ * One overall progress over a generator's loads: the bytes of every file (model files with their
+ * manifest size from the start, the runtime once its response starts), then the stages after.
+ */
+const createLoadProgress = (report: ((progress: LoadProgress) => void) | undefined) => {
+  const files = new Map<string, { loaded: number; total: number }>()
+  const totals = () => {
+    let loadedBytes = 0
+    let totalBytes = 0
+    for (const f of files.values()) {
+      loadedBytes += f.loaded
+      totalBytes += f.total
+    }
+    return { loadedBytes, totalBytes }
+  }
+  return {
+    expect: (file: string, bytes: number) => files.set(file, { loaded: 0, total: bytes }),
+    download: (p: DownloadProgress) => {
+      files.set(p.file, { loaded: p.loadedBytes, total: p.totalBytes })
+      report?.({ stage: 'download', ...totals(), file: p.file })
+    },
+    stage: (stage: 'compile' | 'ready') => report?.({ stage, ...totals() }),
+  }
 }
 
 /** Resolves the model folder URL (relative ones against the page), with a trailing slash. */
-const resolveBaseUrl = (url: string) => {
+const resolveBaseUrl = (url: string, option = 'modelBaseUrl') => {
   try {
     return new URL(url.endsWith('/') ? url : `${url}/`, globalThis.location?.href).href
   } catch (cause) {
     throw new LocalInferenceError(
       'invalid_option',
-      `modelBaseUrl ${JSON.stringify(url)} is not a URL (outside a page it must be absolute)`,
+      `${option} ${JSON.stringify(url)} is not a URL (outside a page it must be absolute)`,
       { cause },
     )
   }
 }
+
+/** The API's model routes (`…/v1/models/`) rather than a folder of model directories. */
+const isApiModelRoute = (baseUrl: string) => new URL(baseUrl).pathname.endsWith('/v1/models/')
 
 /** The loader of one generator; nothing is downloaded until `loadModel`. */
 export const createModelLoader = (options: LocalOptions) => {
@@ -58,44 +89,77 @@ export const createModelLoader = (options: LocalOptions) => {
   const integratorChoice = options.integrator ?? 'auto'
   const fetchFn = options.fetch ?? ((input, init) => globalThis.fetch(input, init))
   const baseUrl = resolveBaseUrl(options.modelBaseUrl ?? '/models/')
+  const apiRoutes = isApiModelRoute(baseUrl)
+  const progress = createLoadProgress(options.onProgress)
   const models = new Map<string, Promise<LoadedModel>>()
   let ort: Promise<OrtModule> | undefined
   let device: Promise<GPUDevice | string> | undefined
   let webGpuIntegrator: Promise<SegmentIntegrator<Float32Array>> | undefined
   // One device per generator, shared by ORT's WebGPU provider and the WebGPU policy integrator.
   const getDevice = () => {
-    device ??= requestGpuDevice()
+    device ??= requestGpuDevice(options.allowSoftwareWebGpu === true)
     return device
   }
   const fileOf = (model: { id: string; manifest: Manifest }, key: string): FileSpec => {
     const file = model.manifest.files[key]
     if (!file) throw new LocalInferenceError('invalid_manifest', `Manifest has no file "${key}"`)
-    return {
-      key,
-      url: new URL(`${model.id}/${file.path}`, baseUrl).href,
-      sha256: file.sha256,
-      bytes: file.bytes,
-    }
+    const id = encodeURIComponent(model.id)
+    const path = apiRoutes ? `${id}/files/${encodeURIComponent(key)}` : `${id}/${file.path}`
+    return { key, url: new URL(path, baseUrl).href, sha256: file.sha256, bytes: file.bytes }
   }
 
-  const download = (file: FileSpec, signal?: AbortSignal) =>
-    loadFile(file, {
+  const download = (file: FileSpec, signal?: AbortSignal) => {
+    if ('bytes' in file) progress.expect(file.key, file.bytes)
+    return loadFile(file, {
       fetch: fetchFn,
       cacheName: options.cache ?? 'piflow-models',
-      onProgress: options.onDownloadProgress,
+      onProgress: (p) => {
+        options.onDownloadProgress?.(p)
+        progress.download(p)
+      },
       signal,
     })
+  }
+
+  /**
+   * onnxruntime-web, once per generator: the WebGPU build (twice the WASM one) only when a device is
+   * really there; with `wasmPaths`, its runtime file fetched and cached here.
+   */
+  const getOrt = (signal?: AbortSignal) => {
+    if (!ort) {
+      const loading = (async () => {
+        const gpu = providers.includes('webgpu') && typeof (await getDevice()) !== 'string'
+        const runtime = await loadOrt(gpu, options.wasmPaths)
+        if (options.wasmPaths) {
+          const name = runtimeFile(gpu)
+          const folder = resolveBaseUrl(options.wasmPaths, 'wasmPaths')
+          const version = runtime.env.versions?.web ?? 'unknown'
+          const url = new URL(name, folder).href
+          runtime.env.wasm.wasmBinary = await download({ key: name, url, version }, signal)
+        }
+        return runtime
+      })()
+      ort = loading
+      loading.catch(() => {
+        if (ort === loading) ort = undefined
+      })
+    }
+    return ort
+  }
 
   const loadModel = (id: string, signal?: AbortSignal) => {
     let model = models.get(id)
     if (!model) {
       model = (async () => {
-        const url = new URL(`${id}/manifest.json`, baseUrl).href
+        const path = apiRoutes ? encodeURIComponent(id) : `${id}/manifest.json`
+        const url = new URL(path, baseUrl).href
         let manifest: Manifest
         try {
           const response = await fetchFn(url, signal ? { signal } : {})
           if (!response.ok) throw new Error(`HTTP ${response.status}`)
-          manifest = parseManifest(await response.json())
+          const body = await response.json()
+          // The API's `GET /v1/models/:id` wraps the manifest: `{ id, manifest, files }`.
+          manifest = parseManifest(apiRoutes ? body?.manifest : body)
         } catch (cause) {
           if (signal?.aborted) throw signal.reason
           throw new LocalInferenceError('manifest_unavailable', `Cannot load the manifest ${url}`, {
@@ -124,13 +188,13 @@ export const createModelLoader = (options: LocalOptions) => {
     let opened = model.sessions.get(key)
     if (!opened) {
       opened = (async () => {
-        const bytes = await download(fileOf(model, key), signal)
-        // The WebGPU build of ORT is twice the WASM one: load it only when a device is really there.
-        ort ??= (async () => {
-          const gpu = providers.includes('webgpu') && typeof (await getDevice()) !== 'string'
-          return loadOrt(gpu, options.wasmPaths)
-        })()
-        return openSession(await ort, bytes, providers, getDevice)
+        // The student and the runtime download side by side.
+        const [bytes, runtime] = await Promise.all([
+          download(fileOf(model, key), signal),
+          getOrt(signal),
+        ])
+        progress.stage('compile')
+        return openSession(runtime, bytes, providers, getDevice)
       })()
       model.sessions.set(key, opened)
       opened.catch(() => model.sessions.delete(key))
@@ -138,7 +202,11 @@ export const createModelLoader = (options: LocalOptions) => {
     return opened
   }
 
-  const integratorFor = async (): Promise<SegmentIntegrator<Float32Array>> => {
+  /** The integrator, and why it is not the WebGPU one when `auto` wanted it. */
+  const integratorFor = async (): Promise<{
+    integrator: SegmentIntegrator<Float32Array>
+    reason?: string
+  }> => {
     if (integratorChoice !== 'cpu') {
       webGpuIntegrator ??= (async () => {
         const got = await getDevice()
@@ -148,13 +216,18 @@ export const createModelLoader = (options: LocalOptions) => {
         return createWebGpuIntegrator(got)
       })()
       try {
-        return await webGpuIntegrator
+        return { integrator: await webGpuIntegrator }
       } catch (error) {
         if (integratorChoice === 'webgpu') throw error
+        return {
+          integrator: createCpuIntegrator<Float32Array>(),
+          reason: `policy on the CPU: ${(error as Error).message}`,
+        }
       }
     }
-    return createCpuIntegrator<Float32Array>()
+    return { integrator: createCpuIntegrator<Float32Array>() }
   }
+  const ready = new WeakSet<OpenedSession>()
 
   /** Opens the student for `nfe` (a normalised value) and picks the integrator. */
   const prepare = async (
@@ -163,9 +236,13 @@ export const createModelLoader = (options: LocalOptions) => {
     signal?: AbortSignal,
   ): Promise<PreparedRun> => {
     const opened = await openStudent(model, nfe, signal)
-    const integrator = await integratorFor()
-    if (!ort) throw new LocalInferenceError('runtime_missing', 'onnxruntime-web is not loaded')
-    return { model, opened, ort: await ort, integrator }
+    const { integrator, reason } = await integratorFor()
+    if (!ready.has(opened)) {
+      ready.add(opened)
+      progress.stage('ready')
+    }
+    const why = [opened.reason, reason].filter(Boolean).join('; ')
+    return { model, opened, ort: await getOrt(signal), integrator, reason: why || undefined }
   }
 
   /** Releases sessions and GPU resources; later calls load again. */

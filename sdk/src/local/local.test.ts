@@ -4,7 +4,9 @@
  * and API answers from a real local HTTP server.
  */
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { streamEventTypes } from '../../../test/support/sse.ts'
 import { createClient } from '../client.ts'
@@ -19,7 +21,11 @@ import {
 } from '../testing/script-server.ts'
 import type { StreamEvent } from '../types.ts'
 import { createLocalGenerator } from './index.ts'
-import type { DownloadProgress } from './types.ts'
+import type { DownloadProgress, LoadProgress } from './types.ts'
+
+/** onnxruntime-web's dist folder, served as `/ort/` like a page would self-host it. */
+const ORT_DIST = dirname(createRequire(import.meta.url).resolve('onnxruntime-web/wasm'))
+const RUNTIME = 'ort-wasm-simd-threaded.wasm'
 
 const manifest = JSON.parse(readFileSync(join(MODELS_DIR, 'piflow-emoji/manifest.json'), 'utf8'))
 const INPUT = { prompt: 'red apple', seed: 7, size: 32 }
@@ -123,6 +129,65 @@ describe('createLocalGenerator (onnxruntime-web WASM in Node)', () => {
     const tooBig = await tampered(longer, { 'content-length': String(longer.length) })
     expect(tooBig).toMatchObject({ code: 'integrity_mismatch' })
     expect(tooBig.message).toMatch(/bytes, the manifest says/)
+  })
+})
+
+describe('local stream() and load progress', () => {
+  it('streams the remote event shapes, fetches the runtime file itself and reports stages', async () => {
+    const s = await serve((req, res) => {
+      const name = req.url.slice('/ort/'.length)
+      if (!req.url.startsWith('/ort/') || name.includes('/')) return void res.writeHead(404).end()
+      const bytes = readFileSync(join(ORT_DIST, name))
+      res.writeHead(200, { 'content-length': String(bytes.length) })
+      res.end(bytes)
+    })
+    const stages: LoadProgress[] = []
+    const files: DownloadProgress[] = []
+    // ORT imports its .mjs glue from wasmPaths, and Node imports only file: URLs; the SDK fetches the
+    // .wasm from there too, which this fetch sends to the HTTP server (to count its downloads).
+    const folder = pathToFileURL(`${ORT_DIST}/`).href
+    const local = createLocalGenerator({
+      ...localOptions(s),
+      wasmPaths: folder,
+      fetch: (input, init) => fetch(String(input).replace(folder, `${s.url}/ort/`), init),
+      onProgress: (p) => stages.push(p),
+      onDownloadProgress: (p) => files.push(p),
+    })
+    const progress: number[] = []
+    const events: StreamEvent[] = []
+    for await (const e of local.stream(INPUT, { onProgress: (p) => progress.push(p.step) })) {
+      events.push(e)
+    }
+    expect(events.map((e) => e.type)).toEqual(streamEventTypes(4))
+    expect(events[1]).toEqual({ type: 'progress', step: 1, nfe: 4 })
+    expect(progress).toEqual([1, 2, 3, 4])
+    const done = events.at(-1) as Extract<StreamEvent, { type: 'done' }>
+    expect(done.result.data.images[0]!.data).toEqual(
+      (await createLocalGenerator(localOptions(s)).generate(INPUT)).data.images[0]!.data,
+    )
+
+    // The runtime came through the SDK's download (progress, size), once per generator.
+    const runtimeSize = readFileSync(join(ORT_DIST, RUNTIME)).length
+    expect(files.filter((f) => f.file === RUNTIME).at(-1)).toMatchObject({
+      loadedBytes: runtimeSize,
+      totalBytes: runtimeSize,
+    })
+    await local.generate({ ...INPUT, seed: 9 })
+    expect(s.requests.filter((r) => r.url === `/ort/${RUNTIME}`)).toHaveLength(1)
+
+    // One overall progress: downloads (bytes never going back), then compile, then ready, once.
+    expect(stages.map((p) => p.stage).filter((st, i, all) => st !== all[i - 1])).toEqual([
+      'download',
+      'compile',
+      'ready',
+    ])
+    const loaded = stages.filter((p) => p.stage === 'download').map((p) => p.loadedBytes)
+    expect(loaded).toEqual([...loaded].sort((a, b) => a - b))
+    const last = stages.at(-1)!
+    const modelBytes = manifest.files.student.bytes + manifest.files.tokenizer.bytes
+    expect(last).toMatchObject({ stage: 'ready', loadedBytes: modelBytes + runtimeSize })
+    expect(last.totalBytes).toBe(last.loadedBytes)
+    await local.dispose()
   })
 })
 

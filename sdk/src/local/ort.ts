@@ -16,7 +16,17 @@ export interface OpenedSession {
   session: Ort.InferenceSession
   provider: LocalProvider
   device: GPUDevice | undefined
+  /** Why the providers tried before this one were passed over, when they were. */
+  reason: string | undefined
 }
+
+/**
+ * The WebAssembly runtime file each onnxruntime-web build loads (onnxruntime-web 1.30: the WebGPU
+ * build's is the asyncify one). Fetched by the SDK when `wasmPaths` is set, so it gets progress and
+ * the Cache API like the model; ORT then takes the bytes as `env.wasm.wasmBinary`.
+ */
+export const runtimeFile = (withWebGpu: boolean) =>
+  withWebGpu ? 'ort-wasm-simd-threaded.asyncify.wasm' : 'ort-wasm-simd-threaded.wasm'
 
 /**
  * Imports onnxruntime-web: the WebGPU build when a WebGPU provider may be tried (it also runs WASM),
@@ -37,13 +47,35 @@ export const loadOrt = async (withWebGpu: boolean, wasmPaths: string | undefined
   return ort
 }
 
-/** A WebGPU device, or why there is none (no `navigator.gpu`, no adapter, device refused). */
-export const requestGpuDevice = async (): Promise<GPUDevice | string> => {
+/** Whether `adapter` is a software one (SwiftShader, llvmpipe): slower than ORT's WASM build. */
+const isSoftwareAdapter = (adapter: GPUAdapter) => {
+  const info = adapter.info as (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined
+  // `info.isFallbackAdapter` (Chrome 131+); the older `adapter.isFallbackAdapter`; else the name.
+  const flag =
+    info?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter
+  if (flag !== undefined) return flag
+  return /swiftshader|llvmpipe|software/i.test(
+    `${info?.vendor} ${info?.architecture} ${info?.description}`,
+  )
+}
+
+/**
+ * A WebGPU device, or why there is none (no `navigator.gpu`, no adapter, a software adapter that is
+ * not allowed, device refused).
+ */
+export const requestGpuDevice = async (allowSoftware: boolean): Promise<GPUDevice | string> => {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu
   if (!gpu) return 'navigator.gpu is not available'
   try {
     const adapter = await gpu.requestAdapter()
     if (!adapter) return 'no WebGPU adapter'
+    if (!allowSoftware && isSoftwareAdapter(adapter)) {
+      const { vendor, architecture } = adapter.info ?? {}
+      return (
+        `the WebGPU adapter is a software (fallback) one (${vendor || '?'} ${architecture || ''}`.trim() +
+        '), slower than WASM; allowSoftwareWebGpu: true uses it anyway'
+      )
+    }
     return await adapter.requestDevice({
       // ORT's WebGPU provider wants the adapter's larger buffer limits when the model needs them.
       requiredLimits: {
@@ -83,7 +115,7 @@ export const openSession = async (
         executionProviders: [provider],
         graphOptimizationLevel: 'all',
       })
-      return { session, provider, device }
+      return { session, provider, device, reason: failures.join('; ') || undefined }
     } catch (error) {
       failures.push(`${provider}: ${(error as Error).message}`)
     }

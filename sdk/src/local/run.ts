@@ -92,7 +92,7 @@ export async function runLocal(
     },
     onStep: (info) => {
       timings.integrateMs += performance.now() - stepStarted
-      opts.onProgress?.({ step: info.step + 1, nfe: info.nfe })
+      opts.onProgress?.({ type: 'progress', step: info.step + 1, nfe: info.nfe })
     },
   })
 
@@ -133,5 +133,7 @@ export async function runLocal(
     requestId: request.id,
     backend: opened.provider,
     timings: { ...timings, totalMs: performance.now() - started },
+    replayed: false,
+    ...(prepared.reason ? { reason: prepared.reason } : {}),
   }
 }

@@ -7,6 +7,8 @@ import { createReadStream, existsSync, statSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join, normalize, sep } from 'node:path'
+import { afterEach } from 'vitest'
+import { type ClientOptions, createClient } from '../client.ts'
 
 /** A request as the server saw it. */
 export interface SeenRequest {
@@ -60,6 +62,31 @@ export const startScriptServer = async (handler: ScriptHandler): Promise<ScriptS
       }),
   }
 }
+
+/**
+ * `serve(handler)` for a test file: each server it starts is closed after its test (a test may close
+ * it earlier; closing twice is harmless).
+ */
+export const serverPerTest = () => {
+  const open: ScriptServer[] = []
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((s) => s.close()))
+  })
+  return async (handler: ScriptHandler) => {
+    const server = await startScriptServer(handler)
+    open.push(server)
+    return server
+  }
+}
+
+/** A client of `server` with a test key and fast retries: no time in backoff unless a test asks. */
+export const testClient = (server: ScriptServer, extra: Partial<ClientOptions> = {}) =>
+  createClient({
+    baseUrl: server.url,
+    apiKey: 'pk_test',
+    retry: { delay: 1, maxDelay: 5 },
+    ...extra,
+  })
 
 /** Sends a JSON response. */
 export const sendJson = (

@@ -10,11 +10,12 @@ import {
   ABANDONED_CODE,
   abandonedRecord,
   isAbandoned,
+  isLive,
   LEASE_MS,
   leaseEnd,
   retryAfterSeconds,
 } from '../lease.ts'
-import type { GenerationRecord } from '../records.ts'
+import { canceledRecord, type GenerationRecord, isTransientFailure } from '../records.ts'
 
 /** How long generation and idempotency records are kept. */
 export const RECORD_TTL_MS = 24 * 60 * 60 * 1000
@@ -36,6 +37,12 @@ export type IdempotencyDecision =
   | { kind: 'running'; generationId: string; retryAfter: number }
   | { kind: 'replay'; generationId: string }
   | { kind: 'mismatch'; generationId: string }
+
+/** What `cancelGeneration` decided. */
+export type CancelDecision =
+  | { kind: 'canceled'; record: GenerationRecord }
+  | { kind: 'finished'; record: GenerationRecord }
+  | { kind: 'not_found' }
 
 export class Ledger extends DurableObject {
   /** Wake-ups of `watchGeneration` calls, per generation id (in memory: this object is the only writer). */
@@ -64,21 +71,103 @@ export class Ledger extends DurableObject {
   /** Extends a running record's lease to `until` (its job is alive); finished records stay as they are. */
   async renewLease(id: string, until: number): Promise<void> {
     const current = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
-    if (current?.status !== 'running') return
+    if (!current || !isLive(current)) return
     await this.ctx.storage.put(`gen:${id}`, { ...current, leaseUntil: until })
   }
 
-  /** Merges `patch` into an existing record; returns the new record (undefined if unknown). */
+  /**
+   * Merges `patch` into a running record; returns the new record (undefined if unknown). A finished
+   * record (a canceled one whose job has not stopped yet) is returned unchanged.
+   */
   async patchGeneration(
     id: string,
     patch: Partial<GenerationRecord>,
   ): Promise<GenerationRecord | undefined> {
     const current = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
-    if (!current) return undefined
+    if (!current || !isLive(current)) return current
     const next = { ...current, ...patch }
     await this.ctx.storage.put(`gen:${id}`, next)
     this.#notify(id)
     return next
+  }
+
+  /**
+   * Stores a job's final record and settles its Idempotency-Key in one call (the response waits for
+   * one round trip). A cancel decided meanwhile wins: the stored `canceled` record keeps its time and
+   * images and takes the job's steps and timings, whatever the job's outcome. Returns what is stored.
+   * A transient failure releases the key so the client's retry runs again; anything else keeps it.
+   */
+  async finishGeneration(
+    next: GenerationRecord,
+    idempotencyKey?: string,
+  ): Promise<GenerationRecord> {
+    const current = await this.ctx.storage.get<GenerationRecord>(`gen:${next.id}`)
+    const final: GenerationRecord =
+      current?.status === 'canceled'
+        ? {
+            ...canceledRecord(next, Date.parse(current.completedAt ?? '') || Date.now()),
+            images: current.images,
+          }
+        : next
+    await this.ctx.storage.put(`gen:${next.id}`, final)
+    this.#notify(next.id)
+    if (idempotencyKey !== undefined) {
+      await this.finishIdempotent(idempotencyKey, isTransientFailure(final) ? 'release' : 'keep')
+    }
+    await this.scheduleCleanup()
+    return final
+  }
+
+  /**
+   * Cancels a running generation: its record becomes `canceled` at once (GET, SSE followers and the
+   * job's {@link waitForCancel} see it), and the job stops at its next NFE boundary. A finished one is
+   * reported as it is; an unknown (or expired) one as not found.
+   */
+  async cancelGeneration(id: string): Promise<CancelDecision> {
+    const record = await this.getGeneration(id)
+    if (!record) return { kind: 'not_found' }
+    if (!isLive(record)) return { kind: 'finished', record }
+    const canceled = canceledRecord(record)
+    await this.ctx.storage.put(`gen:${id}`, canceled)
+    this.#notify(id)
+    return { kind: 'canceled', record: canceled }
+  }
+
+  /**
+   * Resolves true as soon as the generation is canceled, false once it finished otherwise or after
+   * `timeoutMs` (at most {@link WATCH_MAX_MS}; the job calls again while it runs). This is how a job
+   * learns of a cancel that landed on another isolate without polling.
+   */
+  async waitForCancel(id: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + Math.min(Math.max(0, timeoutMs), WATCH_MAX_MS)
+    for (;;) {
+      const record = await this.ctx.storage.get<GenerationRecord>(`gen:${id}`)
+      if (record?.status === 'canceled') return true
+      if (record && !isLive(record)) return false
+      const left = deadline - Date.now()
+      if (left <= 0) return false
+      await this.#nextWrite(id, left)
+    }
+  }
+
+  /**
+   * Resolves at the next write to `id`'s record or after `ms`. Callers register right after reading
+   * storage: a write landing in between cannot be missed, since the object's input gate holds other
+   * calls while storage is read.
+   */
+  #nextWrite(id: string, ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const watchers = this.#watchers.get(id) ?? new Set()
+      this.#watchers.set(id, watchers)
+      const wake = () => {
+        clearTimeout(timer)
+        watchers.delete(wake)
+        if (watchers.size === 0 && this.#watchers.get(id) === watchers) this.#watchers.delete(id)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      watchers.add(wake)
+    })
   }
 
   /**
@@ -92,24 +181,13 @@ export class Ledger extends DurableObject {
     timeoutMs: number,
   ): Promise<GenerationRecord | undefined> {
     const record = await this.getGeneration(id)
-    if (record?.status !== 'running' || lastSeq(record) > afterSeq) return record
-    // Registered synchronously after the read: a write landing in between cannot be missed, since
-    // the object's input gate holds other calls while storage is read.
-    await new Promise<void>((resolve) => {
-      const watchers = this.#watchers.get(id) ?? new Set()
-      this.#watchers.set(id, watchers)
-      const wake = () => {
-        clearTimeout(timer)
-        watchers.delete(wake)
-        if (watchers.size === 0 && this.#watchers.get(id) === watchers) this.#watchers.delete(id)
-        resolve()
-      }
-      // Woken at the lease's end at the latest, so a follower learns of a dead job at once.
-      const untilLeaseEnd = leaseEnd(record) - Date.now() + 50
-      const wait = Math.min(Math.max(0, timeoutMs), WATCH_MAX_MS, Math.max(0, untilLeaseEnd))
-      const timer = setTimeout(wake, wait)
-      watchers.add(wake)
-    })
+    if (!record || !isLive(record) || lastSeq(record) > afterSeq) return record
+    // Woken at the lease's end at the latest, so a follower learns of a dead job at once.
+    const untilLeaseEnd = leaseEnd(record) - Date.now() + 50
+    await this.#nextWrite(
+      id,
+      Math.min(Math.max(0, timeoutMs), WATCH_MAX_MS, Math.max(0, untilLeaseEnd)),
+    )
     return this.getGeneration(id)
   }
 

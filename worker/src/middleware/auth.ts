@@ -1,22 +1,25 @@
 /**
  * @module middleware/auth
- * Bearer-key authentication with per-route scopes. Keys live in KV as hashes only (keys.ts); in local
+ * Bearer authentication with per-route scopes: an API key (KV holds hashes only, keys.ts) or a client
+ * token minted with one (tokens.ts), which acts as its key with fewer scopes until it expires. In local
  * mode the dev key from PIFLOW_DEV_API_KEY is seeded into KV on first use (never outside local mode).
  */
 import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import { endTime, startTime } from 'hono/timing'
-import { BadRequestError, ForbiddenError, UnauthorizedError } from '../errors.ts'
+import { ApiError, BadRequestError, ForbiddenError, UnauthorizedError } from '../errors.ts'
 import type { AppEnv } from '../hono-env.ts'
 import {
   apiKeyRecordSchema,
   createApiKeyRecord,
+  type Principal,
   parseApiKey,
   SCOPES,
   type Scope,
   verifyApiKey,
 } from '../keys.ts'
 import { onRevokedHere } from '../revocations.ts'
+import { TOKEN_PREFIX, verifyClientToken } from '../tokens.ts'
 
 const seeded = new Set<string>()
 
@@ -38,7 +41,19 @@ async function seedDevKey(kv: KVNamespace, devKey: string): Promise<void> {
   seeded.add(devKey)
 }
 
-/** Requires a valid key (carrying `scope` when given); sets `c.var.principal`. */
+/** The principal of a presented key or token (an expired token says so); undefined when refused. */
+async function verifyCredential(
+  c: Context<AppEnv>,
+  presented: string,
+): Promise<{ principal: Principal; expired: boolean } | undefined> {
+  if (presented.startsWith(TOKEN_PREFIX)) {
+    return verifyClientToken(c.env.API_KEYS, c.var.settings.signingSecret, presented)
+  }
+  const principal = await verifyApiKey(c.env.API_KEYS, presented)
+  return principal && { principal, expired: false }
+}
+
+/** Requires a valid key or token (carrying `scope` when given); sets `c.var.principal`. */
 export const auth = (scope?: Scope) =>
   createMiddleware<AppEnv>(async (c, next) => {
     const { devApiKey } = c.var.settings
@@ -61,11 +76,19 @@ export const auth = (scope?: Scope) =>
       )
     }
     startTime(c, 'auth')
-    const principal = await verifyApiKey(c.env.API_KEYS, match[1]!)
+    const verified = await verifyCredential(c, match[1]!)
     endTime(c, 'auth')
-    if (!principal) throw new UnauthorizedError('Unknown, revoked or malformed API key')
+    if (!verified) throw new UnauthorizedError('Unknown, revoked or malformed API key or token')
+    if (verified.expired) {
+      throw new ApiError(401, 'token_expired', 'This client token has expired; mint a new one', {
+        headers: { 'WWW-Authenticate': 'Bearer realm="piflow", error="invalid_token"' },
+      })
+    }
+    const { principal } = verified
     if (scope && !principal.scopes.includes(scope)) {
-      throw new ForbiddenError(`This API key lacks the "${scope}" scope`)
+      throw new ForbiddenError(
+        `This ${principal.credential === 'token' ? 'token' : 'API key'} lacks the "${scope}" scope`,
+      )
     }
     c.set('principal', principal)
     await next()
@@ -81,7 +104,8 @@ export interface RevocationWatch {
 /**
  * Watches the caller's key while a long response (an event stream) runs: `revoked` resolves at once
  * when the key is revoked through this isolate, else at the first re-check against KV (every
- * `intervalMs`, through the key memo) that refuses it.
+ * `intervalMs`, through the key memo) that refuses it. A client token's stream follows its key the same
+ * way; the token expiring does not end a stream it opened.
  */
 export function watchRevocation(c: Context<AppEnv>, intervalMs: number): RevocationWatch {
   const { keyId } = c.var.principal
@@ -90,7 +114,7 @@ export function watchRevocation(c: Context<AppEnv>, intervalMs: number): Revocat
   const revoked = new Promise<void>((resolve) => {
     const unsubscribe = onRevokedHere(keyId, resolve)
     const timer = setInterval(async () => {
-      if (!(await verifyApiKey(c.env.API_KEYS, token).catch(() => true))) resolve()
+      if (!(await verifyCredential(c, token).catch(() => true))) resolve()
     }, intervalMs)
     stop = () => {
       unsubscribe()

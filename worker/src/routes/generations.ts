@@ -1,6 +1,10 @@
 /**
  * @module routes/generations
- * `POST /v1/generations` (JSON or SSE) and `GET /v1/generations/:id`.
+ * `POST /v1/generations` (JSON or SSE), `GET /v1/generations/:id` and
+ * `POST /v1/generations/:id/cancel`.
+ *
+ * With `Prefer: respond-async` the POST answers 202 `{ id, status, urls }` once the generation's record
+ * is stored, and the generation runs on (Location, Preference-Applied: respond-async).
  *
  * Order of checks on POST: auth → body (415/413/400) → schema (422) → model limits (422) → quota (429)
  * → Idempotency-Key (replay/409/422) → cache (hit: no backend) → run. Validation failures cost no quota.
@@ -10,10 +14,10 @@ import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { setMetric } from 'hono/timing'
 import { BackendRouter } from '../backends.ts'
-import { type CachedResult, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
+import { type CachedResult, cachedSteps, cacheHitRecord, cacheKey, lookupResult } from '../cache.ts'
 import { randomToken } from '../crypto.ts'
 import { backendsFor } from '../env.ts'
-import { NotFoundError } from '../errors.ts'
+import { ApiError, NotFoundError } from '../errors.ts'
 import { parseLastEventId, terminalSeq } from '../events.ts'
 import { generationPlan, integrationFor, readGenerationRequest } from '../generation-request.ts'
 import type { AppEnv } from '../hono-env.ts'
@@ -21,12 +25,15 @@ import { claimIdempotencyKey, idempotencyKeyOf } from '../idempotency.ts'
 import { type GenerationJob, startGeneration } from '../jobs.ts'
 import { auth } from '../middleware/auth.ts'
 import { jsonBody } from '../middleware/json-body.ts'
+import { stepSigmas } from '../models.ts'
 import { publicOrigin } from '../origin.ts'
+import { enterQueue } from '../queue.ts'
 import { consumeQuota, type QuotaRefund } from '../quota.ts'
-import { type GenerationRecord, runningRecord } from '../records.ts'
+import { type GenerationRecord, type ProgressInfo, runningRecord } from '../records.ts'
 import { type RenderOptions, renderGeneration } from '../render.ts'
-import { MAX_BODY_BYTES } from '../schemas.ts'
+import { type GenerationRequest, MAX_BODY_BYTES } from '../schemas.ts'
 import { streamJob, streamRecord, wantsSse } from '../sse.ts'
+import { sendWebhook, type WebhookTarget } from '../webhooks.ts'
 
 type Ledger = ReturnType<typeof ledgerOf>
 
@@ -80,6 +87,39 @@ async function respondWithRecord(
   return c.json(await renderGeneration(record, options, pngs))
 }
 
+/** Where the request's webhooks go (its key's outbox), or undefined without a `webhook`. */
+function webhookTargetOf(c: Context<AppEnv>, body: GenerationRequest): WebhookTarget | undefined {
+  if (body.webhook === undefined) return undefined
+  const { keyId, keyHash } = c.var.principal
+  return {
+    url: body.webhook,
+    events: body.webhookEvents ?? ['completed'],
+    keyId,
+    keyHash,
+    outbox: c.env.WEBHOOKS.get(c.env.WEBHOOKS.idFromName(keyId)),
+  }
+}
+
+/** True when the request carries `Prefer: respond-async` (RFC 7240; other preferences are ignored). */
+const prefersAsync = (c: Context<AppEnv>) =>
+  (c.req.header('Prefer') ?? '')
+    .split(',')
+    .some((preference) => preference.split(';')[0]!.trim().toLowerCase() === 'respond-async')
+
+/**
+ * The 202 of `Prefer: respond-async`: the generation's id, status and where to follow it (`stream` is
+ * the same URL read with `Accept: text/event-stream`, as EventSource does), with `Location`.
+ */
+function acceptedResponse(c: Context<AppEnv>, record: GenerationRecord): Response {
+  const get = `${publicOrigin(c)}/v1/generations/${record.id}`
+  c.header('Location', get)
+  c.header('Preference-Applied', 'respond-async')
+  return c.json(
+    { id: record.id, status: record.status, urls: { get, stream: get, cancel: `${get}/cancel` } },
+    202,
+  )
+}
+
 /** The stored generation an Idempotency-Key replays. */
 async function replay(
   c: Context<AppEnv>,
@@ -90,6 +130,7 @@ async function replay(
   const record = await ledger.getGeneration(generationId)
   if (!record) throw new NotFoundError('The replayed generation has expired')
   c.header('Idempotent-Replayed', 'true')
+  if (prefersAsync(c)) return acceptedResponse(c, record)
   return respondWithRecord(c, ledger, record, options)
 }
 
@@ -104,12 +145,12 @@ async function admit(
   c: Context<AppEnv>,
   ledger: Ledger,
   running: GenerationRecord,
-  pendingHit: Promise<CachedResult | undefined>,
+  pendingHit: Promise<(CachedResult & { steps: ProgressInfo[] }) | undefined>,
   idempotencyKey: string | undefined,
 ): Promise<{ hit: GenerationRecord | undefined; refundQuota: QuotaRefund }> {
   const hitStored = pendingHit.then(async (hit) => {
     if (!hit) return undefined
-    const record = cacheHitRecord(running, hit)
+    const record = cacheHitRecord(running, hit, hit.steps)
     await timed(c, 'ledger', ledger.putGeneration(record))
     return record
   })
@@ -156,7 +197,9 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   // quota have passed.
   const waitUntil = (work: Promise<unknown>) => c.executionCtx.waitUntil(work)
   const pendingHit = hash
-    ? timed(c, 'cache', lookupResult(hash, c.env.IMAGES, waitUntil))
+    ? timed(c, 'cache', lookupResult(hash, c.env.IMAGES, waitUntil)).then(
+        (hit) => hit && { ...hit, steps: cachedSteps(request.nfe, stepSigmas(model, request.nfe)) },
+      )
     : Promise.resolve(undefined)
   pendingHit.catch(() => {}) // awaited in admit(); a replay returns before that
 
@@ -181,34 +224,79 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   })
   const { hit, refundQuota } = await admit(c, ledger, running, pendingHit, idempotencyKey)
   if (hit) {
+    const webhook = webhookTargetOf(c, body)
+    if (webhook) {
+      const sent = renderGeneration(hit, renderOptions(c, false)).then((data) =>
+        sendWebhook(webhook, hit.id, 'completed', data),
+      )
+      c.executionCtx.waitUntil(
+        sent.catch((error) => console.error('webhook of a cache hit', error)),
+      )
+    }
     // Stored before answering, so a GET right after the response finds it.
     const [response] = await Promise.all([
-      respondWithRecord(c, ledger, hit, options),
+      prefersAsync(c) ? acceptedResponse(c, hit) : respondWithRecord(c, ledger, hit, options),
       idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'keep'),
     ])
     return response
   }
 
+  // A slot on the model, or a place in its queue; shed (503 queue_full) gives back what admit() took.
+  const admission = await enterQueue(c, model.id, id).catch(async (error: unknown) => {
+    await Promise.all([
+      refundQuota(),
+      idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'release'),
+    ])
+    throw error
+  })
+  const record: GenerationRecord =
+    admission?.position === undefined
+      ? running
+      : { ...running, status: 'queued', queuePosition: admission.position }
+  const webhook = webhookTargetOf(c, body)
   const sse = wantsSse(c)
+  const answerAtOnce = prefersAsync(c)
+  // Progress (and previews) are recorded for whoever follows the generation: its own stream, or GET
+  // streams after a 202.
+  const followed = sse || answerAtOnce
   const job = await startGeneration(
     {
-      plan: generationPlan(info, { generationId: id, integration, preview: body.preview && sse }),
-      record: running,
+      plan: generationPlan(info, {
+        generationId: id,
+        integration,
+        preview: body.preview && followed,
+      }),
+      record,
       router: new BackendRouter(
         backendsFor(settings.backends, model.id),
         settings.backendSecret,
         settings.backendTimeoutMs,
+        { requestId: id },
       ),
       bucket: c.env.IMAGES,
       ledger,
       ...(hash ? { cacheHash: hash } : {}),
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
       refundQuota,
-      recordProgress: sse,
+      recordProgress: followed,
+      ...(admission ? { admission } : {}),
+      ...(webhook
+        ? {
+            webhook: {
+              target: webhook,
+              render: (r) => renderGeneration(r, renderOptions(c, false)),
+            },
+          }
+        : {}),
     },
     waitUntil,
   )
-  return sse ? streamJob(c, job, running, options) : respondWhenDone(c, ledger, job, options)
+  if (answerAtOnce) {
+    // The job runs on under waitUntil; once its record is stored, a GET finds it.
+    await job.stored
+    return acceptedResponse(c, record)
+  }
+  return sse ? streamJob(c, job, record, options) : respondWhenDone(c, ledger, job, options)
 }
 
 /**
@@ -217,12 +305,15 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
  * until `done` or `error`; 204 when the client already has the last event (EventSource then stops
  * reconnecting).
  */
+const GENERATION_ID = /^gen_[A-Za-z0-9_-]{1,64}$/
+const generationNotFound = (id: string) =>
+  new NotFoundError(`No generation "${id}" for this API key`, 'generation_not_found')
+
 async function getGeneration(c: Context<AppEnv>): Promise<Response> {
   const id = c.req.param('id')!
   const ledger = ledgerOf(c)
-  const record = /^gen_[A-Za-z0-9_-]{1,64}$/.test(id) ? await ledger.getGeneration(id) : undefined
-  if (!record)
-    throw new NotFoundError(`No generation "${id}" for this API key`, 'generation_not_found')
+  const record = GENERATION_ID.test(id) ? await ledger.getGeneration(id) : undefined
+  if (!record) throw generationNotFound(id)
   const options = renderOptions(c, c.req.query('response') === 'base64')
   if (wantsSse(c)) {
     const after = parseLastEventId(
@@ -235,6 +326,28 @@ async function getGeneration(c: Context<AppEnv>): Promise<Response> {
   return c.json(await renderGeneration(record, options))
 }
 
+/**
+ * `POST /v1/generations/:id/cancel`: the tenant's Ledger marks a running generation `canceled` at
+ * once and answers with that record (the decided outcome; its job, on whichever isolate, stops at its
+ * next NFE boundary and tells its backend to stop). 409 `generation_finished` once it has finished.
+ */
+async function cancelGeneration(c: Context<AppEnv>): Promise<Response> {
+  const id = c.req.param('id')!
+  const decision = GENERATION_ID.test(id)
+    ? await ledgerOf(c).cancelGeneration(id)
+    : { kind: 'not_found' as const }
+  if (decision.kind === 'not_found') throw generationNotFound(id)
+  const options = renderOptions(c, false)
+  if (decision.kind === 'finished') {
+    const { status } = decision.record
+    throw new ApiError(409, 'generation_finished', `Generation "${id}" already ${status}`, {
+      details: { status },
+    })
+  }
+  return c.json(await renderGeneration(decision.record, options))
+}
+
 export const generations = new Hono<AppEnv>()
   .post('/', auth('generations:write'), jsonBody(MAX_BODY_BYTES), createGeneration)
   .get('/:id', auth('generations:read'), getGeneration)
+  .post('/:id/cancel', auth('generations:write'), cancelGeneration)

@@ -15,6 +15,9 @@ export const keys = new Hono<AppEnv>()
 
 keys.delete('/:id', auth(), async (c) => {
   const { principal } = c.var
+  if (principal.credential === 'token') {
+    throw new ForbiddenError('A client token cannot revoke its key; use the API key itself')
+  }
   if (c.req.param('id') !== principal.keyId) {
     throw new ForbiddenError(
       'An API key can revoke only itself; operators revoke others with scripts/keys.ts revoke',
