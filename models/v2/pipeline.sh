@@ -35,16 +35,9 @@ RUNS=${RUNS:-models/runs}
 TEACHER_RUN=$RUNS/v2-teacher
 STUDENT_RUN=$RUNS/v2-student
 mkdir -p "$RUNS"
-# what models/recipe/common.py env_warnings asks for: passive OpenMP waits and large malloc thresholds
-export OMP_WAIT_POLICY=PASSIVE
-export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
-
-log() { echo "$(date -u +%H:%M:%S) v2 pipeline: $*"; }
-wait_until() {
-  local target
-  target=$(date -u -d "$1" +%s)
-  while [ "$(date -u +%s)" -lt "$target" ]; do sleep 15; done
-}
+PIPELINE_NAME="v2 pipeline"
+# shellcheck source=models/recipe/pipeline-common.sh
+. models/recipe/pipeline-common.sh  # the recipe's environment, log, stop_at, watch_distillation
 export_model() {
   # a copy of the student checkpoint: the trainer replaces last.pt atomically, the copy stays stable
   cp "$STUDENT_RUN/checkpoints/last.pt" "$RUNS/v2-export-student.pt" || return 1
@@ -61,12 +54,8 @@ export_model() {
 }
 
 log "pid $$; teacher until $TEACHER_STOP, distillation until $DISTILL_UNTIL, evaluation by $EVAL_DEADLINE"
-if [ -f "$TEACHER_RUN/pid" ] && kill -0 "$(cat "$TEACHER_RUN/pid")" 2>/dev/null; then
-  wait_until "$TEACHER_STOP"
-  tpid=$(cat "$TEACHER_RUN/pid")
-  log "stopping the background teacher $tpid (it writes its checkpoint and snapshot)"
-  kill -TERM "$tpid" 2>/dev/null
-  while kill -0 "$tpid" 2>/dev/null; do sleep 2; done
+if running "$TEACHER_RUN/pid"; then
+  stop_at "$TEACHER_STOP" "$TEACHER_RUN/pid" "the background teacher (it writes its checkpoint and snapshot)"
 elif [ "$(date -u +%s)" -lt "$(date -u -d "$TEACHER_STOP" +%s)" ]; then
   log "teacher until $TEACHER_STOP ${TEACHER_ARGS:-}"
   # shellcheck disable=SC2086  # TEACHER_ARGS is a list of flags
@@ -90,16 +79,7 @@ nice -n 19 "$PY" -m models.recipe.distill --v2 --teacher "$RUNS/v2-export-teache
 dpid=$!
 echo "$dpid" > "$STUDENT_RUN.pid"
 log "distillation pid $dpid"
-last=$(date +%s)
-while kill -0 "$dpid" 2>/dev/null; do
-  sleep 15
-  if [ $(($(date +%s) - last)) -ge "$EXPORT_EVERY" ] && [ -f "$STUDENT_RUN/checkpoints/last.pt" ]; then
-    export_model
-    last=$(date +%s)
-  fi
-done
-wait "$dpid"
-log "distillation exited with $?"
+watch_distillation "$dpid" "$STUDENT_RUN/checkpoints/last.pt"
 tail -n 2 "$STUDENT_RUN/train.log.jsonl"
 [ -f "$STUDENT_RUN/checkpoints/last.pt" ] && export_model
 
