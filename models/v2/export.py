@@ -18,6 +18,7 @@ Everything else is models/recipe/export.py (fp16 initialisers, manifest with sha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -91,9 +92,8 @@ def export_v2(teacher_path: str, student_path: str, out_dir: str, fixtures_dir: 
     teacher, student, training, piid = load_v2(teacher_path, student_path, encoder_dir)
     guidance, shift = float(piid.get("guidance", 3.0)), float(piid.get("shift", 3.2))
     tokenizer = os.path.join(encoder_dir, "tokenizer.json")
-    info = ModelInfo(model_id, INFO.name, INFO.attribution, INFO.size_multipliers)
-    manifest = write_model_dir(teacher, student, tokenizer, out_dir, training, guidance, shift, info=info,
-                               notice=notice_text())
+    manifest = write_model_dir(teacher, student, tokenizer, out_dir, training, guidance, shift,
+                               info=dataclasses.replace(INFO, id=model_id), notice=notice_text())
     write_fixtures(os.path.join(fixtures_dir, "onnx-parity.json"), teacher, student, Tokenizer.load(tokenizer),
                    shift)
     return manifest
