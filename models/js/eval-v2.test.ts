@@ -96,7 +96,7 @@ describe.skipIf(metricsSkip !== null)(
 )
 
 describe.skipIf(modelsPySkip !== null)(
-  `v2 text encoder, teacher trainer and pi-ID student ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
+  `v2 text encoder, teacher trainer, pi-ID student and export ${modelsPySkip ? `— skipped: ${modelsPySkip}` : ''}`,
   () => {
     it('all-MiniLM-L6-v2 from PyPI reproduces the committed vectors offline', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_text_full'])
@@ -108,6 +108,10 @@ describe.skipIf(modelsPySkip !== null)(
 
     it('pi-ID GM student (distill --v2) from a 64 px teacher snapshot: trains and resumes', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_distill'])
+    })
+
+    it('export (tiny run): onnxruntime == torch, parseManifest accepts it, a Node backend serves it', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_export'])
     })
   },
 )

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import inspect
 import io
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -93,6 +95,12 @@ def _fp16_initialisers(model: onnx.ModelProto, min_elems: int = 16) -> onnx.Mode
     return model
 
 
+def _legacy_exporter() -> dict:
+    """torch >= 2.5 defaults to the dynamo exporter (needs onnxscript, which neither environment has);
+    the TorchScript exporter, torch 1.13's only one, writes the same graphs for both recipes."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def export_onnx(net: torch.nn.Module, path: str, outputs: list[str], fp16: bool, max_length: int) -> None:
     x = torch.zeros(2, 3, net.cfg.image_size, net.cfg.image_size)
     sigma = torch.full((2,), 0.5)
@@ -101,7 +109,7 @@ def export_onnx(net: torch.nn.Module, path: str, outputs: list[str], fp16: bool,
     buf = io.BytesIO()
     torch.onnx.export(
         StudentWrapper(net), (x, sigma, tokens), buf, opset_version=OPSET, input_names=["x", "sigma", "tokens"],
-        output_names=outputs, dynamic_axes=dyn, do_constant_folding=True,
+        output_names=outputs, dynamic_axes=dyn, do_constant_folding=True, **_legacy_exporter(),
     )
     model = onnx.load_from_string(buf.getvalue())
     if fp16:
@@ -211,8 +219,22 @@ def io_spec(cfg: NetConfig, role: str, max_length: int) -> tuple[list, list]:
     ]
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What tells one exported model from another in its manifest."""
+
+    id: str
+    name: str
+    attribution: str
+    size_multipliers: tuple[int, ...]  # image.outputSizes = native size times these
+
+
+V1 = ModelInfo("piflow-emoji", "piflow emoji 32x32 (pi-Flow GM student, K=8, distilled by pi-ID)", ATTRIBUTION,
+               (1, 2, 4, 8))
+
+
 def build_manifest(out_dir: str, tcfg: NetConfig, scfg: NetConfig, tok: Tokenizer, training: dict,
-                   guidance: float, shift: float) -> dict:
+                   guidance: float, shift: float, info: ModelInfo = V1) -> dict:
     files = {}
     for key, role, fname in [("student", "student", "student.onnx"), ("teacher", "teacher", "teacher.onnx"),
                              ("tokenizer", "tokenizer", "tokenizer.json")]:
@@ -226,13 +248,13 @@ def build_manifest(out_dir: str, tcfg: NetConfig, scfg: NetConfig, tok: Tokenize
     size = tcfg.image_size
     return {
         "schemaVersion": 1,
-        "id": "piflow-emoji",
-        "name": "piflow emoji 32x32 (pi-Flow GM student, K=8, distilled by pi-ID)",
+        "id": info.id,
+        "name": info.name,
         "license": "Apache-2.0",
-        "attribution": ATTRIBUTION,
+        "attribution": info.attribution,
         "policy": {"type": "gm", "k": scfg.k},
         "latent": {"channels": tcfg.image_channels, "height": size, "width": size},
-        "image": {"height": size, "width": size, "outputSizes": [size * m for m in (1, 2, 4, 8)],
+        "image": {"height": size, "width": size, "outputSizes": [size * m for m in info.size_multipliers],
                   "valueRange": [-1, 1]},
         "sampling": {
             "nfeOptions": [4],
@@ -253,10 +275,42 @@ def build_manifest(out_dir: str, tcfg: NetConfig, scfg: NetConfig, tok: Tokenize
     }
 
 
+def write_model_dir(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: str, out_dir: str,
+                    training: dict, guidance: float, shift: float, fp16: bool = True, info: ModelInfo = V1,
+                    notice: str | None = None) -> dict:
+    """The model directory every path loads: tokenizer.json (copied from `tokenizer`), teacher.onnx,
+    student.onnx, manifest.json (written last, atomically, with the files' sha256 and bytes) and, when
+    given, NOTICE. teacher/student: modules of (x, sigma, tokens) with an EmojiNet's `cfg`."""
+    tok = Tokenizer.load(tokenizer)
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.abspath(tokenizer) != os.path.abspath(os.path.join(out_dir, "tokenizer.json")):
+        with open(tokenizer, "rb") as src, open(os.path.join(out_dir, "tokenizer.json"), "wb") as dst:
+            dst.write(src.read())
+    if notice is not None:
+        with open(os.path.join(out_dir, "NOTICE"), "w", encoding="utf-8") as f:
+            f.write(notice)
+    export_onnx(teacher, os.path.join(out_dir, "teacher.onnx"), ["u"], fp16, tok.max_length)
+    export_onnx(student, os.path.join(out_dir, "student.onnx"), ["means_u", "logweights", "logstds"], fp16,
+                tok.max_length)
+    manifest = build_manifest(out_dir, teacher.cfg, student.cfg, tok, training, guidance, shift, info)
+    tmp = os.path.join(out_dir, "manifest.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, os.path.join(out_dir, "manifest.json"))
+    return manifest
+
+
+def write_fixtures(fixture: str, teacher: torch.nn.Module, student: torch.nn.Module, tok: Tokenizer,
+                   shift: float) -> None:
+    """onnx-parity.json at `fixture` and sampling-parity.json beside it."""
+    write_fixture(fixture, teacher, student, tok)
+    write_sampling_fixture(os.path.join(os.path.dirname(fixture), "sampling-parity.json"), student, tok, shift)
+
+
 def export_all(teacher_ckpt: str, student_ckpt: str | None, out_dir: str, fixture: str | None,
                tokenizer: str, guidance: float, shift: float, fp16: bool = True, k: int = K_DEFAULT) -> dict:
     torch.manual_seed(0)
-    tok = Tokenizer.load(tokenizer)
     teacher, tck = load_net(teacher_ckpt)
     training = {"teacherSteps": int(tck["step"]), "studentSteps": 0, "studentInit": "teacher + fresh GM head"}
     if student_ckpt:
@@ -265,22 +319,9 @@ def export_all(teacher_ckpt: str, student_ckpt: str | None, out_dir: str, fixtur
     else:
         student = student_from_teacher(teacher, k)
         student.eval()
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.abspath(tokenizer) != os.path.abspath(os.path.join(out_dir, "tokenizer.json")):
-        with open(tokenizer, "rb") as src, open(os.path.join(out_dir, "tokenizer.json"), "wb") as dst:
-            dst.write(src.read())
-    export_onnx(teacher, os.path.join(out_dir, "teacher.onnx"), ["u"], fp16, tok.max_length)
-    export_onnx(student, os.path.join(out_dir, "student.onnx"), ["means_u", "logweights", "logstds"], fp16,
-                tok.max_length)
-    manifest = build_manifest(out_dir, teacher.cfg, student.cfg, tok, training, guidance, shift)
-    tmp = os.path.join(out_dir, "manifest.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, os.path.join(out_dir, "manifest.json"))
+    manifest = write_model_dir(teacher, student, tokenizer, out_dir, training, guidance, shift, fp16)
     if fixture:
-        write_fixture(fixture, teacher, student, tok)
-        write_sampling_fixture(os.path.join(os.path.dirname(fixture), "sampling-parity.json"), student, tok, shift)
+        write_fixtures(fixture, teacher, student, Tokenizer.load(tokenizer), shift)
     return manifest
 
 

@@ -15,15 +15,8 @@ EVAL_DEADLINE=${3:-20:43}
 EXPORT_EVERY=${EXPORT_EVERY:-900}
 PY=${PIFLOW_PYTHON:-/usr/bin/python3}
 RUNS=models/runs
-export OMP_WAIT_POLICY=PASSIVE
-export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
-
-log() { echo "$(date -u +%H:%M:%S) pipeline: $*"; }
-wait_until() {
-  local target
-  target=$(date -u -d "$1" +%s)
-  while [ "$(date -u +%s)" -lt "$target" ]; do sleep 15; done
-}
+# shellcheck source=models/recipe/pipeline-common.sh
+. models/recipe/pipeline-common.sh  # the recipe's environment, log, stop_at, watch_distillation
 export_model() {
   # copy the checkpoints first: the trainer replaces last.pt atomically, a copy is a stable snapshot
   cp "$RUNS/teacher/checkpoints/last.pt" "$RUNS/export-teacher.pt" || return 1
@@ -37,12 +30,8 @@ export_model() {
 }
 
 log "pid $$; teacher stops at $TEACHER_STOP, distillation until $DISTILL_UNTIL"
-if [ -f "$RUNS/teacher/pid" ] && kill -0 "$(cat "$RUNS/teacher/pid")" 2>/dev/null; then
-  wait_until "$TEACHER_STOP"
-  tpid=$(cat "$RUNS/teacher/pid")
-  log "stopping teacher $tpid"
-  kill -TERM "$tpid" 2>/dev/null
-  while kill -0 "$tpid" 2>/dev/null; do sleep 2; done
+if running "$RUNS/teacher/pid"; then
+  stop_at "$TEACHER_STOP" "$RUNS/teacher/pid" teacher
 fi
 tail -n 2 "$RUNS/teacher/train.log.jsonl"
 export_model
@@ -52,16 +41,7 @@ nice -n 5 "$PY" -m models.recipe.distill --teacher "$RUNS/export-teacher.pt" --r
 dpid=$!
 echo "$dpid" > "$RUNS/student.pid"
 log "distillation pid $dpid"
-last=$(date +%s)
-while kill -0 "$dpid" 2>/dev/null; do
-  sleep 15
-  if [ $(( $(date +%s) - last )) -ge "$EXPORT_EVERY" ] && [ -f "$RUNS/student/checkpoints/last.pt" ]; then
-    export_model
-    last=$(date +%s)
-  fi
-done
-wait "$dpid"
-log "distillation exited with $?"
+watch_distillation "$dpid" "$RUNS/student/checkpoints/last.pt"
 tail -n 2 "$RUNS/student/train.log.jsonl"
 export_model
 left=$(( $(date -u -d "$EVAL_DEADLINE" +%s) - $(date -u +%s) ))
