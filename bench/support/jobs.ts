@@ -64,24 +64,30 @@ async function streamed(
   return times
 }
 
+/** A backend (with `args`) and a worker in front of it, unmetered; both pushed onto `services`. */
+async function startPair(services: Service[], args: string[]) {
+  const secret = randomSecret()
+  const key = randomApiKey('bench')
+  const backend = await startBackend({ secret, args })
+  services.push(backend)
+  const worker = await startWorker({
+    backends: [{ id: 'bench', url: backend.url }],
+    backendSecret: secret,
+    devApiKey: key,
+    signingSecret: randomSecret(),
+    vars: { PIFLOW_RATE_LIMIT: '100000000/60' },
+  })
+  services.push(worker)
+  return { backend, worker, key }
+}
+
 async function cancelLatency(): Promise<{ stepMs: number; cancelMs: number[] }> {
   const services: Service[] = []
   try {
-    const secret = randomSecret()
-    const key = randomApiKey('bench')
-    const backend = await startBackend({
-      secret,
-      args: ['--debug-run-delay-ms', String(CANCEL_DELAY_MS)],
-    })
-    services.push(backend)
-    const worker = await startWorker({
-      backends: [{ id: 'slow', url: backend.url }],
-      backendSecret: secret,
-      devApiKey: key,
-      signingSecret: randomSecret(),
-      vars: { PIFLOW_RATE_LIMIT: '100000000/60' },
-    })
-    services.push(worker)
+    const { backend, worker, key } = await startPair(services, [
+      '--debug-run-delay-ms',
+      String(CANCEL_DELAY_MS),
+    ])
     const steps: number[] = []
     const cancelMs: number[] = []
     for (let round = 0; round < CANCEL_ROUNDS; round++) {
@@ -129,18 +135,7 @@ async function webhookLatency(): Promise<{ jsonMs: number[]; webhookMs: number[]
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve))
   const base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`
   try {
-    const secret = randomSecret()
-    const key = randomApiKey('bench')
-    const backend = await startBackend({ secret })
-    services.push(backend)
-    const worker = await startWorker({
-      backends: [{ id: 'local', url: backend.url }],
-      backendSecret: secret,
-      devApiKey: key,
-      signingSecret: randomSecret(),
-      vars: { PIFLOW_RATE_LIMIT: '100000000/60' },
-    })
-    services.push(worker)
+    const { worker, key } = await startPair(services, [])
     const run = async (tag: string) => {
       const started = performance.now()
       sentAt.set(tag, started)

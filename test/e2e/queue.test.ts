@@ -102,14 +102,27 @@ describe('admission queue', () => {
       expect((await until(g.body.id, (x) => x.status !== 'running')).status).toBe('succeeded')
   })
 
-  it('a queued generation can be cancelled, and frees its place', async () => {
+  it('a queued generation can be cancelled from its live stream, and frees its place', async () => {
     const a = await submit('red apple')
     const b = await submit('green leaf')
-    const c = await submit('blue heart')
+    // Its own POST's stream: id (status queued), then queued with its position.
+    const live = await call('/v1/generations', {
+      body: { prompt: 'blue heart' },
+      headers: { Accept: 'text/event-stream' },
+    })
+    const stream = sseEvents(live.body!)
+    const first = (await stream.next()).value as SseEvent
+    const second = (await stream.next()).value as SseEvent
+    const c = { body: JSON.parse(first.data) as { id: string; status: string } }
     expect(c.body.status).toBe('queued')
+    expect(second.event).toBe('queued')
+    expect(JSON.parse(second.data)).toEqual({ id: c.body.id, status: 'queued', queuePosition: 1 })
     const canceled = await call(`/v1/generations/${c.body.id}/cancel`, { method: 'POST' })
     expect(canceled.status).toBe(200)
     expect(((await canceled.json()) as Generation).status).toBe('canceled')
+    const rest: SseEvent[] = []
+    for await (const event of stream) rest.push(event)
+    expect(rest.map((e) => e.event)).toEqual(['canceled'])
     // The queue has room again (its place was freed by the cancel, not by a lease running out).
     await until(c.body.id, (g) => g.status === 'canceled')
     let d = await submit('pear')

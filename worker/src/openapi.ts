@@ -263,12 +263,15 @@ export function openApiDocument(): object {
           requestBody: { required: true, content: json('TokenRequest') },
           responses: {
             201: { description: 'The token', content: json('ClientToken') },
+            400: error('Malformed JSON or Authorization header'),
             401: error('Missing or unknown API key'),
             403: error(
               'token_cannot_mint (a client token cannot mint tokens), or forbidden (scopes the key lacks)',
             ),
+            408: error('Body not received within 10 s'),
+            413: error('Body too large'),
             415: error('Body is not application/json in UTF-8'),
-            422: error('Invalid ttlSeconds (1 … 3600) or scopes'),
+            422: error('Not a JSON object, or invalid ttlSeconds (1 … 3600) or scopes'),
           },
         },
       },

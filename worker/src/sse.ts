@@ -194,6 +194,10 @@ export function streamJob(
       enqueue(async () => {
         await job.stored.catch(() => undefined)
         await send({ seq: 0, type: 'id' })
+        // A generation that starts queued says where; the job reports each later position.
+        if (running.status === 'queued' && running.queuePosition !== undefined && !stream.aborted) {
+          await writeQueued(stream, running.id, running.queuePosition)
+        }
       })
       const keepalive = setInterval(() => {
         enqueue(async () => {

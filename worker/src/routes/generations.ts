@@ -222,7 +222,20 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
     integration,
     createdAt: started,
   })
-  const { hit, refundQuota } = await admit(c, ledger, running, pendingHit, idempotencyKey)
+  // An unseeded request can never be a cache hit: its slot is taken while the quota is (one round
+  // trip saved), and given back if the quota refuses. A seeded one asks only once it missed the cache.
+  const earlySlot = hash === undefined ? enterQueue(c, model.id, id) : undefined
+  earlySlot?.catch(() => {}) // awaited below
+  const { hit, refundQuota } = await admit(c, ledger, running, pendingHit, idempotencyKey).catch(
+    (error: unknown) => {
+      c.executionCtx.waitUntil(
+        (earlySlot ?? Promise.resolve(undefined))
+          .then((slot) => slot?.slots.release(id))
+          .catch(() => {}),
+      )
+      throw error
+    },
+  )
   if (hit) {
     const webhook = webhookTargetOf(c, body)
     if (webhook) {
@@ -242,13 +255,17 @@ async function createGeneration(c: Context<AppEnv>): Promise<Response> {
   }
 
   // A slot on the model, or a place in its queue; shed (503 queue_full) gives back what admit() took.
-  const admission = await enterQueue(c, model.id, id).catch(async (error: unknown) => {
-    await Promise.all([
-      refundQuota(),
-      idempotencyKey === undefined ? undefined : ledger.finishIdempotent(idempotencyKey, 'release'),
-    ])
-    throw error
-  })
+  const admission = await (earlySlot ?? enterQueue(c, model.id, id)).catch(
+    async (error: unknown) => {
+      await Promise.all([
+        refundQuota(),
+        idempotencyKey === undefined
+          ? undefined
+          : ledger.finishIdempotent(idempotencyKey, 'release'),
+      ])
+      throw error
+    },
+  )
   const record: GenerationRecord =
     admission?.position === undefined
       ? running

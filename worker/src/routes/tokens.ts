@@ -23,7 +23,7 @@ tokens.post('/', auth(), jsonBody(MAX_BODY_BYTES), async (c) => {
       'Client tokens cannot mint tokens; use the API key',
     )
   }
-  const parsed = tokenRequestSchema.safeParse(c.var.jsonBody ?? {})
+  const parsed = tokenRequestSchema.safeParse(c.var.jsonBody)
   if (!parsed.success) throw new ValidationError(fieldErrors(parsed.error))
   const { ttlSeconds } = parsed.data
   const asked = parsed.data.scopes
