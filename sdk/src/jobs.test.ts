@@ -104,14 +104,23 @@ describe('abort cancels the generation on the server', () => {
   })
 
   it('generate() with a signal runs over the stream, so an abort cancels it too', async () => {
-    const s = await serve(hangingGeneration())
+    // A signal alone makes generate() stream (so the id is known early)...
+    const plain = await serve(hangingGeneration())
+    const first = new AbortController()
+    const streamed = client(plain).generate({ prompt: 'a' }, { signal: first.signal })
+    await waitFor(() => plain.requests.length > 0)
+    expect(plain.requests[0]?.headers.accept).toBe('text/event-stream')
+    expect(JSON.parse(plain.requests[0]!.body)).toEqual({ preview: false, prompt: 'a' })
+    first.abort()
+    await expect(streamed).rejects.toBe(first.signal.reason)
+    // ...and an abort once the id is known cancels it. Aborting from the progress event that follows
+    // the id guarantees the client has it (a fixed sleep can be outlasted on a loaded machine).
+    const s = await serve(hangingGeneration([sse('progress', { step: 1, nfe: 4 }, 1)]))
     const controller = new AbortController()
-    const pending = client(s).generate({ prompt: 'a' }, { signal: controller.signal })
-    await waitFor(() => s.requests.length > 0)
-    expect(s.requests[0]?.headers.accept).toBe('text/event-stream')
-    expect(JSON.parse(s.requests[0]!.body)).toEqual({ preview: false, prompt: 'a' })
-    await new Promise((r) => setTimeout(r, 50)) // the id event arrives
-    controller.abort()
+    const pending = client(s).generate(
+      { prompt: 'a' },
+      { signal: controller.signal, onProgress: () => controller.abort() },
+    )
     const error = await pending.catch((e) => e)
     expect(error.name).toBe('AbortError')
     expect(error).toBe(controller.signal.reason)
