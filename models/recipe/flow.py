@@ -109,6 +109,18 @@ class GMPolicy:
             self.var_x0 = self.var_x0 * temperature
             self._fixed = None
 
+    def take(self, rows: torch.Tensor) -> "GMPolicy":
+        """The same policy for a subset of the batch (rows: int64 indices), its fixed terms indexed
+        rather than recomputed (rollout's compaction)."""
+        fixed = {key: v[rows] for key, v in self._fixed_terms().items()}
+        p = GMPolicy.__new__(GMPolicy)
+        p.eps, p._fixed = self.eps, fixed
+        p.x_src, p.sigma_src, p.var_x0, p.logweights = (
+            t[rows] for t in (self.x_src, self.sigma_src, self.var_x0, self.logweights)
+        )
+        p.means_x0 = fixed["means"].reshape(len(rows), *self.means_x0.shape[1:])
+        return p
+
     def _fixed_terms(self) -> dict:
         """What x0 needs that does not depend on (x_t, sigma_t), computed once per policy (a rollout calls
         x0 up to total_substeps times): flat (B,K,C,P) means, their squared norms over C, the logweights,
@@ -152,20 +164,34 @@ class GMPolicy:
 
 def rollout(policy, x, sigma, raw_src, raw_dst, shift: float, total_substeps: int):
     """Integrate the policy from raw_src to raw_dst (both (B,)) with per-sample substep counts.
-    Returns (x_end, sigma_end, raw_end, num_substeps)."""
+    Returns (x_end, sigma_end, raw_end, num_substeps).
+
+    Samples take different numbers of substeps (typically 35-50 % of B x max are needed); when some
+    finish, the rest continue as a smaller batch (policy.take), so no substep is computed for a sample
+    that has finished. Each sample's arithmetic is the same as in a full-batch loop."""
     delta = raw_src - raw_dst
     n = torch.round(delta * total_substeps).long().clamp(min=1)
     h = delta / n
-    raw = raw_src
+    rows = torch.arange(n.shape[0])
+    raw, left = raw_src, n
+    done = []  # (rows, x, sigma, raw) of samples that finished
     for i in range(int(n.max().item())):
+        finished = left <= i
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(1)
+            done.append(tuple(t[finished] for t in (rows, x, sigma, raw)))
+            rows, x, sigma, raw, left, h = (t[keep] for t in (rows, x, sigma, raw, left, h))
+            policy = policy.take(keep)
         u = policy.velocity(x, sigma)
-        raw_next = (raw - h).clamp(min=0)
-        sigma_next = warp(raw_next, shift)
-        x_next = x + u * _b(sigma_next - sigma, 4)
-        active = n > i
-        x = torch.where(_b(active, 4), x_next, x)
-        sigma = torch.where(active, sigma_next, sigma)
-        raw = torch.where(active, raw_next, raw)
+        raw = (raw - h).clamp(min=0)
+        sigma_next = warp(raw, shift)
+        x = x + u * _b(sigma_next - sigma, 4)
+        sigma = sigma_next
+    if not done:
+        return x, sigma, raw, n
+    done.append((rows, x, sigma, raw))
+    order = torch.cat([d[0] for d in done]).argsort()
+    x, sigma, raw = (torch.cat([d[j] for d in done])[order] for j in (1, 2, 3))
     return x, sigma, raw, n
 
 
