@@ -74,6 +74,46 @@ class _MixtureMean(torch.autograd.Function):
         return grad_m, grad_nu, grad_logits if ctx.needs_input_grad[2] else None, grad_inv_d
 
 
+@dataclass
+class GMPosterior:
+    """What the GM posterior mean needs that does not depend on (x_t, sigma_t), computed once per policy
+    (a rollout calls it up to total_substeps times): flat means (B,K,C,P), their squared norms over C and
+    the logweights (B,K,P), the source's part of nu (B,C,H,W), and per-sample (B,) factors."""
+
+    means: torch.Tensor
+    msq: torch.Tensor
+    logweights: torch.Tensor
+    nu_src: torch.Tensor
+    r_s2: torch.Tensor
+    var: torch.Tensor
+    eps: float
+
+    def take(self, rows: torch.Tensor) -> "GMPosterior":
+        """The same posterior for a subset of the batch (rows: int64 indices); rollout's compaction."""
+        return GMPosterior(self.means[rows], self.msq[rows], self.logweights[rows], self.nu_src[rows],
+                           self.r_s2[rows], self.var[rows], self.eps)
+
+    def x0(self, x_t, sigma_t):
+        """Posterior mean of x0 given (x_t, sigma_t). Algebraically the golden formula, rearranged to
+        read the (B,K,C,H,W) means twice per call instead of ~a dozen times: D and var are per sample, so
+        sum_k w_k (m_k + var nu)/D = (sum_k w_k m_k)/D + var nu/D, and sum_c m (nu - zeta m/2) splits
+        into a dot product and a cached squared norm. The two passes over the means (and their backward)
+        are one fused autograd function, _MixtureMean; per-sample factors are (B,) scalars."""
+        b, k, c, p = self.means.shape
+        st = sigma_t.clamp(min=self.eps)
+        r_t = (1 - st) / st
+        zeta = r_t * r_t - self.r_s2
+        nu = torch.addcmul(-self.nu_src, x_t, _b(r_t / st, 4))  # r_t x_t / st - r_s x_src / ss
+        inv_d = 1 / (1 + self.var * zeta).clamp(min=self.eps)
+        # logits = logweights + (dot - zeta msq / 2) / d; the dot's part is added inside _MixtureMean
+        base = torch.addcmul(self.logweights, self.msq, (-0.5 * zeta * inv_d).reshape(b, 1, 1))
+        mixed = _MixtureMean.apply(self.means, nu.reshape(b, c, p), base, inv_d.reshape(b, 1, 1))
+        return torch.addcmul(mixed.reshape(nu.shape) * _b(inv_d, 4), nu, _b(self.var * inv_d, 4))
+
+    def velocity(self, x_t, sigma_t):
+        return (x_t - self.x0(x_t, sigma_t)) / _b(sigma_t, 4).clamp(min=self.eps)
+
+
 class GMPolicy:
     """Gaussian-mixture policy built from network outputs (u-space) at (x_src, sigma_src)."""
 
@@ -83,7 +123,7 @@ class GMPolicy:
         self.means_x0 = x_src[:, None] - s * means_u
         self.var_x0 = torch.exp(2 * logstds) * s * s  # (B,1,1,1,1)
         self.logweights = logweights
-        self._fixed = None
+        self._posterior = None
 
     def detached(self) -> "GMPolicy":
         p = GMPolicy.__new__(GMPolicy)
@@ -93,73 +133,45 @@ class GMPolicy:
             self.var_x0.detach(),
             self.logweights.detach(),
         )
-        p._fixed = None
+        p._posterior = None
         return p
 
     def dropout_(self, mask: torch.Tensor) -> torch.Tensor:
         """mask (B,K) bool, True = drop; rows that would drop every component are left intact."""
         eff = mask & ~mask.all(dim=1, keepdim=True)
         self.logweights = self.logweights.masked_fill(eff[:, :, None, None, None], float("-inf"))
-        self._fixed = None
+        self._posterior = None
         return eff
 
     def temperature_(self, temperature: float) -> None:
         if temperature < 1.0:
             self.logweights = torch.log_softmax(self.logweights / max(temperature, self.eps), dim=1)
             self.var_x0 = self.var_x0 * temperature
-            self._fixed = None
+            self._posterior = None
 
-    def take(self, rows: torch.Tensor) -> "GMPolicy":
-        """The same policy for a subset of the batch (rows: int64 indices), its fixed terms indexed
-        rather than recomputed (rollout's compaction)."""
-        fixed = {key: v[rows] for key, v in self._fixed_terms().items()}
-        p = GMPolicy.__new__(GMPolicy)
-        p.eps, p._fixed = self.eps, fixed
-        p.x_src, p.sigma_src, p.var_x0, p.logweights = (
-            t[rows] for t in (self.x_src, self.sigma_src, self.var_x0, self.logweights)
-        )
-        p.means_x0 = fixed["means"].reshape(len(rows), *self.means_x0.shape[1:])
-        return p
-
-    def _fixed_terms(self) -> dict:
-        """What x0 needs that does not depend on (x_t, sigma_t), computed once per policy (a rollout calls
-        x0 up to total_substeps times): flat (B,K,C,P) means, their squared norms over C, the logweights,
-        and the source's part of nu."""
-        if self._fixed is None:
+    def posterior(self) -> GMPosterior:
+        """The fixed terms of x0 (cached until dropout_ / temperature_ change the policy)."""
+        if self._posterior is None:
             b, k, c, h, w = self.means_x0.shape
             ss = _b(self.sigma_src, 4).clamp(min=self.eps)
             r_s = (1 - ss) / ss
             means = self.means_x0.reshape(b, k, c, h * w)
-            self._fixed = {
-                "means": means,
-                "msq": (means * means).sum(dim=2),
-                "logweights": self.logweights.expand(b, k, 1, h, w).reshape(b, k, h * w),
-                "r_s2": (r_s * r_s).reshape(b),
-                "nu_src": r_s * self.x_src / ss,
-                "var": self.var_x0.reshape(b),
-            }
-        return self._fixed
+            self._posterior = GMPosterior(
+                means=means,
+                msq=(means * means).sum(dim=2),
+                logweights=self.logweights.expand(b, k, 1, h, w).reshape(b, k, h * w),
+                nu_src=r_s * self.x_src / ss,
+                r_s2=(r_s * r_s).reshape(b),
+                var=self.var_x0.reshape(b),
+                eps=self.eps,
+            )
+        return self._posterior
 
     def x0(self, x_t, sigma_t):
-        """Posterior mean of x0 given (x_t, sigma_t). Algebraically the golden formula, rearranged to
-        read the (B,K,C,H,W) means twice per call instead of ~a dozen times: D and var are per sample, so
-        sum_k w_k (m_k + var nu)/D = (sum_k w_k m_k)/D + var nu/D, and sum_c m (nu - zeta m/2) splits
-        into a dot product and a cached squared norm. The two passes over the means (and their backward)
-        are one fused autograd function, _MixtureMean; per-sample factors are (B,) scalars."""
-        f = self._fixed_terms()
-        b, k, c, p = f["means"].shape
-        st = sigma_t.clamp(min=self.eps)
-        r_t = (1 - st) / st
-        zeta = r_t * r_t - f["r_s2"]
-        nu = torch.addcmul(-f["nu_src"], x_t, _b(r_t / st, 4))  # r_t x_t / st - r_s x_src / ss
-        inv_d = 1 / (1 + f["var"] * zeta).clamp(min=self.eps)
-        # logits = logweights + (dot - zeta msq / 2) / d; the dot's part is added inside _MixtureMean
-        base = torch.addcmul(f["logweights"], f["msq"], (-0.5 * zeta * inv_d).reshape(b, 1, 1))
-        mixed = _MixtureMean.apply(f["means"], nu.reshape(b, c, p), base, inv_d.reshape(b, 1, 1))
-        return torch.addcmul(mixed.reshape(nu.shape) * _b(inv_d, 4), nu, _b(f["var"] * inv_d, 4))
+        return self.posterior().x0(x_t, sigma_t)
 
     def velocity(self, x_t, sigma_t):
-        return (x_t - self.x0(x_t, sigma_t)) / _b(sigma_t, 4).clamp(min=self.eps)
+        return self.posterior().velocity(x_t, sigma_t)
 
 
 def rollout(policy, x, sigma, raw_src, raw_dst, shift: float, total_substeps: int):
@@ -167,22 +179,23 @@ def rollout(policy, x, sigma, raw_src, raw_dst, shift: float, total_substeps: in
     Returns (x_end, sigma_end, raw_end, num_substeps).
 
     Samples take different numbers of substeps (typically 35-50 % of B x max are needed); when some
-    finish, the rest continue as a smaller batch (policy.take), so no substep is computed for a sample
-    that has finished. Each sample's arithmetic is the same as in a full-batch loop."""
+    finish, the rest continue as a smaller batch, so no substep is computed for a sample
+    that has finished (GMPosterior.take). Each sample's arithmetic is the same as in a full-batch loop."""
     delta = raw_src - raw_dst
     n = torch.round(delta * total_substeps).long().clamp(min=1)
     h = delta / n
     rows = torch.arange(n.shape[0])
     raw, left = raw_src, n
     done = []  # (rows, x, sigma, raw) of samples that finished
+    post = policy.posterior()
     for i in range(int(n.max().item())):
         finished = left <= i
         if bool(finished.any()):
             keep = (~finished).nonzero().squeeze(1)
             done.append(tuple(t[finished] for t in (rows, x, sigma, raw)))
             rows, x, sigma, raw, left, h = (t[keep] for t in (rows, x, sigma, raw, left, h))
-            policy = policy.take(keep)
-        u = policy.velocity(x, sigma)
+            post = post.take(keep)
+        u = post.velocity(x, sigma)
         raw = (raw - h).clamp(min=0)
         sigma_next = warp(raw, shift)
         x = x + u * _b(sigma_next - sigma, 4)
