@@ -185,10 +185,14 @@ def rollout(policy, x, sigma, raw_src, raw_dst, shift: float, total_substeps: in
     n = torch.round(delta * total_substeps).long().clamp(min=1)
     h = delta / n
     rows = torch.arange(n.shape[0])
-    raw, left = raw_src, n
+    # a zero-length span (piid_segment's student intervals at teacher ratio 1) counts as one substep that
+    # moves nothing (x + u * 0 for a finite u); only its sigma = warp(raw) is kept, the velocity is skipped
+    left = torch.where(delta != 0, n, 0)
+    raw = torch.where(left > 0, raw_src, raw_src.clamp(min=0))
+    sigma = torch.where(left > 0, sigma, warp(raw, shift))
     done = []  # (rows, x, sigma, raw) of samples that finished
     post = policy.posterior()
-    for i in range(int(n.max().item())):
+    for i in range(int(left.max().item())):
         finished = left <= i
         if bool(finished.any()):
             keep = (~finished).nonzero().squeeze(1)
