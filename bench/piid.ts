@@ -12,15 +12,19 @@ import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
-const run = spawnSync('bash', ['scripts/torch-py.sh', 'bench/piid_bench.py', ...process.argv.slice(3)], {
-  cwd: root,
-  stdio: 'inherit',
-  env: {
-    ...process.env,
-    OMP_WAIT_POLICY: 'PASSIVE',
-    GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296',
+const run = spawnSync(
+  'bash',
+  ['scripts/torch-py.sh', 'bench/piid_bench.py', ...process.argv.slice(3)],
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      OMP_WAIT_POLICY: 'PASSIVE',
+      GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296',
+    },
   },
-})
+)
 if (run.status !== 0) {
   process.stderr.write(`bench piid: bench/piid_bench.py exited with ${run.status}\n`)
   process.exitCode = 1

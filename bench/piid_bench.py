@@ -6,7 +6,8 @@ The teacher is a fixed linear field (as in the golden piid case), so the figures
 itself: the detached GM rollout, the teacher-interval averages with their backward, the loss. Each round
 draws one segment per sample as distill.py does (train_sample_t, dropout 0.1) and runs it at teacher ratios
 1 (the start of distillation), 0.5 and 0 (every step after --decay-steps). Also checks that both compute the
-same loss and gradients (max relative difference printed).
+same loss and gradients (max relative difference printed). Wall and process CPU time are both reported:
+CPU time is less disturbed by other jobs on a shared machine.
 """
 
 from __future__ import annotations
@@ -60,15 +61,15 @@ def teacher(x, sigma):
 
 
 def run_segment(mod, inp, ratio: float, cfg):
-    """One distill.py-shaped segment with the given flow module; returns (seconds, loss, grads)."""
+    """One distill.py-shaped segment with the given flow module; returns ((wall s, CPU s), loss, grads)."""
     leaves = [inp["means_u"].clone().requires_grad_(), inp["logweights"].clone().requires_grad_(),
               inp["logstds"].clone().requires_grad_()]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     policy = mod.GMPolicy(*leaves, inp["x_src"], inp["sigma_src"], eps=cfg.eps)
     out = mod.piid_segment(teacher, policy, inp["x_src"], inp["raw_src"], inp["sigma_src"], inp["seg"], ratio,
                            cfg, inp["student_draws"], inp["teacher_draws"], inp["dropout"])
     out["loss"].backward()
-    return time.perf_counter() - t0, out["loss"].detach(), [v.grad for v in leaves]
+    return (time.perf_counter() - t0, time.process_time() - c0), out["loss"].detach(), [v.grad for v in leaves]
 
 
 def rel_diff(a, b) -> float:
@@ -83,10 +84,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--total-substeps", type=int, default=flow.PiidConfig.total_substeps,
+                   help="the recipe's default; another value shows what fewer substeps would save")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     old = load_baseline(a.baseline)
-    cfg = flow.PiidConfig()
+    cfg = flow.PiidConfig(total_substeps=a.total_substeps)
     ratios = (1.0, 0.5, 0.0)
     times = {(r, name): [] for r in ratios for name in ("old", "new")}
     worst = 0.0
@@ -104,14 +107,19 @@ def main() -> None:
     print(f"\npi-ID segment + backward, B={a.batch} K={a.k} C=3 {a.size}x{a.size}, total_substeps "
           f"{cfg.total_substeps}, M={cfg.num_intermediate_states}, {a.threads} threads, torch "
           f"{torch.__version__}; {a.rounds} rounds interleaved, median s; baseline = flow.py at {a.baseline}\n")
-    print("| teacher ratio | baseline (s) | current (s) | speed-up |")
-    print("|---|---|---|---|")
-    for r in ratios:
-        mo, mn = statistics.median(times[(r, "old")]), statistics.median(times[(r, "new")])
-        print(f"| {r:g} | {mo:.3f} | {mn:.3f} | {mo / mn:.2f}x |")
-    tot_o = sum(statistics.median(times[(r, "old")]) for r in ratios)
-    tot_n = sum(statistics.median(times[(r, "new")]) for r in ratios)
-    print(f"| all | {tot_o:.3f} | {tot_n:.3f} | {tot_o / tot_n:.2f}x |")
+    print("| teacher ratio | baseline wall (s) | current wall (s) | speed-up | baseline CPU (s) | current CPU (s) "
+          "| speed-up |")
+    print("|---|---|---|---|---|---|---|")
+
+    def med(r, name, j):
+        return statistics.median(t[j] for t in times[(r, name)])
+
+    for label, rs in [(f"{r:g}", (r,)) for r in ratios] + [("sum", ratios)]:
+        cells = []
+        for j in (0, 1):  # wall, CPU (CPU time is less disturbed by other jobs on a shared machine)
+            o, n = sum(med(r, "old", j) for r in rs), sum(med(r, "new", j) for r in rs)
+            cells += [f"{o:.3f}", f"{n:.3f}", f"{o / n:.2f}x"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print(f"\nmax relative difference of loss and gradients (current vs baseline): {worst:.2e}")
 
 
