@@ -46,9 +46,9 @@ def _component_sum(m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 class _MixtureMean(torch.autograd.Function):
     """sum_k w_k m_k with w = softmax_k(base + inv_d <m_k, nu>_c): the GM posterior's two passes over the
     means (B,K,C,P), with a hand-written backward that reads them twice more and writes their gradient
-    once, where autograd's generic graph makes ~a dozen full-size temporaries per call (profiled: the
-    rollout's backward was most of a pi-ID step). Shapes: m (B,K,C,P), nu (B,C,P), base (B,K,P),
-    inv_d (B,1,1)."""
+    once, where autograd's generic graph makes several full-size temporaries per call (profiled:
+    full-size products and their backward were the largest share of a pi-ID segment).
+    Shapes: m (B,K,C,P), nu (B,C,P), base (B,K,P), inv_d (B,1,1)."""
 
     @staticmethod
     def forward(ctx, m, nu, base, inv_d):
