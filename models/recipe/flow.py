@@ -184,7 +184,7 @@ def rollout(policy, x, sigma, raw_src, raw_dst, shift: float, total_substeps: in
     delta = raw_src - raw_dst
     n = torch.round(delta * total_substeps).long().clamp(min=1)
     h = delta / n
-    rows = torch.arange(n.shape[0])
+    rows = torch.arange(n.shape[0], device=n.device)
     # a zero-length span (piid_segment's student intervals at teacher ratio 1) counts as one substep that
     # moves nothing (x + u * 0 for a finite u); only its sigma = warp(raw) is kept, the velocity is skipped
     left = torch.where(delta != 0, n, 0)
