@@ -19,12 +19,13 @@ function python(args: string[]) {
 describe.skipIf(skip !== null)(
   `training recipe (PyTorch) ${skip ? `— skipped: ${skip}` : ''}`,
   () => {
-    it('reproduces the golden pi-ID bookkeeping, GM velocities and the noise vectors (float64)', () => {
+    it('reproduces the golden pi-ID bookkeeping, GM velocities and the noise vectors; gradients check (float64)', () => {
       const run = python([
         '-m',
         'unittest',
         '-v',
         'models.recipe.tests.test_golden',
+        'models.recipe.tests.test_flow_grad',
         'models.recipe.tests.test_noise',
       ])
       // unittest reports on stderr; make sure nothing was silently skipped

@@ -27,6 +27,93 @@ def _b(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape(v.shape[0], *([1] * (ndim - 1)))
 
 
+def _channel_dot(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_c m[b,k,c,p] v[b,c,p] -> (B,K,P): one read of m, no (B,K,C,P) temporary."""
+    out = m[:, :, 0] * v[:, None, 0]
+    for c in range(1, m.shape[2]):
+        out.addcmul_(m[:, :, c], v[:, None, c])
+    return out
+
+
+def _component_sum(m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """sum_k w[b,k,p] m[b,k,c,p] -> (B,C,P): one read of m, no (B,K,C,P) temporary."""
+    out = m[:, 0] * w[:, 0, None]
+    for k in range(1, m.shape[1]):
+        out.addcmul_(m[:, k], w[:, k, None])
+    return out
+
+
+class _MixtureMean(torch.autograd.Function):
+    """sum_k w_k m_k with w = softmax_k(base + inv_d <m_k, nu>_c): the GM posterior's two passes over the
+    means (B,K,C,P), with a hand-written backward that reads them twice more and writes their gradient
+    once, where autograd's generic graph makes several full-size temporaries per call (profiled:
+    full-size products and their backward were the largest share of a pi-ID segment).
+    Shapes: m (B,K,C,P), nu (B,C,P), base (B,K,P), inv_d (B,1,1)."""
+
+    @staticmethod
+    def forward(ctx, m, nu, base, inv_d):
+        dot = _channel_dot(m, nu)
+        w = torch.softmax(torch.addcmul(base, dot, inv_d), dim=1)
+        ctx.save_for_backward(m, nu, inv_d, dot, w)
+        return _component_sum(m, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        m, nu, inv_d, dot, w = ctx.saved_tensors
+        grad_w = _channel_dot(m, grad)
+        grad_logits = w * (grad_w - (w * grad_w).sum(dim=1, keepdim=True))  # softmax's backward
+        grad_dot = grad_logits * inv_d
+        grad_m = grad_nu = grad_inv_d = None
+        if ctx.needs_input_grad[0]:
+            grad_m = w[:, :, None] * grad[:, None]
+            grad_m.addcmul_(grad_dot[:, :, None], nu[:, None])
+        if ctx.needs_input_grad[1]:
+            grad_nu = _component_sum(m, grad_dot)
+        if ctx.needs_input_grad[3]:
+            grad_inv_d = (grad_logits * dot).sum(dim=(1, 2)).reshape(inv_d.shape)
+        return grad_m, grad_nu, grad_logits if ctx.needs_input_grad[2] else None, grad_inv_d
+
+
+@dataclass
+class GMPosterior:
+    """What the GM posterior mean needs that does not depend on (x_t, sigma_t), computed once per policy
+    (a rollout calls it up to total_substeps times): flat means (B,K,C,P), their squared norms over C and
+    the logweights (B,K,P), the source's part of nu (B,C,H,W), and per-sample (B,) factors."""
+
+    means: torch.Tensor
+    msq: torch.Tensor
+    logweights: torch.Tensor
+    nu_src: torch.Tensor
+    r_s2: torch.Tensor
+    var: torch.Tensor
+    eps: float
+
+    def take(self, rows: torch.Tensor) -> "GMPosterior":
+        """The same posterior for a subset of the batch (rows: int64 indices); rollout's compaction."""
+        return GMPosterior(self.means[rows], self.msq[rows], self.logweights[rows], self.nu_src[rows],
+                           self.r_s2[rows], self.var[rows], self.eps)
+
+    def x0(self, x_t, sigma_t):
+        """Posterior mean of x0 given (x_t, sigma_t). Algebraically the golden formula, rearranged to
+        read the (B,K,C,H,W) means twice per call instead of ~a dozen times: D and var are per sample, so
+        sum_k w_k (m_k + var nu)/D = (sum_k w_k m_k)/D + var nu/D, and sum_c m (nu - zeta m/2) splits
+        into a dot product and a cached squared norm. The two passes over the means (and their backward)
+        are one fused autograd function, _MixtureMean; per-sample factors are (B,) scalars."""
+        b, k, c, p = self.means.shape
+        st = sigma_t.clamp(min=self.eps)
+        r_t = (1 - st) / st
+        zeta = r_t * r_t - self.r_s2
+        nu = torch.addcmul(-self.nu_src, x_t, _b(r_t / st, 4))  # r_t x_t / st - r_s x_src / ss
+        inv_d = 1 / (1 + self.var * zeta).clamp(min=self.eps)
+        # logits = logweights + (dot - zeta msq / 2) / d; the dot's part is added inside _MixtureMean
+        base = torch.addcmul(self.logweights, self.msq, (-0.5 * zeta * inv_d).reshape(b, 1, 1))
+        mixed = _MixtureMean.apply(self.means, nu.reshape(b, c, p), base, inv_d.reshape(b, 1, 1))
+        return torch.addcmul(mixed.reshape(nu.shape) * _b(inv_d, 4), nu, _b(self.var * inv_d, 4))
+
+    def velocity(self, x_t, sigma_t):
+        return (x_t - self.x0(x_t, sigma_t)) / _b(sigma_t, 4).clamp(min=self.eps)
+
+
 class GMPolicy:
     """Gaussian-mixture policy built from network outputs (u-space) at (x_src, sigma_src)."""
 
@@ -36,7 +123,7 @@ class GMPolicy:
         self.means_x0 = x_src[:, None] - s * means_u
         self.var_x0 = torch.exp(2 * logstds) * s * s  # (B,1,1,1,1)
         self.logweights = logweights
-        self._msq = None
+        self._posterior = None
 
     def detached(self) -> "GMPolicy":
         p = GMPolicy.__new__(GMPolicy)
@@ -46,59 +133,82 @@ class GMPolicy:
             self.var_x0.detach(),
             self.logweights.detach(),
         )
-        p._msq = None
+        p._posterior = None
         return p
 
     def dropout_(self, mask: torch.Tensor) -> torch.Tensor:
         """mask (B,K) bool, True = drop; rows that would drop every component are left intact."""
         eff = mask & ~mask.all(dim=1, keepdim=True)
         self.logweights = self.logweights.masked_fill(eff[:, :, None, None, None], float("-inf"))
+        self._posterior = None
         return eff
 
     def temperature_(self, temperature: float) -> None:
         if temperature < 1.0:
             self.logweights = torch.log_softmax(self.logweights / max(temperature, self.eps), dim=1)
             self.var_x0 = self.var_x0 * temperature
-            self._msq = None
+            self._posterior = None
+
+    def posterior(self) -> GMPosterior:
+        """The fixed terms of x0 (cached until dropout_ / temperature_ change the policy)."""
+        if self._posterior is None:
+            b, k, c, h, w = self.means_x0.shape
+            ss = _b(self.sigma_src, 4).clamp(min=self.eps)
+            r_s = (1 - ss) / ss
+            means = self.means_x0.reshape(b, k, c, h * w)
+            self._posterior = GMPosterior(
+                means=means,
+                msq=(means * means).sum(dim=2),
+                logweights=self.logweights.expand(b, k, 1, h, w).reshape(b, k, h * w),
+                nu_src=r_s * self.x_src / ss,
+                r_s2=(r_s * r_s).reshape(b),
+                var=self.var_x0.reshape(b),
+                eps=self.eps,
+            )
+        return self._posterior
 
     def x0(self, x_t, sigma_t):
-        """Posterior mean of x0 given (x_t, sigma_t). Algebraically the golden formula, rearranged to
-        read the (B,K,C,H,W) means twice per call instead of ~a dozen times: D and var are per sample, so
-        sum_k w_k (m_k + var nu)/D = (sum_k w_k m_k)/D + var nu/D, and sum_c m (nu - zeta m/2) splits
-        into a dot product and a cached squared norm."""
-        eps = self.eps
-        st = _b(sigma_t, 4).clamp(min=eps)
-        ss = _b(self.sigma_src, 4).clamp(min=eps)
-        r_t, r_s = (1 - st) / st, (1 - ss) / ss
-        zeta = (r_t * r_t - r_s * r_s)[:, None]  # (B,1,1,1,1)
-        nu = r_t * x_t / st - r_s * self.x_src / ss  # (B,C,H,W)
-        d = (1 + self.var_x0 * zeta).clamp(min=eps)  # (B,1,1,1,1)
-        if self._msq is None:
-            self._msq = (self.means_x0 * self.means_x0).sum(dim=2, keepdim=True)
-        dot = (self.means_x0 * nu[:, None]).sum(dim=2, keepdim=True)
-        w = torch.softmax(self.logweights + (dot - 0.5 * zeta * self._msq) / d, dim=1)
-        return (w * self.means_x0).sum(dim=1) / d[:, 0] + (self.var_x0 / d)[:, 0] * nu
+        return self.posterior().x0(x_t, sigma_t)
 
     def velocity(self, x_t, sigma_t):
-        return (x_t - self.x0(x_t, sigma_t)) / _b(sigma_t, 4).clamp(min=self.eps)
+        return self.posterior().velocity(x_t, sigma_t)
 
 
 def rollout(policy, x, sigma, raw_src, raw_dst, shift: float, total_substeps: int):
     """Integrate the policy from raw_src to raw_dst (both (B,)) with per-sample substep counts.
-    Returns (x_end, sigma_end, raw_end, num_substeps)."""
+    Returns (x_end, sigma_end, raw_end, num_substeps).
+
+    Samples take different numbers of substeps (typically 35-50 % of B x max are needed); when some
+    finish, the rest continue as a smaller batch, so no substep is computed for a sample
+    that has finished (GMPosterior.take). Each sample's arithmetic is the same as in a full-batch loop."""
     delta = raw_src - raw_dst
     n = torch.round(delta * total_substeps).long().clamp(min=1)
     h = delta / n
-    raw = raw_src
-    for i in range(int(n.max().item())):
-        u = policy.velocity(x, sigma)
-        raw_next = (raw - h).clamp(min=0)
-        sigma_next = warp(raw_next, shift)
-        x_next = x + u * _b(sigma_next - sigma, 4)
-        active = n > i
-        x = torch.where(_b(active, 4), x_next, x)
-        sigma = torch.where(active, sigma_next, sigma)
-        raw = torch.where(active, raw_next, raw)
+    rows = torch.arange(n.shape[0], device=n.device)
+    # a zero-length span (piid_segment's student intervals at teacher ratio 1) counts as one substep that
+    # moves nothing (x + u * 0 for a finite u); only its sigma = warp(raw) is kept, the velocity is skipped
+    left = torch.where(delta != 0, n, 0)
+    raw = torch.where(left > 0, raw_src, raw_src.clamp(min=0))
+    sigma = torch.where(left > 0, sigma, warp(raw, shift))
+    done = []  # (rows, x, sigma, raw) of samples that finished
+    post = policy.posterior()
+    for i in range(int(left.max().item())):
+        finished = left <= i
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(1)
+            done.append(tuple(t[finished] for t in (rows, x, sigma, raw)))
+            rows, x, sigma, raw, left, h = (t[keep] for t in (rows, x, sigma, raw, left, h))
+            post = post.take(keep)
+        u = post.velocity(x, sigma)
+        raw = (raw - h).clamp(min=0)
+        sigma_next = warp(raw, shift)
+        x = x + u * _b(sigma_next - sigma, 4)
+        sigma = sigma_next
+    if not done:
+        return x, sigma, raw, n
+    done.append((rows, x, sigma, raw))
+    order = torch.cat([d[0] for d in done]).argsort()
+    x, sigma, raw = (torch.cat([d[j] for d in done])[order] for j in (1, 2, 3))
     return x, sigma, raw, n
 
 
