@@ -7,7 +7,12 @@
  */
 import { decode } from 'fast-png'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startTorchStack, type TorchStack, torchSkipReason } from '../support/stack.ts'
+import {
+  postGeneration,
+  startTorchStack,
+  type TorchStack,
+  torchSkipReason,
+} from '../support/stack.ts'
 
 interface Generation {
   status: string
@@ -32,11 +37,7 @@ if (skip) {
   describe('edge → Ray Serve (PyTorch backend) end to end', () => {
     it('concurrent generations through the edge are served by the Ray Serve deployment', async () => {
       const generate = (seed: number) =>
-        fetch(`${stack.workerUrl}/v1/generations`, {
-          method: 'POST',
-          headers: { Authorization: `Bearer ${stack.apiKey}`, 'Content-Type': 'application/json' },
-          body: JSON.stringify({ model: 'piflux-tiny', prompt: 'a red apple', seed, size: 64 }),
-        })
+        postGeneration(stack, { model: 'piflux-tiny', prompt: 'a red apple', seed, size: 64 })
       const answers = await Promise.all([1, 2, 3].map(generate))
       const generations: Generation[] = []
       for (const res of answers) {

@@ -7,7 +7,7 @@ import { decode } from 'fast-png'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { randomSecret, type Service, startWorker } from '../../scripts/local-stack.ts'
 import { type SseEvent, sseEvents, streamEventTypes } from '../support/sse.ts'
-import { type Stack, startStack } from '../support/stack.ts'
+import { postGeneration, type Stack, startStack } from '../support/stack.ts'
 
 interface Generation {
   id: string
@@ -22,12 +22,7 @@ interface Generation {
 let stack: Stack
 const auth = () => ({ Authorization: `Bearer ${stack.apiKey}`, 'Content-Type': 'application/json' })
 const post = (body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
-  fetch(`${stack.workerUrl}/v1/generations`, {
-    method: 'POST',
-    headers: { ...auth(), ...headers },
-    body: JSON.stringify(body),
-    ...(signal ? { signal } : {}),
-  })
+  postGeneration(stack, body, headers, signal)
 
 /** Events of a stream up to and including the first of type `last`; then the client hangs up. */
 async function readUntil(

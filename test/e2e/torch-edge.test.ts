@@ -12,7 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient } from '../../sdk/src/index.ts'
 import { type NdjsonFaultProxy, startNdjsonFaultProxy } from '../support/ndjson-fault-proxy.ts'
 import { type SseEvent, sseEvents, streamEventTypes } from '../support/sse.ts'
-import { startTorchStack, type TorchStack, torchSkipReason } from '../support/stack.ts'
+import {
+  postGeneration,
+  startTorchStack,
+  type TorchStack,
+  torchSkipReason,
+} from '../support/stack.ts'
 
 interface Generation {
   id: string
@@ -37,12 +42,7 @@ const torch = () => stack.torch
 const faultProxy = () => proxy!
 const auth = () => ({ Authorization: `Bearer ${stack.apiKey}`, 'Content-Type': 'application/json' })
 const post = (body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
-  fetch(`${stack.workerUrl}/v1/generations`, {
-    method: 'POST',
-    headers: { ...auth(), ...headers },
-    body: JSON.stringify(body),
-    ...(signal ? { signal } : {}),
-  })
+  postGeneration(stack, body, headers, signal)
 const sse = { Accept: 'text/event-stream' }
 
 /** Remaining units of the key's quota window, from the `RateLimit` header. */

@@ -7,11 +7,7 @@
  * @example
  * ```ts
  * const stack = await startStack()
- * const res = await fetch(`${stack.workerUrl}/v1/generations`, {
- *   method: 'POST',
- *   headers: { Authorization: `Bearer ${stack.apiKey}`, 'Content-Type': 'application/json' },
- *   body: JSON.stringify({ prompt: 'a red apple', seed: 1 }),
- * })
+ * const res = await postGeneration(stack, { prompt: 'a red apple', seed: 1 })
  * await stack.stop()
  * ```
  */
@@ -65,6 +61,25 @@ export interface Stack {
 }
 
 /** Starts backend(s) and the worker; rejects (after cleaning up) if either fails to come up. */
+/** `POST /v1/generations` on the stack's worker with its key: JSON `body`, extra `headers` win. */
+export function postGeneration(
+  stack: Pick<Stack, 'workerUrl' | 'apiKey'>,
+  body: unknown,
+  headers: Record<string, string> = {},
+  signal?: AbortSignal,
+): Promise<Response> {
+  return fetch(`${stack.workerUrl}/v1/generations`, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${stack.apiKey}`,
+      'Content-Type': 'application/json',
+      ...headers,
+    },
+    body: JSON.stringify(body),
+    ...(signal ? { signal } : {}),
+  })
+}
+
 export async function startStack(options?: StackOptions): Promise<Stack> {
   const count = options?.backends ?? 1
   const backendSecret = options?.backendSecret ?? randomSecret()
