@@ -13,15 +13,14 @@ import unittest
 import torch
 
 from models.recipe import distill
-from models.v2 import prepare, text, train_teacher
+from models.v2 import train_teacher
+from models.v2.tests.support import tiny_v2_data
 
 
 class DistillV2Test(unittest.TestCase):
     def test_distill_a_gm_student_from_a_v2_teacher_snapshot_and_resume(self):
         with tempfile.TemporaryDirectory() as tmp:
-            data = os.path.join(tmp, "data")
-            prepare.prepare(data, size=64, limit=4)
-            text.embed_dataset(data)
+            data = tiny_v2_data(tmp)
             snap = os.path.join(tmp, "teacher.pt")
             train_teacher.main(["--run", os.path.join(tmp, "teacher"), "--data", data, "--minutes", "10",
                                 "--batch", "4", "--channels", "8", "--max-steps", "2", "--snapshot", snap])

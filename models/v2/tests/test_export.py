@@ -23,8 +23,9 @@ from safetensors.numpy import save as save_safetensors
 
 from models.recipe import distill
 from models.recipe.export import parity_inputs, round_weights_fp16, sha256_file
-from models.v2 import export, prepare, text, train_teacher
+from models.v2 import export, text, train_teacher
 from models.v2.sources import ROOT
+from models.v2.tests.support import tiny_v2_data
 
 SECRET = "v2-export-test"
 
@@ -72,9 +73,7 @@ class ExportV2Test(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         tmp = cls.tmp.name
-        data = os.path.join(tmp, "data")
-        prepare.prepare(data, size=64, limit=4)
-        text.embed_dataset(data)
+        data = tiny_v2_data(tmp)
         snap = os.path.join(tmp, "teacher.pt")
         train_teacher.main(["--run", os.path.join(tmp, "teacher"), "--data", data, "--minutes", "10", "--batch", "4",
                             "--channels", "8", "--max-steps", "2", "--snapshot", snap,

@@ -11,7 +11,8 @@ import unittest
 
 import torch
 
-from models.v2 import prepare, text, train_teacher
+from models.v2 import train_teacher
+from models.v2.tests.support import tiny_v2_data
 
 
 def _log(run: str) -> list[dict]:
@@ -22,9 +23,7 @@ def _log(run: str) -> list[dict]:
 class TrainTeacherTest(unittest.TestCase):
     def test_train_resume_and_restart_from_the_snapshot(self):
         with tempfile.TemporaryDirectory() as tmp:
-            data = os.path.join(tmp, "data")
-            prepare.prepare(data, size=64, limit=4)
-            text.embed_dataset(data)
+            data = tiny_v2_data(tmp)
             run, snap = os.path.join(tmp, "run"), os.path.join(tmp, "snap.pt")
             args = ["--run", run, "--data", data, "--minutes", "10", "--batch", "4", "--channels", "8",
                     "--log-every", "1", "--snapshot", snap]
