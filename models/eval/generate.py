@@ -42,6 +42,40 @@ def to_uint8(x: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> n
     return np.clip(np.rint(v), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
+def seeded_noise(shape: tuple[int, int, int], seeds: list[int]) -> np.ndarray:
+    """The product's starting noise: image i of seed s is randn(C*H*W, s) (seeds taken mod 2**32)."""
+    n = int(np.prod(shape))
+    return np.stack([noise.randn(n, s % 2**32).reshape(shape) for s in seeds]).astype(np.float32)
+
+
+def sample_in_chunks(prompts: list[str], seeds: list[int], condition: Callable, shape: tuple[int, int, int],
+                     run: Callable, value_range: tuple[float, float] | None) -> np.ndarray:
+    """run(noise, condition(prompts)) over CHUNK images at a time; uint8 images, or the float results when
+    value_range is None."""
+    out = []
+    for i in range(0, len(prompts), CHUNK):
+        cond = condition(prompts[i : i + CHUNK])
+        x = torch.from_numpy(seeded_noise(shape, seeds[i : i + CHUNK]))
+        with torch.no_grad():
+            x = run(x, cond).numpy()
+        out.append(x if value_range is None else to_uint8(x, value_range))
+    return np.concatenate(out)
+
+
+def cfg_euler(forward: Callable, x: torch.Tensor, cond: np.ndarray, uncond: np.ndarray, guidance: float,
+              steps: int, shift: float) -> torch.Tensor:
+    """The teacher's sampler: Euler over `steps` shifted steps of u = uncond + g (cond - uncond), the two
+    halves in one batched forward(x, sigma, condition) call."""
+    both = np.concatenate([cond, uncond])
+
+    def u(xx, s):
+        out = forward(torch.cat([xx, xx]), torch.cat([s, s]), both)
+        c, unc = out.chunk(2)
+        return unc + guidance * (c - unc)
+
+    return sample_euler(u, x, steps, shift)
+
+
 class OnnxModel:
     def __init__(self, model_dir: str, threads: int = 2):
         with open(os.path.join(model_dir, "manifest.json"), encoding="utf-8") as f:
@@ -69,8 +103,7 @@ class OnnxModel:
         return np.asarray([self.tokenizer.encode(p) for p in prompts], dtype=np.int64)
 
     def noise(self, seeds: list[int]) -> np.ndarray:
-        n = int(np.prod(self.shape))
-        return np.stack([noise.randn(n, s % 2**32).reshape(self.shape) for s in seeds]).astype(np.float32)
+        return seeded_noise(self.shape, seeds)
 
     def _forward(self, sess: ort.InferenceSession, x: torch.Tensor, sigma: torch.Tensor, tokens: np.ndarray):
         out = sess.run(None, {"x": x.numpy().astype(np.float32), "sigma": sigma.numpy().astype(np.float32),
@@ -78,14 +111,7 @@ class OnnxModel:
         return tuple(torch.from_numpy(o) for o in out)
 
     def _chunked(self, prompts: list[str], seeds: list[int], run: Callable, latents: bool) -> np.ndarray:
-        out = []
-        for i in range(0, len(prompts), CHUNK):
-            tokens = self.tokens(prompts[i : i + CHUNK])
-            x = torch.from_numpy(self.noise(seeds[i : i + CHUNK]))
-            with torch.no_grad():
-                x = run(x, tokens).numpy()
-            out.append(x if latents else to_uint8(x, self.value_range))
-        return np.concatenate(out)
+        return sample_in_chunks(prompts, seeds, self.tokens, self.shape, run, None if latents else self.value_range)
 
     def student(self, prompts: list[str], seeds: list[int], nfe: int | None = None,
                 latents: bool = False) -> np.ndarray:
@@ -108,16 +134,11 @@ class OnnxModel:
         g = float(spec["guidance"] if guidance is None else guidance)
         pad = int(self.manifest["text"]["padId"])
 
+        def forward(x, sigma, tokens):
+            return self._forward(self.teacher_session, x, sigma, tokens)[0]
+
         def run(x, tokens):
-            uncond = np.full_like(tokens, pad)
-            both = np.concatenate([tokens, uncond])
-
-            def u(xx, s):
-                (out,) = self._forward(self.teacher_session, torch.cat([xx, xx]), torch.cat([s, s]), both)
-                cond, unc = out.chunk(2)
-                return unc + g * (cond - unc)
-
-            return sample_euler(u, x, steps, spec["shift"])
+            return cfg_euler(forward, x, tokens, np.full_like(tokens, pad), g, steps, spec["shift"])
 
         return self._chunked(prompts, seeds, run, latents=False)
 

@@ -116,8 +116,9 @@ def _with_ratio(m: dict, base: dict | None, key: str) -> str:
     return f"{m[key]:.3g}" + (f" ({m[key] / base[key]:.2f}×)" if base else "")
 
 
-def format_table(results: dict, spaces: tuple[str, ...]) -> list[str]:
-    base = results.get("teacher-50")
+def format_table(results: dict, spaces: tuple[str, ...], base_name: str = "teacher-50") -> list[str]:
+    """Markdown rows; ratios against the row base_name."""
+    base = results.get(base_name)
     head = ["method", "top-10 ↑", "control top-10", "median rank ↓"]
     for s in spaces:
         head += [f"{s} FD ↓", f"{s} KID×1000 ↓", f"{s} P / R", f"{s} div."]
@@ -127,7 +128,7 @@ def format_table(results: dict, spaces: tuple[str, ...]) -> list[str]:
         cells = [name, f"{100 * r['rank']['top10']:.1f} %", f"{100 * r['control']['top10']:.1f} %",
                  f"{r['rank']['median']:.0f}"]
         for s in spaces:
-            m, b = r[s], (base[s] if base and name != "teacher-50" else None)
+            m, b = r[s], (base[s] if base and name != base_name else None)
             cells += [_with_ratio(m, b, "fd"), _with_ratio(m, b, "kid_x1000"),
                       f"{m['precision']:.2f} / {m['recall']:.2f}", _with_ratio(m, b, "diversity")]
         cells.append(f"{r['ms_per_image']:.1f}")

@@ -64,6 +64,15 @@ describe('piflow-emoji manifest', () => {
     expect(issuesOf(null).length).toBeGreaterThan(0)
   })
 
+  it('accepts a notice file (attribution published with the weights) and no unknown role', () => {
+    const notice = { path: 'NOTICE', sha256: 'a'.repeat(64), bytes: 10, inputs: [], outputs: [] }
+    const withFile = (role: string) =>
+      mutate((m) => ((m.files as Record<string, unknown>).notice = { ...notice, role }))
+    const withNotice = withFile('notice')
+    expect(parseManifest(withNotice).files.notice?.role).toBe('notice')
+    expect(issuesOf(withFile('readme'))[0]).toMatch(/files\.notice\.role/)
+  })
+
   it('refuses an NFE the model does not offer', () => {
     expect(() => nfeSettings(manifest, 3)).toThrow(ManifestError)
   })

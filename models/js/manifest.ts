@@ -38,7 +38,8 @@ const fileSchema = z.object({
   path: relativePath,
   sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits')),
   bytes: positiveInt(),
-  role: z.enum(['student', 'teacher', 'tokenizer']),
+  /** `notice`: the licence/attribution text that must be published with the weights (CC-BY art). */
+  role: z.enum(['student', 'teacher', 'tokenizer', 'notice']),
   inputs: z.array(tensorSpecSchema),
   outputs: z.array(tensorSpecSchema),
 })

@@ -236,11 +236,16 @@ V1 = ModelInfo("piflow-emoji", "piflow emoji 32x32 (pi-Flow GM student, K=8, dis
 def build_manifest(out_dir: str, tcfg: NetConfig, scfg: NetConfig, tok: Tokenizer, training: dict,
                    guidance: float, shift: float, info: ModelInfo = V1) -> dict:
     files = {}
-    for key, role, fname in [("student", "student", "student.onnx"), ("teacher", "teacher", "teacher.onnx"),
-                             ("tokenizer", "tokenizer", "tokenizer.json")]:
+    roles = [("student", "student", "student.onnx"), ("teacher", "teacher", "teacher.onnx"),
+             ("tokenizer", "tokenizer", "tokenizer.json")]
+    # A NOTICE beside the weights is listed too, so whoever publishes the model's files (the worker's
+    # asset staging, a CDN) publishes the attribution with them: CC-BY art requires that it travel.
+    if os.path.exists(os.path.join(out_dir, "NOTICE")):
+        roles.append(("notice", "notice", "NOTICE"))
+    for key, role, fname in roles:
         sha, nbytes = sha256_file(os.path.join(out_dir, fname))
         entry = {"path": fname, "sha256": sha, "bytes": nbytes, "role": role}
-        if role == "tokenizer":
+        if role in ("tokenizer", "notice"):
             entry["inputs"], entry["outputs"] = [], []
         else:
             entry["inputs"], entry["outputs"] = io_spec(scfg if role == "student" else tcfg, role, tok.max_length)

@@ -146,6 +146,7 @@ class ExportV2Test(unittest.TestCase):
             self.assertEqual(sha256_file(os.path.join(self.model_dir, entry["path"])),
                              (entry["sha256"], entry["bytes"]))
         self.assertEqual((m["training"]["teacherSteps"], m["training"]["studentSteps"]), (2, 2))
+        self.assertEqual((m["files"]["notice"]["path"], m["files"]["notice"]["role"]), ("NOTICE", "notice"))
         with open(os.path.join(self.model_dir, "NOTICE"), encoding="utf-8") as f:
             notice = f.read()
         for credit in ("Noto Emoji", "Twemoji", "CC-BY 4.0", "Fluent Emoji Flat", "all-MiniLM-L6-v2"):
@@ -157,6 +158,22 @@ class ExportV2Test(unittest.TestCase):
         refused = node("scripts/parse-manifest.ts", broken)
         self.assertEqual(refused.returncode, 1)
         self.assertIn("defaultNfe", refused.stderr)
+
+    def test_the_training_probe_samples_what_the_exported_teacher_samples(self):
+        from models.eval.generate import OnnxModel
+        from models.v2 import probe
+
+        prompts, seeds = ["red apple", "red apple", "grinning face", ""], [1, 2, 1, 1]
+        teacher = probe.SnapshotTeacher(self.snapshot)
+        got = teacher.sample(prompts, seeds, 4)
+        want = OnnxModel(self.model_dir, threads=1).teacher(prompts, seeds, 4)
+        self.assertEqual(got.shape, (4, 64, 64, 3))
+        # fp32 torch against the fp16-initialiser graph: a few levels at most, not another image
+        self.assertLessEqual(np.abs(got.astype(int) - want.astype(int)).max(), 3)
+        self.assertGreater(np.abs(got[0].astype(int) - got[1].astype(int)).mean(), 5)  # seeds matter
+        minilm = teacher.sample(prompts, seeds, 4, text="minilm")
+        self.assertTrue((minilm[3] == got[3]).all())  # no text is the zero vector on both rows
+        self.assertGreater(np.abs(minilm[:3].astype(int) - got[:3].astype(int)).max(), 0)
 
     def test_a_node_backend_serves_it_conformance_and_forward_equals_torch(self):
         backend = Backend(self.models)
