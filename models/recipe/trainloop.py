@@ -50,12 +50,31 @@ def add_run_args(p: argparse.ArgumentParser, *, batch: int, lr: float, warmup: i
     p.add_argument("--ema", type=float, default=ema)
 
 
-def add_loop_args(p: argparse.ArgumentParser, log_every: int) -> None:
-    """Checkpoint cadence, log cadence, threads and seed."""
+def add_loop_args(p: argparse.ArgumentParser, log_every: int, threads: int = 2, precision: str = "fp32") -> None:
+    """Checkpoint cadence, log cadence, threads, compute precision and seed."""
     p.add_argument("--ckpt-minutes", type=float, default=4.0)
     p.add_argument("--log-every", type=int, default=log_every)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=precision,
+                   help="bf16: the loss step under CPU autocast (weights, optimiser and EMA stay fp32); "
+                        "auto: bf16 where the CPU has native bf16 matrix units (AMX / AVX512-BF16), else fp32")
     p.add_argument("--seed", type=int, default=0)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX tiles or AVX512-BF16: oneDNN then runs bf16 convolutions and matmuls natively (measured ~1.9x
+    per teacher step on a Sapphire Rapids core); without them bf16 is emulated and slower than fp32."""
+    if not os.path.exists("/proc/cpuinfo"):
+        return False
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        flags = next((line for line in f if line.startswith("flags")), "").split()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    if precision == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return precision
 
 
 @dataclass
@@ -163,6 +182,8 @@ def train_loop(
     seconds per step for the deadline margin. skip_non_finite: skip a step whose loss or gradient is
     not finite instead of applying it (more than 20 non-finite losses abort the run)."""
     log = run.log
+    precision = resolve_precision(getattr(a, "precision", "fp32"))
+    log(event="precision", precision=precision, threads=torch.get_num_threads())
     stop = {"flag": False}
     # SIGTERM/SIGINT: finish the current step, write the checkpoint, exit cleanly
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -180,7 +201,9 @@ def train_loop(
         lr = a.lr * min(1.0, (st.step + 1 - getattr(a, "warmup_start", 0)) / a.warmup)
         for g in st.opt.param_groups:
             g["lr"] = lr
-        loss, extra = loss_step()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss, extra = loss_step()
+        loss = loss.float()
         st.opt.zero_grad(set_to_none=True)
         if skip_non_finite and not torch.isfinite(loss):
             # never let one bad batch poison the weights an unattended export would ship

@@ -2,6 +2,11 @@
 same run (interleaved rounds, median per candidate), on this machine's CPU.
 
   nice .toolchain/torch-py/bin/python -m models.v2.bench_steps [--rounds 5 --batch 32]
+      [--only v1,px64-p4-c64 --precisions fp32,bf16 --threads 1]
+
+--precisions bf16 adds each candidate's step under CPU bf16 autocast (what `--precision bf16` of the
+trainers does: weights, gradients and AdamW stay fp32), named "<candidate> bf16"; ratios are still
+against v1 in fp32.
 
 One step = forward + backward + AdamW on a flow-matching loss with random data and text vectors.
 Candidates (all with self-attention at the trunk's two coarsest levels):
@@ -50,9 +55,10 @@ def make(name: str, batch: int, gen: torch.Generator):
     return net, opt, x0, text
 
 
-def step(net, opt, x0, text, gen) -> float:
+def step(net, opt, x0, text, gen, precision: str = "fp32") -> float:
     t0 = time.perf_counter()
-    loss = flow_loss(net, x0, text, gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = flow_loss(net, x0, text, gen).float()
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -65,19 +71,24 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per candidate per round")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", default=",".join(CANDIDATES), help="comma-separated candidates (v1 is always run)")
+    p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     gen = torch.Generator().manual_seed(0)
-    setups = {n: make(n, a.batch, gen) for n in CANDIDATES}
-    for n, s in setups.items():
-        step(*s, gen)  # warm-up
-    times = {n: [] for n in CANDIDATES}
+    names = ["v1"] + [n for n in a.only.split(",") if n != "v1"]
+    runs = {(n if prec == "fp32" else f"{n} {prec}"): (n, prec) for prec in a.precisions.split(",") for n in names}
+    runs.setdefault("v1", ("v1", "fp32"))
+    setups = {n: make(n, a.batch, gen) for n in names}
+    for label, (n, prec) in runs.items():
+        step(*setups[n], gen, prec)  # warm-up
+    times = {label: [] for label in runs}
     for _ in range(a.rounds):
-        for n, s in setups.items():
-            times[n] += [step(*s, gen) for _ in range(a.steps)]
+        for label, (n, prec) in runs.items():
+            times[label] += [step(*setups[n], gen, prec) for _ in range(a.steps)]
     base = float(np.median(times["v1"]))
-    out = {n: {"params": count_params(setups[n][0]), "s_per_step": round(float(np.median(t)), 3),
-               "ratio_to_v1": round(float(np.median(t)) / base, 2)} for n, t in times.items()}
+    out = {label: {"params": count_params(setups[runs[label][0]][0]), "s_per_step": round(float(np.median(t)), 3),
+                   "ratio_to_v1": round(float(np.median(t)) / base, 2)} for label, t in times.items()}
     print(json.dumps({"batch": a.batch, "torch": torch.__version__, "threads": a.threads, "results": out}, indent=1))
 
 
