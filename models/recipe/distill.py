@@ -33,7 +33,8 @@ def cfg_teacher(teacher: EmojiNet, tokens: torch.Tensor, guidance: float):
     uncond = torch.zeros_like(tokens)
 
     def u(x, sigma):
-        out = teacher(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([tokens, uncond]))
+        # .float(): under --precision bf16 the network runs in bf16, the guidance and policy math in fp32
+        out = teacher(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([tokens, uncond])).float()
         cond, unc = out.chunk(2)
         return unc + guidance * (cond - unc)
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma_src[:, None, None, None]
         x_src = (1 - s) * x0 + s * noise
-        means_u, logweights, logstds = student(x_src, sigma_src, tokens)
+        means_u, logweights, logstds = (t.float() for t in student(x_src, sigma_src, tokens))
         policy = GMPolicy(means_u, logweights, logstds, x_src, sigma_src, eps=piid.eps)
         teacher_ratio = 1.0 - min(st.step, a.decay_steps) / a.decay_steps if a.decay_steps > 0 else 0.0
         m = piid.num_intermediate_states
