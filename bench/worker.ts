@@ -37,8 +37,8 @@ import {
   startWorker,
 } from '../scripts/local-stack.ts'
 import { listenerPid, pidsInGroup, processGroupOf } from '../test/reliability/support/processes.ts'
+import { generateOverSteps } from '../test/support/step-client.ts'
 import { benchJobs } from './support/jobs.ts'
-import { generateOverSteps } from './support/step-client.ts'
 
 interface AutocannonResult {
   requests: { average: number; total: number }

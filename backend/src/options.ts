@@ -18,6 +18,11 @@ export interface BackendOptions {
   /** Directory holding one `<id>/manifest.json` per model. */
   modelsDir: string
   /**
+   * Single model directories (each holding a `manifest.json`) served besides those in `modelsDir`:
+   * a model that lives elsewhere (a new export under test) without copying it in. @default []
+   */
+  modelDirs?: string[]
+  /**
    * `auto` = CUDA when onnxruntime can create a CUDA session here, CPU otherwise; `webgpu` (a GPU
    * through onnxruntime's Dawn, no CUDA libraries) only when asked for. @default 'auto'
    */
@@ -71,6 +76,7 @@ export type NormalizedBackendOptions = Required<BackendOptions>
  */
 export const DEFAULT_OPTIONS = {
   executionProvider: 'auto',
+  modelDirs: [] as string[],
   maxBatchSize: 16,
   maxWaitMs: 0,
   queueLimit: 64,
@@ -92,6 +98,9 @@ export function normalizeOptions(options: BackendOptions): NormalizedBackendOpti
     throw new TypeError(
       `executionProvider must be ${EXECUTION_PROVIDER_TEXT}, got ${merged.executionProvider}`,
     )
+  }
+  if (!Array.isArray(merged.modelDirs) || merged.modelDirs.some((d) => typeof d !== 'string')) {
+    throw new TypeError('modelDirs must be a list of directories')
   }
   positiveInteger('maxBatchSize', merged.maxBatchSize)
   positiveInteger('queueLimit', merged.queueLimit)
