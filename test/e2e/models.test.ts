@@ -17,7 +17,7 @@ import { createTokenizer, latentToRgba } from '@piflow/models'
 import { MAX_COUNT, SECRET_HEADER } from '@piflow/protocol'
 import { decode } from 'fast-png'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { randomSecret, type Service, startWorker } from '../../scripts/local-stack.ts'
+import { ROOT, randomSecret, type Service, startWorker } from '../../scripts/local-stack.ts'
 import {
   type ModelDir,
   NOTICE_MODEL_ID,
@@ -144,6 +144,20 @@ describe('model files', () => {
 })
 
 describe('the default model', () => {
+  it('is named once per environment in wrangler.toml, the same in both, and is a model of models/', async () => {
+    const { experimental_readRawConfig } = await import('wrangler')
+    const { rawConfig } = experimental_readRawConfig({ config: join(ROOT, 'wrangler.toml') })
+    const first = (vars: Record<string, unknown> | undefined) =>
+      String(vars?.PIFLOW_MODELS ?? '')
+        .split(',')[0]!
+        .trim()
+    const local = first(rawConfig.vars)
+    expect(local).not.toBe('')
+    expect(first(rawConfig.env?.production?.vars)).toBe(local)
+    // CI has only the committed models: the default must be one of them (not a backend's).
+    expect(readModelDir(join(ROOT, 'models', local)).manifest.id).toBe(local)
+  })
+
   it('is the first of PIFLOW_MODELS: a request that names none gets it at its native size', async () => {
     const first = underTest.at(-1)!.manifest
     const gen = await generation(backendWorker.url, { prompt: 'red apple', seed: 5 })
