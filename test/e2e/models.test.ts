@@ -1,6 +1,6 @@
 /**
  * Every model the stack serves, end to end through `wrangler dev` (workerd) and real backend processes:
- * the shipped default always, and the model directory named by `PIFLOW_TEST_MODEL_DIR` when set (the
+ * every committed `models/<id>/`, and the model directory named by `PIFLOW_TEST_MODEL_DIR` when set (the
  * next default model, before it is committed: e.g. `PIFLOW_TEST_MODEL_DIR=/path/to/piflow-emoji-v2`).
  *
  * For each: every output size gives the same PNG bytes with the rollout at the edge and on the
@@ -17,8 +17,10 @@ import { createTokenizer, latentToRgba } from '@piflow/models'
 import { MAX_COUNT, SECRET_HEADER } from '@piflow/protocol'
 import { decode } from 'fast-png'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ROOT, randomSecret, type Service, startWorker } from '../../scripts/local-stack.ts'
+import { randomSecret, type Service, startWorker } from '../../scripts/local-stack.ts'
 import {
+  committedModelDirs,
+  configuredModels,
   type ModelDir,
   NOTICE_MODEL_ID,
   noticeModel,
@@ -46,8 +48,14 @@ interface ModelEntry {
 
 const extra = testModelDir()
 const shipped = readModelDir(SHIPPED_MODEL_DIR)
-const underTest: ModelDir[] = [shipped, ...('skipReason' in extra ? [] : [extra])]
+const committed = committedModelDirs()
+/** The env's model unless it is a committed one already. */
+const outside: ModelDir[] =
+  'skipReason' in extra || committed.some((m) => m.manifest.id === extra.manifest.id) ? [] : [extra]
+const underTest: ModelDir[] = [...committed, ...outside]
 if ('skipReason' in extra) console.log(`models.test.ts: ${extra.skipReason}`)
+/** Served after wrangler.toml's PIFLOW_MODELS (wrangler-dev.ts skips those it lists already). */
+const added = [NOTICE_MODEL_ID, ...underTest.map((m) => m.manifest.id)]
 
 let tmp: string
 let notice: ModelDir
@@ -75,8 +83,7 @@ async function download(url: string): Promise<Uint8Array> {
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'piflow-models-e2e-'))
   notice = noticeModel(tmp)
-  const modelDirs = [notice.dir, ...underTest.slice(1).map((m) => m.dir)]
-  const added = [NOTICE_MODEL_ID, ...underTest.slice(1).map((m) => m.manifest.id)]
+  const modelDirs = [notice.dir, ...outside.map((m) => m.dir)]
   stack = await startStack({ modelDirs, addModels: added, env: RATE })
   const defaultFirst = underTest.at(-1)!.manifest.id
   backendWorker = await startWorker({
@@ -104,9 +111,8 @@ describe('model files', () => {
       data: ModelEntry[]
     }
     const ids = list.data.map((m) => m.id)
-    const added = [NOTICE_MODEL_ID, ...underTest.slice(1).map((m) => m.manifest.id)]
-    expect(ids.slice(-added.length)).toEqual(added)
-    expect(ids).toContain('piflow-emoji')
+    const { local } = await configuredModels()
+    expect(ids).toEqual([...new Set([...local, ...added])])
     const backend = (await (
       await fetch(`${stack.backendUrl}/v1/models`, {
         headers: { [SECRET_HEADER]: stack.backendSecret },
@@ -145,17 +151,11 @@ describe('model files', () => {
 
 describe('the default model', () => {
   it('is named once per environment in wrangler.toml, the same in both, and is a model of models/', async () => {
-    const { experimental_readRawConfig } = await import('wrangler')
-    const { rawConfig } = experimental_readRawConfig({ config: join(ROOT, 'wrangler.toml') })
-    const first = (vars: Record<string, unknown> | undefined) =>
-      String(vars?.PIFLOW_MODELS ?? '')
-        .split(',')[0]!
-        .trim()
-    const local = first(rawConfig.vars)
-    expect(local).not.toBe('')
-    expect(first(rawConfig.env?.production?.vars)).toBe(local)
+    const { local, production } = await configuredModels()
+    expect(local[0]).toBeDefined()
+    expect(production[0]).toBe(local[0])
     // CI has only the committed models: the default must be one of them (not a backend's).
-    expect(readModelDir(join(ROOT, 'models', local)).manifest.id).toBe(local)
+    expect(committed.map((m) => m.manifest.id)).toContain(local[0])
   })
 
   it('is the first of PIFLOW_MODELS: a request that names none gets it at its native size', async () => {
@@ -163,12 +163,9 @@ describe('the default model', () => {
     const gen = await generation(backendWorker.url, { prompt: 'red apple', seed: 5 })
     expect(gen.model).toBe(first.id)
     expect(gen.images[0]!.width).toBe(first.image.width)
-    // The stack's worker keeps wrangler.toml's list, whose first is the shipped default today.
-    const shippedDefault = await generation(stack.workerUrl, { prompt: 'red apple', seed: 5 })
-    expect(shippedDefault.model).toBe(
-      ((await (await fetch(`${stack.workerUrl}/v1/models`)).json()) as { data: ModelEntry[] })
-        .data[0]!.id,
-    )
+    // The stack's worker keeps wrangler.toml's list: its first is the default there.
+    const configured = await generation(stack.workerUrl, { prompt: 'red apple', seed: 5 })
+    expect(configured.model).toBe((await configuredModels()).local[0])
   })
 })
 

@@ -9,7 +9,14 @@
  *   weights is tested in a clone that has only `models/piflow-emoji`.
  */
 import { createHash } from 'node:crypto'
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs'
 import { join, resolve } from 'node:path'
 import { type Manifest, parseManifest } from '@piflow/models'
 import { ROOT } from '../../scripts/local-stack.ts'
@@ -28,6 +35,26 @@ export function readModelDir(dir: string): ModelDir {
     dir,
     manifest: parseManifest(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'))),
   }
+}
+
+/** Every committed model directory, `models/<id>/manifest.json` (what a clean clone serves). */
+export function committedModelDirs(): ModelDir[] {
+  const models = join(ROOT, 'models')
+  return readdirSync(models, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && existsSync(join(models, e.name, 'manifest.json')))
+    .map((e) => readModelDir(join(models, e.name)))
+}
+
+/** wrangler.toml's PIFLOW_MODELS, top level (`local`) and `[env.production.vars]`, in order. */
+export async function configuredModels(): Promise<{ local: string[]; production: string[] }> {
+  const { experimental_readRawConfig } = await import('wrangler')
+  const { rawConfig } = experimental_readRawConfig({ config: join(ROOT, 'wrangler.toml') })
+  const ids = (vars: Record<string, unknown> | undefined) =>
+    String(vars?.PIFLOW_MODELS ?? '')
+      .split(',')
+      .map((id) => id.trim())
+      .filter(Boolean)
+  return { local: ids(rawConfig.vars), production: ids(rawConfig.env?.production?.vars) }
 }
 
 /** `PIFLOW_TEST_MODEL_DIR`'s model, or why there is none. */
