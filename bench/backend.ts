@@ -31,7 +31,7 @@ import {
 import { encodeSafetensors } from '@piflow/protocol'
 import * as ort from 'onnxruntime-node'
 import { MODELS_DIR, startBackend } from '../scripts/local-stack.ts'
-import { generateOverSteps } from './support/step-client.ts'
+import { generateOverSteps } from '../test/support/step-client.ts'
 
 const MODEL_ID = 'piflow-emoji'
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)

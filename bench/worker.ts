@@ -18,8 +18,13 @@
  * 5. Jobs (bench/support/jobs.ts): cancel latency as a ratio of one NFE step, and webhook delivery
  *    latency at 50 concurrent generations as a ratio of their JSON response time.
  *
+ * 6. With BENCH_MODEL_DIR (a model directory besides models/, e.g. an export of piflow-emoji-v2): the
+ *    same stack also serves that model; its generation series (wall and CPU) run in the same rounds,
+ *    each as a ratio to the shipped model's, plus the most images per request at its largest size.
+ *
  * Env: BENCH_N rounds (one sample of each generation series, five cache hits; default 40),
- * BENCH_SECONDS autocannon duration (default 10), BENCH_CPU_N requests per CPU series (default 100).
+ * BENCH_SECONDS autocannon duration (default 10), BENCH_CPU_N requests per CPU series (default 100),
+ * BENCH_MODEL_DIR (above), BENCH_JOBS=0 skips part 5.
  */
 
 import { execFileSync } from 'node:child_process'
@@ -27,7 +32,8 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
-import { createTokenizer, parseManifest } from '@piflow/models'
+import { createTokenizer, type Manifest, parseManifest } from '@piflow/models'
+import { MAX_COUNT } from '@piflow/protocol'
 import {
   ROOT,
   randomApiKey,
@@ -37,8 +43,8 @@ import {
   startWorker,
 } from '../scripts/local-stack.ts'
 import { listenerPid, pidsInGroup, processGroupOf } from '../test/reliability/support/processes.ts'
+import { generateOverSteps } from '../test/support/step-client.ts'
 import { benchJobs } from './support/jobs.ts'
-import { generateOverSteps } from './support/step-client.ts'
 
 interface AutocannonResult {
   requests: { average: number; total: number }
@@ -61,12 +67,18 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10)
 const CPU_N = Number(process.env.BENCH_CPU_N ?? 100)
 const PROMPT = 'red apple'
 
-const modelDir = join(ROOT, 'models/piflow-emoji')
-const manifest = parseManifest(JSON.parse(readFileSync(join(modelDir, 'manifest.json'), 'utf8')))
-const tokenizer = createTokenizer(
-  JSON.parse(readFileSync(join(modelDir, manifest.files[manifest.text.tokenizer]!.path), 'utf8')),
-)
-const promptIds = tokenizer.encode(PROMPT)
+/** A model the bench generates with, and the prompt's token ids for the direct series. */
+function benchModel(dir: string) {
+  const manifest = parseManifest(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')))
+  const tokenizer = createTokenizer(
+    JSON.parse(readFileSync(join(dir, manifest.files[manifest.text.tokenizer]!.path), 'utf8')),
+  )
+  return { dir, manifest, promptIds: tokenizer.encode(PROMPT) }
+}
+const shipped = benchModel(join(ROOT, 'models/piflow-emoji'))
+const { manifest, promptIds } = shipped
+const extraModel = process.env.BENCH_MODEL_DIR ? benchModel(process.env.BENCH_MODEL_DIR) : undefined
+const extraDirs = extraModel ? [extraModel.dir] : []
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
@@ -242,13 +254,15 @@ const services: Service[] = []
 try {
   const secret = randomSecret()
   const key = randomApiKey('bench')
-  const backend = await startBackend({ secret })
+  const backend = await startBackend({ secret, modelDirs: extraDirs })
   services.push(backend)
   const common = {
     backends: [{ id: 'local', url: backend.url }],
     backendSecret: secret,
     devApiKey: key,
     signingSecret: randomSecret(),
+    modelDirs: extraDirs,
+    addModels: extraModel ? [extraModel.manifest.id] : [],
   }
   const [edgeWorker, backendWorker] = await Promise.all([
     startWorker({ ...common, vars: { PIFLOW_RATE_LIMIT: '100000000/60' } }),
@@ -263,7 +277,33 @@ try {
   let seed = 1
   const cachedBody = { prompt: PROMPT, seed: 4242 }
   await viaWorker(edgeWorker.url, key, cachedBody)
-  const stats = await interleaved(
+  /** The generation series of another model, run in the same rounds as the shipped model's. */
+  const extraSeries = (model: NonNullable<typeof extraModel>) => {
+    const body = { model: model.manifest.id, prompt: PROMPT }
+    return {
+      extraDirect: {
+        perRound: 1,
+        run: async () => {
+          await generateOverSteps(
+            { url: backend.url, secret },
+            model.manifest,
+            model.promptIds,
+            seed++,
+          )
+          return undefined
+        },
+      },
+      extraBackendIntegration: {
+        perRound: 1,
+        run: async () => (await viaWorker(backendWorker.url, key, body)).serverMs,
+      },
+      extraEdgeIntegration: {
+        perRound: 1,
+        run: async () => (await viaWorker(edgeWorker.url, key, body)).serverMs,
+      },
+    }
+  }
+  const stats: Record<string, Stats> = await interleaved<string>(
     {
       direct: {
         perRound: 1,
@@ -288,6 +328,7 @@ try {
           return serverMs
         },
       },
+      ...(extraModel ? extraSeries(extraModel) : {}),
       // The local HTTP path alone (wrangler dev's proxy + workerd, no worker logic).
       health: {
         perRound: 5,
@@ -299,11 +340,11 @@ try {
     },
     N,
   )
-  const directStats = stats.direct
-  const backendStats = stats.backendIntegration
-  const edgeStats = stats.edgeIntegration
-  const cacheStats = stats.cacheHit
-  const healthStats = stats.health
+  const directStats = stats.direct!
+  const backendStats = stats.backendIntegration!
+  const edgeStats = stats.edgeIntegration!
+  const cacheStats = stats.cacheHit!
+  const healthStats = stats.health!
   const load = await autocannon({
     url: `${edgeWorker.url}/v1/generations`,
     connections: 32,
@@ -335,6 +376,33 @@ try {
       viaWorker(edgeWorker.url, key, { prompt: PROMPT }),
     ),
   }
+  /** Per model: both integrations at the native size, and the most images at the largest size. */
+  const modelCpu = async (model: typeof shipped) => {
+    const one = { model: model.manifest.id, prompt: PROMPT }
+    const most = {
+      ...one,
+      count: MAX_COUNT,
+      size: Math.max(...model.manifest.image.outputSizes),
+    }
+    const fewer = Math.max(1, Math.round(CPU_N / MAX_COUNT))
+    return {
+      backendIntegration: await cpuPerRequest(backendProcesses, backendIdle, CPU_N, () =>
+        viaWorker(backendWorker.url, key, one),
+      ),
+      edgeIntegration: await cpuPerRequest(edgeProcesses, edgeIdle, CPU_N, () =>
+        viaWorker(edgeWorker.url, key, one),
+      ),
+      backendIntegrationMost: await cpuPerRequest(backendProcesses, backendIdle, fewer, () =>
+        viaWorker(backendWorker.url, key, most),
+      ),
+      edgeIntegrationMost: await cpuPerRequest(edgeProcesses, edgeIdle, fewer, () =>
+        viaWorker(edgeWorker.url, key, most),
+      ),
+    }
+  }
+  const perModel = extraModel
+    ? { shipped: await modelCpu(shipped), extra: await modelCpu(extraModel) }
+    : undefined
 
   console.log(
     `\n## worker bench (${N} samples per series; ${manifest.sampling.defaultNfe}-NFE ${manifest.id}, 1 image)\n`,
@@ -389,6 +457,7 @@ try {
       `backend integration ${cpu.backendIntegration.worker.toFixed(2)} ms, edge integration ${cpu.edgeIntegration.worker.toFixed(2)} ms ` +
       `(of which the ${manifest.sampling.defaultNfe} rollouts ≈ ${rollout.toFixed(2)} ms = edge − backend integration)`,
   )
+  if (extraModel && perModel) printModelComparison(extraModel.manifest, stats, perModel)
   console.log(
     `load average at the end: ${loadavg()
       .map((l) => l.toFixed(1))
@@ -402,4 +471,49 @@ try {
   await Promise.all(services.map((s) => s.stop()))
 }
 
-await benchJobs()
+/** Part 6: another model's series as ratios to the shipped model's, measured in the same run. */
+function printModelComparison(
+  extra: Manifest,
+  stats: Record<string, Stats>,
+  cpu: Record<'shipped' | 'extra', Record<string, CpuSample & { wallMs: number }>>,
+) {
+  const shape = (m: Manifest) =>
+    `${m.latent.channels}×${m.latent.height}×${m.latent.width}, ${m.policy.type === 'gm' ? `K=${m.policy.k}` : m.policy.type}`
+  console.log(
+    `\n### ${extra.id} (${shape(extra)}) vs ${manifest.id} (${shape(manifest)}), same run, ${manifest.sampling.defaultNfe} NFE\n`,
+  )
+  console.log(`| series | ${manifest.id} | ${extra.id} | ratio |`)
+  console.log('|---|---|---|---|')
+  const ratio = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined || a === 0 ? '–' : `${(b / a).toFixed(2)}×`
+  const opt = (v: number | undefined) => (v === undefined ? '–' : fmt(v))
+  /** [row, series, statistic]; the other model's series is `extra<Series>` (extraSeries above). */
+  const wallRows: [string, string, 'p50' | 'ownP50'][] = [
+    ['client p50 ms, backend directly (4 × /step)', 'direct', 'p50'],
+    ['client p50 ms, worker, backend integration', 'backendIntegration', 'p50'],
+    ['client p50 ms, worker, edge integration', 'edgeIntegration', 'p50'],
+    ['worker itself p50 ms, backend integration', 'backendIntegration', 'ownP50'],
+    ['worker itself p50 ms, edge integration', 'edgeIntegration', 'ownP50'],
+  ]
+  for (const [label, series, statistic] of wallRows) {
+    const a = stats[series]?.[statistic]
+    const b = stats[`extra${series[0]!.toUpperCase()}${series.slice(1)}`]?.[statistic]
+    console.log(`| ${label} | ${opt(a)} | ${opt(b)} | ${ratio(a, b)} |`)
+  }
+  const cpuRow = (label: string, key: string) => {
+    const a = cpu.shipped[key]?.worker
+    const b = cpu.extra[key]?.worker
+    console.log(`| worker CPU ms/request, ${label} | ${opt(a)} | ${opt(b)} | ${ratio(a, b)} |`)
+  }
+  cpuRow('backend integration, 1 image, native size', 'backendIntegration')
+  cpuRow('edge integration, 1 image, native size', 'edgeIntegration')
+  cpuRow(`backend integration, ${MAX_COUNT} images, largest size`, 'backendIntegrationMost')
+  cpuRow(`edge integration, ${MAX_COUNT} images, largest size`, 'edgeIntegrationMost')
+  const rollouts = (m: 'shipped' | 'extra') =>
+    (cpu[m].edgeIntegration?.worker ?? 0) - (cpu[m].backendIntegration?.worker ?? 0)
+  console.log(
+    `| worker CPU ms of the ${manifest.sampling.defaultNfe} edge rollouts (edge − backend integration), 1 image | ${fmt(rollouts('shipped'))} | ${fmt(rollouts('extra'))} | ${ratio(rollouts('shipped'), rollouts('extra'))} |\n`,
+  )
+}
+
+if (process.env.BENCH_JOBS !== '0') await benchJobs()

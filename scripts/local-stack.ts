@@ -160,6 +160,8 @@ export interface BackendOptions {
   port?: number
   /** @default {@link MODELS_DIR} */
   modelsDir?: string
+  /** single model directories served besides those in `modelsDir` (`--model-dir`, repeated) */
+  modelDirs?: string[]
   /** extra CLI flags, e.g. ['--debug-run-delay-ms', '200'] */
   args?: string[]
   /** extra environment, e.g. `VK_ICD_FILENAMES` */
@@ -195,6 +197,7 @@ export async function startBackend(options: BackendOptions = {}): Promise<Backen
       '127.0.0.1',
       '--models-dir',
       options.modelsDir ?? MODELS_DIR,
+      ...(options.modelDirs ?? []).flatMap((dir) => ['--model-dir', resolve(dir)]),
       ...(options.args ?? []),
     ],
     {
@@ -308,6 +311,16 @@ export interface WorkerOptions {
   persistTo?: string
   /** extra worker vars, e.g. { PIFLOW_INTEGRATION: 'backend' } */
   vars?: Record<string, string>
+  /**
+   * model ids served after wrangler.toml's PIFLOW_MODELS (whose first stays the default model), e.g. the
+   * PyTorch backend's; a `vars.PIFLOW_MODELS` replaces the list instead
+   */
+  addModels?: string[]
+  /**
+   * single model directories published besides the shipped `models/<id>/` (their manifest and files:
+   * staged into a private assets directory of this worker, removed on stop)
+   */
+  modelDirs?: string[]
   log?: (line: string) => void
 }
 
@@ -316,8 +329,14 @@ export interface WorkerOptions {
  * could take it over by closed; workerd, offline) and waits until it answers.
  */
 export async function startWorker(options: WorkerOptions): Promise<Service> {
-  // wrangler's [build] step stages them too; doing it first guarantees the directory exists.
-  stageModelAssets()
+  // wrangler's [build] step stages the shipped ones too; doing it first guarantees the directory
+  // exists. Extra model directories go to a directory of this worker's own: the build step (and every
+  // other stack in this checkout) restages the shared one with the shipped models only.
+  const assetsDir =
+    options.modelDirs && options.modelDirs.length > 0
+      ? mkdtempSync(join(tmpdir(), 'piflow-assets-'))
+      : undefined
+  stageModelAssets(assetsDir ? { outDir: assetsDir, extraDirs: options.modelDirs ?? [] } : {})
   const temporaryState = options.persistTo === undefined
   const persistTo = options.persistTo ?? mkdtempSync(join(tmpdir(), 'piflow-wrangler-'))
   const vars: Record<string, string> = {
@@ -357,6 +376,8 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
         persistTo,
         '--env-file',
         envFile,
+        ...(assetsDir ? ['--assets', assetsDir] : []),
+        ...(options.addModels ?? []).flatMap((id) => ['--add-model', id]),
         ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
       ],
       {
@@ -380,6 +401,7 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
       if (!taken || options.port !== undefined || attempt === 3) {
         rmSync(secretsDir, { recursive: true, force: true })
         if (temporaryState) rmSync(persistTo, { recursive: true, force: true })
+        if (assetsDir) rmSync(assetsDir, { recursive: true, force: true })
         throw error
       }
     }
@@ -390,6 +412,7 @@ export async function startWorker(options: WorkerOptions): Promise<Service> {
     await stopProcess(child, { graceMs: 5000, termGroup: true })
     rmSync(secretsDir, { recursive: true, force: true })
     if (temporaryState) rmSync(persistTo, { recursive: true, force: true })
+    if (assetsDir) rmSync(assetsDir, { recursive: true, force: true })
   }
   // "Ready" is printed when the socket listens; wait until the worker itself answers.
   const deadline = Date.now() + 60_000

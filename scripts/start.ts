@@ -154,9 +154,8 @@ async function main() {
     const worker = await started(
       startWorker({
         backends,
-        ...(torchIds.length > 0
-          ? { vars: { PIFLOW_MODELS: ['piflow-emoji', ...torchIds].join(',') } }
-          : {}),
+        // After wrangler.toml's PIFLOW_MODELS, whose first model stays the default.
+        addModels: torchIds,
         backendSecret: secrets.backendSecret,
         devApiKey: secrets.devApiKey,
         signingSecret: secrets.signingSecret,

@@ -17,7 +17,11 @@
  * Stops the worker (and workerd) on SIGTERM, SIGINT and SIGHUP, and when its parent process dies.
  *
  * Usage: node --import tsx scripts/wrangler-dev.ts --port N --persist-to DIR --env-file FILE
- *        [--var NAME:VALUE …]
+ *        [--assets DIR] [--add-model ID …] [--var NAME:VALUE …]
+ *
+ * `--assets` serves another staged model-assets directory than wrangler.toml's; `--add-model` serves
+ * these ids after the config's PIFLOW_MODELS (its first stays the default model), so callers add
+ * models without naming the configured ones.
  */
 import { chmodSync, mkdirSync } from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -38,6 +42,8 @@ const { values } = parseArgs({
     port: { type: 'string' },
     'persist-to': { type: 'string' },
     'env-file': { type: 'string' },
+    assets: { type: 'string' },
+    'add-model': { type: 'string', multiple: true, default: [] },
     var: { type: 'string', multiple: true, default: [] },
   },
   strict: true,
@@ -68,11 +74,26 @@ if (persistTo) {
   chmodSync(persistTo, 0o700)
 }
 const bucket = process.env.PIFLOW_LOCAL_R2_BUCKET
-const { unstable_startWorker } = await import('wrangler')
+const { experimental_readRawConfig, unstable_startWorker } = await import('wrangler')
+
+/** PIFLOW_MODELS: the config's list followed by `--add-model` ids (a `--var` still wins). */
+function modelsVar(added: string[]): Record<string, { type: 'plain_text'; value: string }> {
+  if (added.length === 0) return {}
+  const { rawConfig } = experimental_readRawConfig({ config: values.config })
+  const configured = String(rawConfig.vars?.PIFLOW_MODELS ?? '')
+    .split(',')
+    .map((id) => id.trim())
+    .filter(Boolean)
+  const ids = [...configured, ...added.filter((id) => !configured.includes(id))]
+  return { PIFLOW_MODELS: { type: 'plain_text', value: ids.join(',') } }
+}
+
 const worker = await unstable_startWorker({
   config: values.config,
   ...(values['env-file'] ? { envFiles: [values['env-file']] } : {}),
+  ...(values.assets ? { assets: values.assets } : {}),
   bindings: {
+    ...modelsVar(values['add-model']),
     ...plainTextVars(values.var),
     ...(bucket ? { IMAGES: { type: 'r2_bucket', bucket_name: bucket } } : {}),
   },

@@ -26,7 +26,7 @@ export interface RunningBackend {
 }
 
 /**
- * Loads the models in `options.modelsDir` and serves them on `host:port` (port 0 = a free one).
+ * Loads the models in `options.modelsDir` (and `options.modelDirs`) and serves them on `host:port` (port 0 = a free one).
  * @example
  * const backend = await startBackend({ secret: 's', modelsDir: 'models' }, { port: 0 })
  */
@@ -38,6 +38,7 @@ export async function startBackend(
   const normalized = normalizeOptions(options)
   const { log } = normalized
   const loaded = await loadModels(normalized.modelsDir, {
+    modelDirs: normalized.modelDirs,
     executionProvider: normalized.executionProvider,
     intraOpThreads: normalized.intraOpThreads,
     log,

@@ -13,6 +13,7 @@ const USAGE = `usage: main.ts [options]
   --port <n>                 port (0 = any free one)        env PIFLOW_BACKEND_PORT, default 8788
   --host <addr>              interface to listen on          default 127.0.0.1
   --models-dir <dir>         directory of <id>/manifest.json default models
+  --model-dir <dir>          also one model's directory (its manifest.json); repeatable
   --secret <s>               shared secret (X-Piflow-Backend-Secret)  env PIFLOW_BACKEND_SECRET, required
   --execution-provider <p>   auto | cpu | cuda | webgpu      env PIFLOW_BACKEND_EP, default auto
   --max-batch-size <n>       rows per onnxruntime run        default ${DEFAULT_OPTIONS.maxBatchSize}
@@ -37,13 +38,14 @@ function number(name: string, value: string | undefined): number | undefined {
 }
 
 async function main() {
-  let values: Record<string, string | boolean | undefined>
+  let values: Record<string, string | string[] | boolean | undefined>
   try {
     ;({ values } = parseArgs({
       options: {
         port: { type: 'string' },
         host: { type: 'string' },
         'models-dir': { type: 'string' },
+        'model-dir': { type: 'string', multiple: true },
         secret: { type: 'string' },
         'execution-provider': { type: 'string' },
         'max-batch-size': { type: 'string' },
@@ -97,6 +99,7 @@ async function main() {
       {
         secret: str('secret') ?? env.PIFLOW_BACKEND_SECRET ?? '',
         modelsDir: str('models-dir') ?? 'models',
+        modelDirs: (values['model-dir'] as string[] | undefined) ?? [],
         executionProvider: ep,
         maxBatchSize: number('max-batch-size', str('max-batch-size')),
         maxWaitMs: number('max-wait-ms', str('max-wait-ms')),

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream, existsSync } from 'node:fs'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { type Manifest, parseManifest } from '@piflow/models'
 import * as ort from 'onnxruntime-node'
 
@@ -75,15 +75,27 @@ export class ExecutionProviderError extends Error {
 }
 
 /**
- * Loads every `<modelsDir>/<id>/manifest.json`. The execution provider is decided on the first student
- * file: CUDA or WebGPU when asked for (or CUDA for `auto` when onnxruntime can create a CUDA session),
- * CPU otherwise.
+ * Loads every `<modelsDir>/<id>/manifest.json`, then each of `modelDirs` (one model directory each,
+ * e.g. an export under test that lives outside `modelsDir`). The execution provider is decided on the
+ * first student file: CUDA or WebGPU when asked for (or CUDA for `auto` when onnxruntime can create a
+ * CUDA session), CPU otherwise. A second model with an id already loaded is refused.
  */
-export async function loadModels(modelsDir: string, options: LoadOptions): Promise<LoadResult> {
+export async function loadModels(
+  modelsDir: string,
+  options: LoadOptions & { modelDirs?: readonly string[] },
+): Promise<LoadResult> {
   const root = resolve(modelsDir)
   const entries = await readdir(root, { withFileTypes: true }).catch((error: Error) => {
     throw new Error(`cannot read --models-dir ${root}: ${error.message}`)
   })
+  const candidates = [
+    ...entries
+      .filter((entry) => entry.isDirectory())
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((entry) => ({ dir: join(root, entry.name), required: false })),
+    // Named one by one: a missing manifest there is a refusal, not a directory to skip.
+    ...(options.modelDirs ?? []).map((dir) => ({ dir: resolve(dir), required: true })),
+  ]
   const models = new Map<string, LoadedModel>()
   const refused: RefusedModel[] = []
   let executionProvider: ExecutionProvider | undefined
@@ -95,14 +107,22 @@ export async function loadModels(modelsDir: string, options: LoadOptions): Promi
     return ort.InferenceSession.create(path, sessionOptions(executionProvider, options))
   }
 
-  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+  for (const { dir, required } of candidates) {
     options.signal?.throwIfAborted()
-    if (!entry.isDirectory()) continue
-    const dir = join(root, entry.name)
+    const name = basename(dir)
     const manifestPath = join(dir, 'manifest.json')
-    if (!(await exists(manifestPath))) continue
+    if (!(await exists(manifestPath))) {
+      if (!required) continue
+      refused.push({ id: name, reason: `no manifest.json in ${dir}` })
+      options.log(`piflow-backend: REFUSED model directory ${dir}: no manifest.json`)
+      continue
+    }
     try {
       const model = await loadModel(dir, manifestPath, createSession, options)
+      if (models.has(model.id)) {
+        for (const student of model.students.values()) await student.session.release()
+        throw new ModelLoadError(`a model with id "${model.id}" is already loaded`)
+      }
       models.set(model.id, model)
       options.log(
         `piflow-backend: loaded model "${model.id}" (${model.students.size} student file(s))`,
@@ -110,8 +130,8 @@ export async function loadModels(modelsDir: string, options: LoadOptions): Promi
     } catch (error) {
       if (error instanceof ExecutionProviderError) throw error
       const reason = error instanceof Error ? error.message : String(error)
-      refused.push({ id: entry.name, reason })
-      options.log(`piflow-backend: REFUSED model "${entry.name}": ${reason}`)
+      refused.push({ id: name, reason })
+      options.log(`piflow-backend: REFUSED model "${name}": ${reason}`)
     }
   }
   return {

@@ -18,6 +18,11 @@ export interface BackendOptions {
   /** Directory holding one `<id>/manifest.json` per model. */
   modelsDir: string
   /**
+   * Single model directories (each holding a `manifest.json`) served besides those in `modelsDir`:
+   * a model that lives elsewhere (a new export under test) without copying it in. @default []
+   */
+  modelDirs?: string[]
+  /**
    * `auto` = CUDA when onnxruntime can create a CUDA session here, CPU otherwise; `webgpu` (a GPU
    * through onnxruntime's Dawn, no CUDA libraries) only when asked for. @default 'auto'
    */
@@ -57,7 +62,8 @@ export type NormalizedBackendOptions = Required<BackendOptions>
 /**
  * Defaults, justified (piflow-emoji on this 2-core CPU, 2026-11-25, loaded machine):
  * - maxBatchSize 16: onnxruntime gives 43 rows/s at batch 1, 72 at 16 and 75 at 32; past 16 a run's
- *   latency doubles for +4 % throughput. 16 × (3,32,32) keeps a response under 2 MB. GPUs may raise it.
+ *   latency doubles for +4 % throughput. 16 × (3,32,32) is a 2 MB run output
+ *   (GM K=8); at v2's 3×64×64 it is 8.4 MB, each request's share ≤ 2.1 MB (B=4). GPUs may raise it.
  * - maxWaitMs 0 (work-conserving: an idle model never waits): measured 2026-11-26 on an idle machine
  *   with a 2.6 ms forward, 0 ms vs 2 ms gives 201 vs 128 req/s and p50 4.4 vs 6.9 ms at concurrency 1,
  *   and the same throughput at 4 (219 vs 226) and 16 (284 vs 284): under load batches form while the
@@ -71,6 +77,7 @@ export type NormalizedBackendOptions = Required<BackendOptions>
  */
 export const DEFAULT_OPTIONS = {
   executionProvider: 'auto',
+  modelDirs: [] as string[],
   maxBatchSize: 16,
   maxWaitMs: 0,
   queueLimit: 64,
@@ -92,6 +99,9 @@ export function normalizeOptions(options: BackendOptions): NormalizedBackendOpti
     throw new TypeError(
       `executionProvider must be ${EXECUTION_PROVIDER_TEXT}, got ${merged.executionProvider}`,
     )
+  }
+  if (!Array.isArray(merged.modelDirs) || merged.modelDirs.some((d) => typeof d !== 'string')) {
+    throw new TypeError('modelDirs must be a list of directories')
   }
   positiveInteger('maxBatchSize', merged.maxBatchSize)
   positiveInteger('queueLimit', merged.queueLimit)

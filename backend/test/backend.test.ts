@@ -358,4 +358,30 @@ describe('model verification at load', () => {
       await backend.stop()
     }
   })
+
+  it('--model-dir serves a model directory from elsewhere; a second one with a loaded id, or none, is refused', async () => {
+    const source = join(MODELS_DIR, MODEL)
+    const manifest = JSON.parse(await readFile(join(source, 'manifest.json'), 'utf8'))
+    const elsewhere = join(dir, 'elsewhere', 'v-next')
+    await cp(source, elsewhere, { recursive: true })
+    await writeFile(join(elsewhere, 'manifest.json'), JSON.stringify({ ...manifest, id: 'v-next' }))
+    const empty = join(dir, 'no-manifest')
+    await cp(join(source, 'NOTICE'), join(empty, 'NOTICE'))
+    const backend = await startBackend({ modelDirs: [elsewhere, source, empty] })
+    try {
+      const ready = (await (await fetch(`${backend.url}/readyz`)).json()) as {
+        models: string[]
+        refused: { id: string; reason: string }[]
+      }
+      expect(ready.models.sort()).toEqual([MODEL, 'v-next'])
+      expect(ready.refused.map((r) => r.reason)).toEqual([
+        `a model with id "${MODEL}" is already loaded`,
+        `no manifest.json in ${empty}`,
+      ])
+      const served = await forward(backend, encodeSafetensors(inputs(1)), {}, 'v-next')
+      expect(served.status).toBe(200)
+    } finally {
+      await backend.stop()
+    }
+  })
 })

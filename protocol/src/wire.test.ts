@@ -99,11 +99,15 @@ describe('step requests', () => {
       const { tensors, metadata } = decodeRequest(body)
       expect(requestedNfe(metadata)).toBe(String(nfe))
       const sigma = tensors.sigma!.data as Float32Array
-      // σ_src travels as float32 in the tensor; the segment keeps the float64 value the metadata
-      // needs no more than float32 to agree on
+      // σ_src travels as float32 in the tensor and exactly in the metadata: the backend integrates
+      // the very segment the edge would
       const decoded = stepSegmentOf(metadata, variant, batch, sigma[0]!)
-      expect({ ...decoded, sigmaSrc: segment.sigmaSrc }).toEqual(segment)
-      expect(decoded.sigmaSrc).toBe(Math.fround(segment.sigmaSrc))
+      expect(decoded).toEqual(segment)
+      // a client that sends no sigma_src gets the tensor's float32 value
+      const { sigma_src: _, ...withoutSigmaSrc } = metadata
+      const rounded = stepSegmentOf(withoutSigmaSrc, variant, batch, sigma[0]!)
+      expect({ ...rounded, sigmaSrc: segment.sigmaSrc }).toEqual(segment)
+      expect(rounded.sigmaSrc).toBe(Math.fround(segment.sigmaSrc))
     }
     const temperatures = expected.map((s) => s.temperature)
     expect(temperatures.at(-1)).toBe(1) // the last step always runs at temperature 1
@@ -126,6 +130,14 @@ describe('step requests', () => {
     expect(stepSegmentOf(good, manifest, 1, 1).sigmaDst).toBe(0.5)
     const { sigma_dst: _, ...withoutSigmaDst } = good
     expect(refused(withoutSigmaDst)).toEqual({ code: 'invalid_metadata', field: 'sigma_dst' })
+    // sigma_src must be the tensor's σ, up to its float32 rounding
+    expect(
+      stepSegmentOf({ ...good, sigma_src: '0.8' }, manifest, 1, Math.fround(0.8)).sigmaSrc,
+    ).toBe(0.8)
+    expect(refused({ ...good, sigma_src: '0.9' }, Math.fround(0.8))).toEqual({
+      code: 'invalid_metadata',
+      field: 'sigma_src',
+    })
     expect(refused({ ...good, shift: 'three' })).toEqual({
       code: 'invalid_metadata',
       field: 'shift',

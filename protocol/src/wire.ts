@@ -58,6 +58,10 @@ const integer = z.string().trim().regex(/^\d+$/, 'must be a non-negative integer
 
 /** `__metadata__` of a step request beyond `nfe`: the segment to integrate after the forward. */
 const stepMetadataSchema = z.object({
+  // σ_src exactly: the `sigma` tensor holds it rounded to float32, and a rollout that starts from the
+  // rounded value differs from the edge's (which integrates from the exact one) by ~1e-6, a PNG level
+  // in some pixels. Optional: a client that sends none gets the tensor's value, as before.
+  sigma_src: z.optional(decimal.pipe(z.number().min(0).max(1))),
   sigma_dst: decimal.pipe(z.number().min(0).max(1)),
   shift: decimal.pipe(z.number().positive().max(1000)),
   total_substeps: integer.pipe(z.number().int().min(1).max(10_000)),
@@ -82,6 +86,7 @@ export function encodeStepRequest(
   segment: SegmentSpec,
 ): Uint8Array {
   const metadata: Record<keyof z.input<typeof stepMetadataSchema>, string> = {
+    sigma_src: String(segment.sigmaSrc),
     sigma_dst: String(segment.sigmaDst),
     shift: String(segment.shift),
     total_substeps: String(segment.totalSubsteps),
@@ -115,7 +120,9 @@ export const requestedNfe = (metadata: Readonly<Record<string, string>>): string
 
 /**
  * The segment a step request asks to integrate, from its metadata, the σ its `sigma` tensor holds and
- * the model (shape, DX parameters). σ_dst must not exceed σ_src: integration runs towards data.
+ * the model (shape, DX parameters). σ_src is the metadata's exact `sigma_src` when sent (it must round
+ * to the tensor's float32 σ), else the tensor's. σ_dst must not exceed σ_src: integration runs towards
+ * data.
  * @throws {ProtocolError} `invalid_metadata` naming the key.
  */
 export function stepSegmentOf(
@@ -135,17 +142,25 @@ export function stepSegmentOf(
     )
   }
   const meta = parsed.data
-  if (meta.sigma_dst > sigmaSrc) {
+  if (meta.sigma_src !== undefined && Math.fround(meta.sigma_src) !== Math.fround(sigmaSrc)) {
     throw new ProtocolError(
       'invalid_metadata',
-      `sigma_dst ${meta.sigma_dst} is above sigma ${sigmaSrc}`,
+      `sigma_src ${meta.sigma_src} is not the sigma of the tensor (${sigmaSrc})`,
+      'sigma_src',
+    )
+  }
+  const start = meta.sigma_src ?? sigmaSrc
+  if (meta.sigma_dst > start) {
+    throw new ProtocolError(
+      'invalid_metadata',
+      `sigma_dst ${meta.sigma_dst} is above sigma ${start}`,
       'sigma_dst',
     )
   }
   const dx = dxSegmentOptions(manifest)
   return {
     shape: latentShape(manifest, batch),
-    sigmaSrc,
+    sigmaSrc: start,
     sigmaDst: meta.sigma_dst,
     shift: meta.shift,
     totalSubsteps: meta.total_substeps,

@@ -45,6 +45,14 @@ async function pngPixels(url: string): Promise<Uint8Array> {
   return decode(new Uint8Array(await res.arrayBuffer())).data as Uint8Array
 }
 
+/** The manifest of the worker's default model (the first `GET /v1/models` lists). */
+async function defaultManifest(): Promise<{ image: { width: number } }> {
+  const list = (await (await fetch(`${stack.workerUrl}/v1/models`)).json()) as {
+    data: { manifest: { image: { width: number } } }[]
+  }
+  return list.data[0]!.manifest
+}
+
 beforeAll(async () => {
   // A slowed backend (per onnxruntime run) leaves time to disconnect mid-stream.
   stack = await startStack({
@@ -81,7 +89,9 @@ describe('local stack end to end', () => {
     for (const progress of events.slice(1, 5).map((e) => JSON.parse(e.data))) {
       const b64 = (progress.preview as string).replace(/^data:image\/png;base64,/, '')
       const preview = decode(Buffer.from(b64, 'base64'))
-      expect([preview.width, preview.height]).toEqual([32, 32])
+      // previews are of the latent: the default model's native size (whichever model is the default)
+      const native = (await defaultManifest()).image.width
+      expect([preview.width, preview.height]).toEqual([native, native])
     }
     const done = JSON.parse(events.at(-1)!.data) as Generation
     expect(done.id).toBe(JSON.parse(events[0]!.data).id)
@@ -209,7 +219,7 @@ describe('backend integration and what backends see', () => {
   })
 
   it('integrating on the backend (/step) gives the same image as at the edge', async () => {
-    const body = { prompt: 'red apple', seed: 104, size: 32 }
+    const body = { prompt: 'red apple', seed: 104 }
     const edge = (await (await post(body)).json()) as Generation
     const res = await fetch(`${worker.url}/v1/generations`, {
       method: 'POST',
@@ -218,14 +228,10 @@ describe('backend integration and what backends see', () => {
     })
     const backend = (await res.json()) as Generation
     expect(backend.integration).toBe('backend')
-    const [a, b] = await Promise.all([
-      pngPixels(edge.images[0]!.url),
-      pngPixels(backend.images[0]!.url),
-    ])
-    let maxDiff = 0
-    for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!))
-    // Same seed, same student, same policy module: at most one 8-bit level of float rounding.
-    expect(maxDiff).toBeLessThanOrEqual(1)
+    // Same seed, student and policy module, and /step integrates from the exact σ_src the edge does
+    // (its metadata): the same PNG bytes (every size and model: models.test.ts).
+    expect(backend.images[0]!.sha256).toBe(edge.images[0]!.sha256)
+    expect(await pngPixels(backend.images[0]!.url)).toEqual(await pngPixels(edge.images[0]!.url))
     expect(seen.filter((s) => s.path.endsWith('/step'))).toHaveLength(4)
   })
 

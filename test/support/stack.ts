@@ -44,6 +44,13 @@ export interface StackOptions {
   verbose?: boolean
   /** wrangler state directory to use (and keep); a fresh temporary one when omitted */
   persistTo?: string
+  /**
+   * single model directories served besides the shipped models: loaded by every backend
+   * (`--model-dir`) and published by the worker; list their ids in `addModels` (or `env.PIFLOW_MODELS`)
+   */
+  modelDirs?: string[]
+  /** model ids served after wrangler.toml's PIFLOW_MODELS (whose first stays the default) */
+  addModels?: string[]
 }
 
 /** A running stack. */
@@ -94,6 +101,7 @@ export async function startStack(options?: StackOptions): Promise<Stack> {
       Array.from({ length: count }, () =>
         startBackend({
           secret: backendSecret,
+          ...(options?.modelDirs ? { modelDirs: options.modelDirs } : {}),
           ...(options?.backendArgs ? { args: options.backendArgs } : {}),
           ...(log ? { log } : {}),
         }),
@@ -109,6 +117,8 @@ export async function startStack(options?: StackOptions): Promise<Stack> {
       devApiKey: apiKey,
       signingSecret: randomSecret(),
       ...(options?.env ? { vars: options.env } : {}),
+      ...(options?.modelDirs ? { modelDirs: options.modelDirs } : {}),
+      ...(options?.addModels ? { addModels: options.addModels } : {}),
       ...(options?.persistTo ? { persistTo: options.persistTo } : {}),
       ...(log ? { log } : {}),
     })
@@ -148,7 +158,7 @@ export interface TorchStack extends Stack {
 
 /**
  * The PyTorch backend (plain or Ray Serve) with tiny fixture models, then the stack with it in
- * PIFLOW_BACKENDS for those models and PIFLOW_MODELS = piflow-emoji + them. `stop()` stops both.
+ * PIFLOW_BACKENDS for those models, served after wrangler.toml's PIFLOW_MODELS. `stop()` stops both.
  */
 export async function startTorchStack(options: TorchStackOptions): Promise<TorchStack> {
   const backendSecret = randomSecret()
@@ -163,7 +173,8 @@ export async function startTorchStack(options: TorchStackOptions): Promise<Torch
     const stack = await startStack({
       backendSecret,
       extraBackends: [{ id: 'torch', url, models: options.models }],
-      env: { PIFLOW_MODELS: ['piflow-emoji', ...options.models].join(','), ...options.env },
+      addModels: options.models,
+      ...(options.env ? { env: options.env } : {}),
     })
     return {
       ...stack,

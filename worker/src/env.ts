@@ -50,6 +50,7 @@ export type IntegrationMode = 'auto' | 'edge' | 'backend'
 /** Settings derived once per isolate from the vars. */
 export interface Settings {
   local: boolean
+  /** PIFLOW_MODELS: the ids served, the default model first (never empty) */
   models: string[]
   backends: BackendConfig[]
   backendSecret: string
@@ -147,6 +148,27 @@ function parsePublicOrigin(raw: string | undefined, production: boolean): string
   return url.origin
 }
 
+/**
+ * PIFLOW_MODELS, the one place that names models: wrangler.toml's (per environment). Its first id is
+ * the default model of a request that names none, so it has no fallback here, which would be a
+ * second place naming a default.
+ */
+function parseModels(raw: string | undefined): string[] {
+  const ids = (raw ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+  if (ids.length === 0) {
+    throw new ConfigError(
+      'PIFLOW_MODELS is not set: list the model ids to serve, the default first',
+    )
+  }
+  return ids
+}
+
+/** The model of a request that names none: the first of PIFLOW_MODELS. */
+export const defaultModel = (settings: Pick<Settings, 'models'>): string => settings.models[0]!
+
 function parseQueueLimit(raw: string | undefined): number {
   const value = raw === undefined || raw.trim() === '' ? 32 : Number(raw)
   if (!Number.isInteger(value) || value < 0 || value > 10_000) {
@@ -178,10 +200,7 @@ export function settings(env: Env): Settings {
   }
   const result: Settings = {
     local,
-    models: (env.PIFLOW_MODELS ?? 'piflow-emoji')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
+    models: parseModels(env.PIFLOW_MODELS),
     backends: parseBackends(env.PIFLOW_BACKENDS),
     backendSecret,
     signingSecret,

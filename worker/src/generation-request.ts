@@ -11,7 +11,7 @@ import {
   RequestValidationError,
 } from '@piflow/protocol'
 import type { Context } from 'hono'
-import type { Settings } from './env.ts'
+import { defaultModel, type Settings } from './env.ts'
 import { NotFoundError, ValidationError } from './errors.ts'
 import type { GenerationPlan } from './generate.ts'
 import type { AppEnv } from './hono-env.ts'
@@ -77,11 +77,14 @@ function checkWebhook(body: GenerationRequest, local: boolean): void {
     throw new ValidationError([{ path: 'webhook', message: refused }], 'webhook_url_refused')
 }
 
-/** Validates and normalises `c.var.jsonBody` for the calling key. */
+/** Validates and normalises `c.var.jsonBody` for the calling key; no `model` means the default one. */
 export async function readGenerationRequest(c: Context<AppEnv>): Promise<GenerationRequestInfo> {
   const parsed = generationRequestSchema.safeParse(c.var.jsonBody)
   if (!parsed.success) throw new ValidationError(fieldErrors(parsed.error))
-  const body = parsed.data
+  const body: GenerationRequest = {
+    ...parsed.data,
+    model: parsed.data.model ?? defaultModel(c.var.settings),
+  }
   checkWebhook(body, c.var.settings.local)
   const model = await modelOf(c, body.model)
   const normalized: NormalizedGeneration = normalizeFor(body, model, c.var.principal.maxCount)

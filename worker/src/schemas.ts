@@ -23,7 +23,14 @@ export const generationRequestSchema = z
       .max(MAX_PROMPT_CHARS, `must be at most ${MAX_PROMPT_CHARS} characters`)
       .refine((s) => s.trim().length > 0, 'must not be empty')
       .describe('What to draw.'),
-    model: z.string().min(1).max(64).default('piflow-emoji').describe('Model id (GET /v1/models).'),
+    // No default here: the default model is configuration (the first of PIFLOW_MODELS), filled in
+    // by generation-request.ts, so switching it is one change of wrangler.toml.
+    model: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .describe('Model id (GET /v1/models). Default: the first model GET /v1/models lists.'),
     nfe: z
       .int()
       .min(1)
@@ -82,7 +89,10 @@ export const generationRequestSchema = z
   })
   .strict()
 apiSchemas.add(generationRequestSchema, { id: 'GenerationRequest' })
-export type GenerationRequest = z.infer<typeof generationRequestSchema>
+/** A request body as the schema parsed it, its model resolved (absent: the server's default model). */
+export type GenerationRequest = Omit<z.infer<typeof generationRequestSchema>, 'model'> & {
+  model: string
+}
 
 export const imageSchema = z.object({
   index: z.int(),

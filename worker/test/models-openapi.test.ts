@@ -1,4 +1,4 @@
-import { SELF } from 'cloudflare:test'
+import { env, SELF } from 'cloudflare:test'
 import { MAX_COUNT } from '@piflow/protocol'
 import { describe, expect, it } from 'vitest'
 import { sha256Hex } from '../src/crypto.ts'
@@ -16,7 +16,11 @@ describe('models', () => {
     expect(res.status).toBe(200)
     const list = (await res.json()) as { object: string; data: ModelJson[] }
     expect(list.object).toBe('list')
-    expect(list.data.map((m) => m.id)).toEqual(['piflow-emoji'])
+    // wrangler.toml's PIFLOW_MODELS, in its order (the first is the default model)
+    expect(list.data.map((m) => m.id)).toEqual(
+      (env as { PIFLOW_MODELS: string }).PIFLOW_MODELS.split(','),
+    )
+    expect(list.data.map((m) => m.id)).toContain('piflow-emoji')
     const model = list.data[0]!
     expect(model.manifest.sampling.nfeOptions).toContain(4)
     expect(model.files.map((f) => f.role).sort()).toContain('student')

@@ -29,3 +29,15 @@ describe('PIFLOW_SIGNING_SECRET', () => {
     }
   })
 })
+
+describe('PIFLOW_MODELS', () => {
+  it('missing or empty: 500 server_misconfigured (it names the default model; no fallback names another)', async () => {
+    for (const PIFLOW_MODELS of [undefined, ' , ']) {
+      const res = await callWithVars({ PIFLOW_MODELS }, '/v1/models')
+      expect(res.status).toBe(500)
+      const body = (await res.json()) as ErrorJson
+      expect(body.error.code).toBe('server_misconfigured')
+      expect(body.error.message).toMatch(/PIFLOW_MODELS/)
+    }
+  })
+})

@@ -1,12 +1,14 @@
 /**
  * @module routes/models
  * `GET /v1/models`, `GET /v1/models/:id` (manifest + download URLs) and
- * `GET /v1/models/:id/files/:key` (the ONNX/tokenizer files). All public: they are published, static,
+ * `GET /v1/models/:id/files/:key` (every file of the manifest: ONNX, tokenizer, and the `notice` whose
+ * licence attribution travels with the weights, e.g. Twemoji's CC-BY 4.0). All public: they are published, static,
  * immutable artifacts, and the browser SDK (`@piflow/sdk/local`) fetches them without an API key.
  * Files come from the static-asset CDN (`[assets]` in wrangler.toml); the manifest's sha256 is the
  * ETag and they are cached for a year.
  */
 
+import type { ManifestFile } from '@piflow/models'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { BackendError, NotFoundError } from '../errors.ts'
@@ -15,6 +17,16 @@ import { getModel, type ServedModel, servedModel } from '../models.ts'
 import { publicOrigin } from '../origin.ts'
 
 export const models = new Hono<AppEnv>()
+
+/**
+ * By role, not by name: a `notice` (licence and attribution text, e.g. `NOTICE` with no extension)
+ * must open as readable text in a browser, the tokenizer is JSON, ONNX weights are opaque bytes.
+ */
+function contentTypeOf(file: ManifestFile): string {
+  if (file.role === 'notice') return 'text/plain; charset=utf-8'
+  if (file.role === 'tokenizer' || file.path.endsWith('.json')) return 'application/json'
+  return 'application/octet-stream'
+}
 
 /**
  * A model's public entry. A model generated whole on its backend has no files to download: its
@@ -82,9 +94,7 @@ models.get('/:id/files/:key', async (c) => {
     await asset.body?.cancel()
     throw new NotFoundError(`File ${key} of ${model.id} is not deployed`, 'model_file_not_found')
   }
-  headers['Content-Type'] = file.path.endsWith('.json')
-    ? 'application/json'
-    : 'application/octet-stream'
+  headers['Content-Type'] = contentTypeOf(file)
   headers['Content-Length'] = String(file.bytes)
   return new Response(asset.body, { headers })
 })

@@ -1,8 +1,8 @@
 /**
- * @module bench/support/step-client
+ * @module test/support/step-client
  * A generation as a client of the backend protocol alone makes it: one `POST …/step` per NFE
  * segment, encoded and decoded with the generation contract of `@piflow/protocol` (the worker's own
- * codec), so the benches time exactly what the worker sends.
+ * codec): what the benches time and the suites compare the worker against.
  */
 import type { Manifest } from '@piflow/models'
 import {
