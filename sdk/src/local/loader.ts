@@ -25,7 +25,7 @@ export interface LoadedModel {
   id: string
   manifest: Manifest
   tokenizer: Tokenizer
-  /** one session per student file key */
+  /** one session per student file key and batch size (`student@1`) */
   sessions: Map<string, Promise<OpenedSession>>
 }
 
@@ -77,6 +77,19 @@ const resolveBaseUrl = (url: string, option = 'modelBaseUrl') => {
   }
 }
 
+/**
+ * The symbolic batch dimension of a student's inputs (the contract puts the batch first, e.g. `B`) set
+ * to `batch`, for `freeDimensionOverrides`.
+ */
+const batchDimsOf = (manifest: Manifest, key: string, batch: number) => {
+  const dims: Record<string, number> = {}
+  for (const input of manifest.files[key]?.inputs ?? []) {
+    const first = input.shape[0]
+    if (typeof first === 'string') dims[first] = batch
+  }
+  return dims
+}
+
 /** The API's model routes (`…/v1/models/`) rather than a folder of model directories. */
 const isApiModelRoute = (baseUrl: string) => new URL(baseUrl).pathname.endsWith('/v1/models/')
 
@@ -92,6 +105,8 @@ export const createModelLoader = (options: LocalOptions) => {
   const apiRoutes = isApiModelRoute(baseUrl)
   const progress = createLoadProgress(options.onProgress)
   const models = new Map<string, Promise<LoadedModel>>()
+  /** Cache API writes still running (loadFile does not wait for them); `ready` waits. */
+  const storing = new Set<Promise<void>>()
   let ort: Promise<OrtModule> | undefined
   let device: Promise<GPUDevice | string> | undefined
   let webGpuIntegrator: Promise<SegmentIntegrator<Float32Array>> | undefined
@@ -108,9 +123,9 @@ export const createModelLoader = (options: LocalOptions) => {
     return { key, url: new URL(path, baseUrl).href, sha256: file.sha256, bytes: file.bytes }
   }
 
-  const download = (file: FileSpec, signal?: AbortSignal) => {
+  const download = async (file: FileSpec, signal?: AbortSignal) => {
     if ('bytes' in file) progress.expect(file.key, file.bytes)
-    return loadFile(file, {
+    const { bytes, stored } = await loadFile(file, {
       fetch: fetchFn,
       cacheName: options.cache ?? 'piflow-models',
       onProgress: (p) => {
@@ -119,6 +134,9 @@ export const createModelLoader = (options: LocalOptions) => {
       },
       signal,
     })
+    storing.add(stored)
+    stored.then(() => storing.delete(stored))
+    return bytes
   }
 
   /**
@@ -129,7 +147,7 @@ export const createModelLoader = (options: LocalOptions) => {
     if (!ort) {
       const loading = (async () => {
         const gpu = providers.includes('webgpu') && typeof (await getDevice()) !== 'string'
-        const runtime = await loadOrt(gpu, options.wasmPaths)
+        const runtime = await loadOrt(gpu, options.wasmPaths, options.numThreads)
         if (options.wasmPaths) {
           const name = runtimeFile(gpu)
           const folder = resolveBaseUrl(options.wasmPaths, 'wasmPaths')
@@ -183,9 +201,14 @@ export const createModelLoader = (options: LocalOptions) => {
     return model
   }
 
-  const openStudent = (model: LoadedModel, nfe: number, signal?: AbortSignal) => {
+  /**
+   * The student of `nfe` for `batch` images per forward: its batch is fixed at session creation (see
+   * `sessionOptions`), so another batch size opens (and keeps) a second session of the same file.
+   */
+  const openStudent = (model: LoadedModel, nfe: number, batch: number, signal?: AbortSignal) => {
     const key = model.manifest.sampling.perNfe[String(nfe)]!.onnx
-    let opened = model.sessions.get(key)
+    const sessionKey = `${key}@${batch}`
+    let opened = model.sessions.get(sessionKey)
     if (!opened) {
       opened = (async () => {
         // The student and the runtime download side by side.
@@ -194,10 +217,11 @@ export const createModelLoader = (options: LocalOptions) => {
           getOrt(signal),
         ])
         progress.stage('compile')
-        return openSession(runtime, bytes, providers, getDevice)
+        const batchDims = batchDimsOf(model.manifest, key, batch)
+        return openSession(runtime, bytes, providers, getDevice, batchDims)
       })()
-      model.sessions.set(key, opened)
-      opened.catch(() => model.sessions.delete(key))
+      model.sessions.set(sessionKey, opened)
+      opened.catch(() => model.sessions.delete(sessionKey))
     }
     return opened
   }
@@ -229,16 +253,20 @@ export const createModelLoader = (options: LocalOptions) => {
   }
   const ready = new WeakSet<OpenedSession>()
 
-  /** Opens the student for `nfe` (a normalised value) and picks the integrator. */
+  /** Opens the student for `nfe` (a normalised value) and `count` images, and picks the integrator. */
   const prepare = async (
     model: LoadedModel,
     nfe: number,
+    count: number,
     signal?: AbortSignal,
   ): Promise<PreparedRun> => {
-    const opened = await openStudent(model, nfe, signal)
+    const opened = await openStudent(model, nfe, count, signal)
     const { integrator, reason } = await integratorFor()
     if (!ready.has(opened)) {
       ready.add(opened)
+      // Ready means cached too: a reload after it finds every file in the Cache API. The writes ran
+      // beside the session creation, which takes longer, so this rarely waits.
+      await Promise.all(storing)
       progress.stage('ready')
     }
     const why = [opened.reason, reason].filter(Boolean).join('; ')

@@ -32,7 +32,11 @@ export const runtimeFile = (withWebGpu: boolean) =>
  * Imports onnxruntime-web: the WebGPU build when a WebGPU provider may be tried (it also runs WASM),
  * else the smaller WASM-only build. `wasmPaths` points ORT at self-hosted `.wasm`/`.mjs` files.
  */
-export const loadOrt = async (withWebGpu: boolean, wasmPaths: string | undefined) => {
+export const loadOrt = async (
+  withWebGpu: boolean,
+  wasmPaths: string | undefined,
+  numThreads: number | undefined,
+) => {
   let ort: OrtModule
   try {
     ort = withWebGpu ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm')
@@ -44,6 +48,7 @@ export const loadOrt = async (withWebGpu: boolean, wasmPaths: string | undefined
     )
   }
   if (wasmPaths) ort.env.wasm.wasmPaths = wasmPaths
+  if (numThreads !== undefined) ort.env.wasm.numThreads = numThreads
   return ort
 }
 
@@ -89,14 +94,33 @@ export const requestGpuDevice = async (allowSoftware: boolean): Promise<GPUDevic
 }
 
 /**
+ * Session options per provider. Both get the batch as a fixed size (`freeDimensionOverrides` on the
+ * inputs' symbolic batch dimension, e.g. `B`): with static shapes, graph optimisation folds the
+ * network's Shape/Gather/Slice arithmetic at session creation. WASM gets `basic` optimisation (constant
+ * folding, redundant-node removal): measured in Chromium on the v1 and v2 students (bench/sdk.ts), it
+ * creates the session faster than `all` and runs as fast — `all`'s extra fusions buy the WASM kernels
+ * nothing on these networks. WebGPU keeps `all` (not measured on a real GPU here).
+ */
+export const sessionOptions = (
+  provider: LocalProvider,
+  batchDims: Record<string, number>,
+): Ort.InferenceSession.SessionOptions => ({
+  executionProviders: [provider],
+  graphOptimizationLevel: provider === 'wasm' ? 'basic' : 'all',
+  freeDimensionOverrides: batchDims,
+})
+
+/**
  * Creates a session on the first provider that works, in `providers` order. WebGPU sessions run on
- * `device` (shared with the WebGPU policy integrator so both use one queue).
+ * `device` (shared with the WebGPU policy integrator so both use one queue). `batchDims` fixes the
+ * symbolic batch dimension(s), so the session runs that batch size only.
  */
 export const openSession = async (
   ort: OrtModule,
   model: Uint8Array,
   providers: readonly LocalProvider[],
   getDevice: () => Promise<GPUDevice | string>,
+  batchDims: Record<string, number>,
 ): Promise<OpenedSession> => {
   const failures: string[] = []
   for (const provider of providers) {
@@ -111,10 +135,7 @@ export const openSession = async (
       ort.env.webgpu.device = device
     }
     try {
-      const session = await ort.InferenceSession.create(model, {
-        executionProviders: [provider],
-        graphOptimizationLevel: 'all',
-      })
+      const session = await ort.InferenceSession.create(model, sessionOptions(provider, batchDims))
       return { session, provider, device, reason: failures.join('; ') || undefined }
     } catch (error) {
       failures.push(`${provider}: ${(error as Error).message}`)
