@@ -11,6 +11,7 @@ import { createCpuIntegrator, type SegmentIntegrator } from '@piflow/policy'
 import { LocalInferenceError } from '../errors.ts'
 import { type FileSpec, loadFile } from './download.ts'
 import {
+  initRuntime,
   loadOrt,
   type OpenedSession,
   type OrtModule,
@@ -141,7 +142,8 @@ export const createModelLoader = (options: LocalOptions) => {
 
   /**
    * onnxruntime-web, once per generator: the WebGPU build (twice the WASM one) only when a device is
-   * really there; with `wasmPaths`, its runtime file fetched and cached here.
+   * really there; with `wasmPaths`, its runtime file fetched and cached here; then initialised, which
+   * overlaps the student's download (openStudent awaits both together).
    */
   const getOrt = (signal?: AbortSignal) => {
     if (!ort) {
@@ -155,6 +157,7 @@ export const createModelLoader = (options: LocalOptions) => {
           const url = new URL(name, folder).href
           runtime.env.wasm.wasmBinary = await download({ key: name, url, version }, signal)
         }
+        await initRuntime(runtime)
         return runtime
       })()
       ort = loading
