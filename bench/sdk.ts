@@ -21,8 +21,9 @@
  *    needs no browser).
  *
  * Env: BENCH_MODEL_DIR (a second model directory), BENCH_RUNS (warm repetitions, default 5),
- * BENCH_COLD_RUNS (default 3), BENCH_TEACHER=0 (skip the teacher baseline), BENCH_THREADS (serve the
- * page cross-origin isolated and give onnxruntime-web this many WASM threads; default 1).
+ * BENCH_COLD_RUNS (default 3), BENCH_TEACHER=0 (skip the teacher baseline), BENCH_THREADS=N (serve the
+ * pages cross-origin isolated and measure every model with 1 and with N onnxruntime-web WASM threads,
+ * in fresh pages: the runtime's thread count is fixed per page).
  */
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -36,6 +37,8 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 3)
 const TEACHER = process.env.BENCH_TEACHER !== '0'
 const THREADS = Number(process.env.BENCH_THREADS ?? 1)
+/** 1 thread always; with BENCH_THREADS > 1 that many too, on the same (isolated) server, same run. */
+const THREAD_COUNTS = THREADS > 1 ? [1, THREADS] : [1]
 const PROMPT = 'red apple'
 
 interface BenchModel {
@@ -75,7 +78,7 @@ const median = (values: number[]) => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 const ms = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1))
-const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`
+const ratio = (a: number, b: number) => (Number.isNaN(a / b) ? '—' : `${(a / b).toFixed(2)}×`)
 const log = (line: string) => process.stderr.write(`[sdk bench] ${line}\n`)
 
 /** One generation's times, measured inside the page. */
@@ -91,7 +94,13 @@ interface Timed {
 }
 
 /** One generation through the demo page, timed inside the page. */
-const generate = (page: Page, model: BenchModel, seed: number, size: number): Promise<Timed> =>
+const generate = (
+  page: Page,
+  model: BenchModel,
+  threads: number,
+  seed: number,
+  size: number,
+): Promise<Timed> =>
   page.evaluate(
     async ([input, threads]) => {
       type Generate = (path: string, input: unknown, local?: unknown) => Promise<Timed>
@@ -117,18 +126,23 @@ const generate = (page: Page, model: BenchModel, seed: number, size: number): Pr
         sessionMs: compile === undefined || ready === undefined ? undefined : ready - compile,
       }
     },
-    [{ model: model.id, prompt: PROMPT, seed, size }, THREADS] as const,
+    [{ model: model.id, prompt: PROMPT, seed, size }, threads] as const,
   )
 
 /** The teacher baseline (bench/sdk-teacher.js) in the page: [cold ms, ...warm ms]. */
-const teacherRuns = (page: Page, model: BenchModel, warmRuns: number): Promise<number[]> =>
+const teacherRuns = (
+  page: Page,
+  model: BenchModel,
+  threads: number,
+  warmRuns: number,
+): Promise<number[]> =>
   page.evaluate(
     async ([id, warmRuns, threads]) => {
       const url = '/bench/sdk-teacher.js'
       const { teacherRuns } = await import(url)
       return teacherRuns(id, warmRuns, threads)
     },
-    [model.id, warmRuns, THREADS] as const,
+    [model.id, warmRuns, threads] as const,
   )
 
 const modelDirs = Object.fromEntries(models.flatMap((m) => (m.dir ? [[m.id, m.dir]] : [])))
@@ -151,6 +165,7 @@ const freshPage = async () => {
 
 interface ModelResult {
   model: BenchModel
+  threads: number
   cold: Timed[]
   servedBytes: number
   warm: Timed[]
@@ -160,14 +175,14 @@ interface ModelResult {
   teacherWarm: number | undefined
 }
 
-const measure = async (model: BenchModel): Promise<ModelResult> => {
+const measure = async (model: BenchModel, threads: number): Promise<ModelResult> => {
   const cold: Timed[] = []
   const teacherCold: number[] = []
   let servedBytes = 0
   for (let i = 0; i < COLD_RUNS; i++) {
     server.resetCounts()
     const student = await freshPage()
-    const run = await generate(student.page, model, 1000 + i, model.nativeSize)
+    const run = await generate(student.page, model, threads, 1000 + i, model.nativeSize)
     if (run.backend !== 'wasm') throw new Error(`expected the wasm path, got ${run.backend}`)
     cold.push(run)
     servedBytes = [...server.served.values()].reduce((a, b) => a + b, 0)
@@ -175,33 +190,36 @@ const measure = async (model: BenchModel): Promise<ModelResult> => {
     let teacherNote = ''
     if (TEACHER) {
       const teacher = await freshPage()
-      teacherCold.push((await teacherRuns(teacher.page, model, 0))[0]!)
+      teacherCold.push((await teacherRuns(teacher.page, model, threads, 0))[0]!)
       await teacher.close()
       teacherNote = `, teacher ${ms(teacherCold.at(-1)!)} ms`
     }
     log(
-      `${model.id} cold ${i + 1}/${COLD_RUNS}: student ${ms(run.timings.totalMs!)} ms${teacherNote}`,
+      `${model.id} (${threads} thread) cold ${i + 1}/${COLD_RUNS}: student ${ms(run.timings.totalMs!)} ms${teacherNote}`,
     )
   }
 
   const { page, close } = await freshPage()
-  await generate(page, model, 1, model.nativeSize) // download, session, warm-up
+  await generate(page, model, threads, 1, model.nativeSize) // download, session, warm-up
   const warm: Timed[] = []
-  for (let i = 0; i < RUNS; i++) warm.push(await generate(page, model, 2 + i, model.nativeSize))
+  for (let i = 0; i < RUNS; i++) {
+    warm.push(await generate(page, model, threads, 2 + i, model.nativeSize))
+  }
   const encodeAt = new Map<number, number>()
   for (const size of model.outputSizes) {
     if (size === model.nativeSize) continue
     const runs: number[] = []
     for (let i = 0; i < Math.min(RUNS, 3); i++) {
-      runs.push((await generate(page, model, 100 + i, size)).timings.encodeMs!)
+      runs.push((await generate(page, model, threads, 100 + i, size)).timings.encodeMs!)
     }
     encodeAt.set(size, median(runs))
   }
-  const teacherWarm = TEACHER ? (await teacherRuns(page, model, RUNS)).slice(1) : []
+  const teacherWarm = TEACHER ? (await teacherRuns(page, model, threads, RUNS)).slice(1) : []
   await close()
-  log(`${model.id} warm: ${ms(median(warm.map((t) => t.timings.totalMs!)))} ms`)
+  log(`${model.id} (${threads} thread) warm: ${ms(median(warm.map((t) => t.timings.totalMs!)))} ms`)
   return {
     model,
+    threads,
     cold,
     servedBytes,
     warm,
@@ -215,13 +233,12 @@ const measure = async (model: BenchModel): Promise<ModelResult> => {
 const med = (runs: Timed[], pick: (t: Timed) => number | undefined) =>
   median(runs.map((t) => pick(t) ?? Number.NaN))
 
-try {
-  const results: ModelResult[] = []
-  for (const model of models) results.push(await measure(model))
-
-  const threads = THREADS > 1 ? `${THREADS} threads (cross-origin isolated)` : '1 thread'
+/** The table of one thread count: the models side by side, the last against the first. */
+const printTable = (results: ModelResult[]) => {
+  const threads = results[0]!.threads
+  const isolated = THREAD_COUNTS.length > 1 ? ', cross-origin isolated page' : ''
   console.log(
-    `\n## @piflow/sdk/local, headless Chromium ${browser.version()}, onnxruntime-web WASM (${threads})\n`,
+    `\n## @piflow/sdk/local, headless Chromium ${browser.version()}, onnxruntime-web WASM, ${threads} thread(s)${isolated}\n`,
   )
   const head = results.map((r) => `${r.model.id} (${r.model.nativeSize}², ${r.model.nfe} NFE)`)
   const base = results[0]!
@@ -257,6 +274,15 @@ try {
   row(
     `**warm generation** (of ${RUNS}, native size)`,
     results.map((r) => med(r.warm, (t) => t.timings.totalMs)),
+  )
+  // The fastest run too: on a shared machine the median carries other jobs' load.
+  row(
+    '  warm generation, fastest run',
+    results.map((r) => Math.min(...r.warm.map((t) => t.timings.totalMs!))),
+  )
+  row(
+    '  warm: forward per NFE, fastest run',
+    results.map((r) => Math.min(...r.warm.map((t) => t.timings.forwardMs! / r.model.nfe))),
   )
   row(
     '  warm: forward per NFE',
@@ -305,6 +331,40 @@ try {
         )
         .join('; ')}`,
     )
+  }
+}
+
+try {
+  const all: ModelResult[] = []
+  for (const model of models)
+    for (const threads of THREAD_COUNTS) all.push(await measure(model, threads))
+  for (const threads of THREAD_COUNTS) printTable(all.filter((r) => r.threads === threads))
+  if (THREAD_COUNTS.length > 1) {
+    const n = THREAD_COUNTS.at(-1)!
+    console.log(`\n${n} threads / 1 thread (medians, same run):\n`)
+    console.log('| model | cold | warm | forward per NFE | policy |')
+    console.log('|---|---:|---:|---:|---:|')
+    for (const model of models) {
+      const [one, many] = THREAD_COUNTS.map((t) =>
+        all.find((r) => r.model === model && r.threads === t),
+      ) as [ModelResult, ModelResult]
+      const of = (r: ModelResult, pick: (t: Timed) => number | undefined) => med(r.warm, pick)
+      console.log(
+        `| ${model.id} | ${ratio(
+          med(many.cold, (t) => t.timings.totalMs),
+          med(one.cold, (t) => t.timings.totalMs),
+        )} | ${ratio(
+          of(many, (t) => t.timings.totalMs),
+          of(one, (t) => t.timings.totalMs),
+        )} | ${ratio(
+          of(many, (t) => t.timings.forwardMs),
+          of(one, (t) => t.timings.forwardMs),
+        )} | ${ratio(
+          of(many, (t) => t.timings.integrateMs),
+          of(one, (t) => t.timings.integrateMs),
+        )} |`,
+      )
+    }
   }
 } finally {
   await browser.close()
