@@ -21,7 +21,8 @@
  *    needs no browser).
  *
  * Env: BENCH_MODEL_DIR (a second model directory), BENCH_RUNS (warm repetitions, default 5),
- * BENCH_COLD_RUNS (default 3), BENCH_TEACHER=0 (skip the teacher baseline), BENCH_THREADS=N (serve the
+ * BENCH_COLD_RUNS (default 3), BENCH_TEACHER=0 (skip the teacher baseline), BENCH_SESSION=1 (also
+ * compare onnxruntime-web session options per student, see printSessionVariants), BENCH_THREADS=N (serve the
  * pages cross-origin isolated and measure every model with 1 and with N onnxruntime-web WASM threads,
  * in fresh pages: the runtime's thread count is fixed per page).
  */
@@ -29,6 +30,7 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Page } from 'playwright-core'
+import { sessionOptions } from '../sdk/src/local/ort.ts'
 import { startStaticServer } from '../test/browser/support/static-server.ts'
 import { browserUnavailable, launchChromium } from '../test/support/chromium.ts'
 import { printSdkSizes } from './support/sdk-size.ts'
@@ -36,6 +38,7 @@ import { printSdkSizes } from './support/sdk-size.ts'
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 3)
 const TEACHER = process.env.BENCH_TEACHER !== '0'
+const SESSION = process.env.BENCH_SESSION === '1'
 const THREADS = Number(process.env.BENCH_THREADS ?? 1)
 /** 1 thread always; with BENCH_THREADS > 1 that many too, on the same (isolated) server, same run. */
 const THREAD_COUNTS = THREADS > 1 ? [1, THREADS] : [1]
@@ -48,6 +51,8 @@ interface BenchModel {
   nativeSize: number
   outputSizes: number[]
   nfe: number
+  /** the student inputs' symbolic batch dimension(s), for freeDimensionOverrides */
+  batchDims: Record<string, number>
 }
 
 const modelAt = (dir: string, mounted: boolean): BenchModel => {
@@ -58,6 +63,12 @@ const modelAt = (dir: string, mounted: boolean): BenchModel => {
     nativeSize: manifest.image.height,
     outputSizes: manifest.image.outputSizes,
     nfe: manifest.sampling.defaultNfe,
+    batchDims: Object.fromEntries(
+      manifest.files[manifest.sampling.perNfe[manifest.sampling.defaultNfe].onnx].inputs
+        .map((input: { shape: (string | number)[] }) => input.shape[0])
+        .filter((dim: unknown) => typeof dim === 'string')
+        .map((dim: string) => [dim, 1]),
+    ),
   }
 }
 const models = [modelAt(join(import.meta.dirname, '../models/piflow-emoji'), false)]
@@ -233,6 +244,48 @@ const measure = async (model: BenchModel, threads: number): Promise<ModelResult>
 const med = (runs: Timed[], pick: (t: Timed) => number | undefined) =>
   median(runs.map((t) => pick(t) ?? Number.NaN))
 
+/**
+ * BENCH_SESSION=1: onnxruntime-web session options for each model's student, in one page (bench/
+ * sdk-session.js): creation time (the page's first creation apart: it also warms the runtime's code)
+ * and forward time, every variant against the SDK's own choice (`sessionOptions` of sdk/src/local/ort.ts).
+ */
+const printSessionVariants = async (model: BenchModel) => {
+  const sdk = sessionOptions('wasm', model.batchDims)
+  const fixed = { freeDimensionOverrides: model.batchDims }
+  const variants: Record<string, object> = {
+    'SDK: basic, batch fixed': sdk,
+    "all, dynamic batch (the SDK's before)": { graphOptimizationLevel: 'all' },
+    'all, batch fixed': { graphOptimizationLevel: 'all', ...fixed },
+    'extended, batch fixed': { graphOptimizationLevel: 'extended', ...fixed },
+    'disabled, batch fixed': { graphOptimizationLevel: 'disabled', ...fixed },
+  }
+  const rounds = 5
+  const { page, close } = await freshPage()
+  const result: Record<string, { create: number[]; runs: number[] }> = await page.evaluate(
+    async ([id, variants, rounds, runs]) => {
+      const url = '/bench/sdk-session.js'
+      const { sessionVariants } = await import(url)
+      return sessionVariants(id, variants, rounds, runs)
+    },
+    [model.id, variants, rounds, RUNS * 2] as const,
+  )
+  await close()
+  const ours = result['SDK: basic, batch fixed']!
+  const later = (r: { create: number[] }) => median(r.create.slice(1))
+  console.log(
+    `\n### ${model.id}: session options, one page, ${rounds} interleaved rounds, ${RUNS * 2} forwards each\n`,
+  )
+  console.log(
+    '| session options | creation, round 1 (the first row: with the runtime start) | creation, rounds 2+ (median) | forward, fastest | forward, median | vs SDK: creation / forward |',
+  )
+  console.log('|---|---:|---:|---:|---:|---:|')
+  for (const [label, r] of Object.entries(result)) {
+    console.log(
+      `| ${label} | ${r.create[0] === undefined ? '—' : `${ms(r.create[0])} ms`} | ${ms(later(r))} ms | ${ms(Math.min(...r.runs))} ms | ${ms(median(r.runs))} ms | ${ratio(later(r), later(ours))} / ${ratio(median(r.runs), median(ours.runs))} |`,
+    )
+  }
+}
+
 /** The table of one thread count: the models side by side, the last against the first. */
 const printTable = (results: ModelResult[]) => {
   const threads = results[0]!.threads
@@ -339,6 +392,7 @@ try {
   for (const model of models)
     for (const threads of THREAD_COUNTS) all.push(await measure(model, threads))
   for (const threads of THREAD_COUNTS) printTable(all.filter((r) => r.threads === threads))
+  if (SESSION) for (const model of models) await printSessionVariants(model)
   if (THREAD_COUNTS.length > 1) {
     const n = THREAD_COUNTS.at(-1)!
     console.log(`\n${n} threads / 1 thread (medians, same run):\n`)
