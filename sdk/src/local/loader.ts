@@ -171,6 +171,9 @@ export const createModelLoader = (options: LocalOptions) => {
   const loadModel = (id: string, signal?: AbortSignal) => {
     let model = models.get(id)
     if (!model) {
+      // The runtime does not depend on the model: its download and start run beside the manifest's
+      // and the tokenizer's (openStudent awaits the same promise; a failure is reported there).
+      getOrt(signal).catch(() => {})
       model = (async () => {
         const path = apiRoutes ? encodeURIComponent(id) : `${id}/manifest.json`
         const url = new URL(path, baseUrl).href
