@@ -258,6 +258,8 @@ const printSessionVariants = async (model: BenchModel) => {
     'all, batch fixed': { graphOptimizationLevel: 'all', ...fixed },
     'extended, batch fixed': { graphOptimizationLevel: 'extended', ...fixed },
     'disabled, batch fixed': { graphOptimizationLevel: 'disabled', ...fixed },
+    "SDK's + executionMode parallel": { ...sdk, executionMode: 'parallel' },
+    "SDK's + enableMemPattern false": { ...sdk, enableMemPattern: false },
   }
   const rounds = 5
   const { page, close } = await freshPage()
