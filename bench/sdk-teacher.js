@@ -5,17 +5,16 @@
 /** warp(τ, shift) of the shared schedule: σ = shift·τ / (1 + (shift − 1)·τ). */
 const warp = (t, shift) => (shift * t) / (1 + (shift - 1) * t)
 
-/** Returns [cold ms (download + session + sampling), ...warm ms]. */
-export async function teacherRuns(warmRuns) {
+/** Returns [cold ms (download + session + sampling), ...warm ms] of the teacher of model `id`. */
+export async function teacherRuns(id, warmRuns, numThreads = 1) {
   const started = performance.now()
-  const manifest = await (await fetch('/models/piflow-emoji/manifest.json')).json()
+  const manifest = await (await fetch(`/models/${id}/manifest.json`)).json()
   const spec = manifest.teacher
   const file = manifest.files[spec.onnx]
   const ort = await import('onnxruntime-web/wasm')
   ort.env.wasm.wasmPaths = '/ort/'
-  const bytes = new Uint8Array(
-    await (await fetch(`/models/piflow-emoji/${file.path}`)).arrayBuffer(),
-  )
+  ort.env.wasm.numThreads = numThreads
+  const bytes = new Uint8Array(await (await fetch(`/models/${id}/${file.path}`)).arrayBuffer())
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] })
   const { channels: c, height: h, width: w } = manifest.latent
   const length = manifest.text.maxLength

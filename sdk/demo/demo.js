@@ -28,7 +28,7 @@ const LOCAL = {
   webgpu: { providers: ['webgpu'], integrator: 'webgpu', allowSoftwareWebGpu: true },
 }
 
-/** Every overall load progress report, for the tests. */
+/** Every overall load progress report with its time (`at`, performance.now()), for the tests and the bench. */
 const loadProgress = []
 
 const generators = new Map()
@@ -36,14 +36,16 @@ const generators = new Map()
  * One generator per path: with an API configured, a client that falls back to local generation with
  * self-hosted files when the edge is unreachable; without one, the local generator itself.
  */
-const generatorFor = (path) => {
-  if (!generators.has(path)) {
+const generatorFor = (path, overrides = {}) => {
+  const key = `${path} ${JSON.stringify(overrides)}`
+  if (!generators.has(key)) {
     const local = {
       modelBaseUrl,
       wasmPaths: '/ort/',
       ...LOCAL[path],
+      ...overrides,
       onProgress: (p) => {
-        loadProgress.push(p)
+        loadProgress.push({ ...p, at: performance.now() })
         status.textContent =
           p.stage === 'download'
             ? `downloading ${Math.round((100 * p.loadedBytes) / p.totalBytes)} % (${p.file})`
@@ -51,7 +53,7 @@ const generatorFor = (path) => {
       },
     }
     generators.set(
-      path,
+      key,
       api
         ? createClient({
             baseUrl: api,
@@ -63,7 +65,7 @@ const generatorFor = (path) => {
         : createLocalGenerator(local),
     )
   }
-  return generators.get(path)
+  return generators.get(key)
 }
 
 /** Decodes an image (PNG bytes or URL) into RGBA pixels. */
@@ -80,11 +82,12 @@ const pixelsOf = async (image) => {
 /**
  * Generates along `path` and shows the images. Returns a summary (and the pixels) for the tests.
  * @param {'auto'|'wasm'|'webgpu'} path
+ * @param local extra local options (e.g. `{ numThreads }` for the bench)
  */
-const generate = async (path, input) => {
+const generate = async (path, input, local = {}) => {
   status.textContent = `generating (${path})…`
   const started = performance.now()
-  const result = await generatorFor(path).generate(input)
+  const result = await generatorFor(path, local).generate(input)
   const images = []
   for (const image of result.data.images) {
     const { blob, rgba } = await pixelsOf(image)

@@ -61,7 +61,7 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
       nfe: params.nfe,
       count: params.count,
     })
-    const prepared = await loader.prepare(model, params.nfe, opts.signal)
+    const prepared = await loader.prepare(model, params.nfe, params.count, opts.signal)
     const request = {
       id: requestId,
       params,
@@ -78,7 +78,7 @@ export const createLocalGenerator = (options: LocalOptions = {}): LocalGenerator
     load: async (id = 'piflow-emoji', opts = {}) => {
       const model = await loader.loadModel(id, opts.signal)
       const { defaultNfe } = model.manifest.sampling
-      const { opened, integrator, reason } = await loader.prepare(model, defaultNfe, opts.signal)
+      const { opened, integrator, reason } = await loader.prepare(model, defaultNfe, 1, opts.signal)
       return {
         model: id,
         provider: opened.provider,

@@ -11,6 +11,7 @@ import { createCpuIntegrator, type SegmentIntegrator } from '@piflow/policy'
 import { LocalInferenceError } from '../errors.ts'
 import { type FileSpec, loadFile } from './download.ts'
 import {
+  initRuntime,
   loadOrt,
   type OpenedSession,
   type OrtModule,
@@ -25,7 +26,7 @@ export interface LoadedModel {
   id: string
   manifest: Manifest
   tokenizer: Tokenizer
-  /** one session per student file key */
+  /** one session per student file key and batch size (`student@1`) */
   sessions: Map<string, Promise<OpenedSession>>
 }
 
@@ -77,6 +78,19 @@ const resolveBaseUrl = (url: string, option = 'modelBaseUrl') => {
   }
 }
 
+/**
+ * The symbolic batch dimension of a student's inputs (the contract puts the batch first, e.g. `B`) set
+ * to `batch`, for `freeDimensionOverrides`.
+ */
+const batchDimsOf = (manifest: Manifest, key: string, batch: number) => {
+  const dims: Record<string, number> = {}
+  for (const input of manifest.files[key]?.inputs ?? []) {
+    const first = input.shape[0]
+    if (typeof first === 'string') dims[first] = batch
+  }
+  return dims
+}
+
 /** The API's model routes (`…/v1/models/`) rather than a folder of model directories. */
 const isApiModelRoute = (baseUrl: string) => new URL(baseUrl).pathname.endsWith('/v1/models/')
 
@@ -92,6 +106,8 @@ export const createModelLoader = (options: LocalOptions) => {
   const apiRoutes = isApiModelRoute(baseUrl)
   const progress = createLoadProgress(options.onProgress)
   const models = new Map<string, Promise<LoadedModel>>()
+  /** Cache API writes still running (loadFile does not wait for them); `ready` waits. */
+  const storing = new Set<Promise<void>>()
   let ort: Promise<OrtModule> | undefined
   let device: Promise<GPUDevice | string> | undefined
   let webGpuIntegrator: Promise<SegmentIntegrator<Float32Array>> | undefined
@@ -108,9 +124,9 @@ export const createModelLoader = (options: LocalOptions) => {
     return { key, url: new URL(path, baseUrl).href, sha256: file.sha256, bytes: file.bytes }
   }
 
-  const download = (file: FileSpec, signal?: AbortSignal) => {
+  const download = async (file: FileSpec, signal?: AbortSignal) => {
     if ('bytes' in file) progress.expect(file.key, file.bytes)
-    return loadFile(file, {
+    const { bytes, stored } = await loadFile(file, {
       fetch: fetchFn,
       cacheName: options.cache ?? 'piflow-models',
       onProgress: (p) => {
@@ -119,17 +135,21 @@ export const createModelLoader = (options: LocalOptions) => {
       },
       signal,
     })
+    storing.add(stored)
+    stored.then(() => storing.delete(stored))
+    return bytes
   }
 
   /**
    * onnxruntime-web, once per generator: the WebGPU build (twice the WASM one) only when a device is
-   * really there; with `wasmPaths`, its runtime file fetched and cached here.
+   * really there; with `wasmPaths`, its runtime file fetched and cached here; then initialised, which
+   * overlaps the student's download (openStudent awaits both together).
    */
   const getOrt = (signal?: AbortSignal) => {
     if (!ort) {
       const loading = (async () => {
         const gpu = providers.includes('webgpu') && typeof (await getDevice()) !== 'string'
-        const runtime = await loadOrt(gpu, options.wasmPaths)
+        const runtime = await loadOrt(gpu, options.wasmPaths, options.numThreads)
         if (options.wasmPaths) {
           const name = runtimeFile(gpu)
           const folder = resolveBaseUrl(options.wasmPaths, 'wasmPaths')
@@ -137,6 +157,7 @@ export const createModelLoader = (options: LocalOptions) => {
           const url = new URL(name, folder).href
           runtime.env.wasm.wasmBinary = await download({ key: name, url, version }, signal)
         }
+        await initRuntime(runtime)
         return runtime
       })()
       ort = loading
@@ -150,6 +171,9 @@ export const createModelLoader = (options: LocalOptions) => {
   const loadModel = (id: string, signal?: AbortSignal) => {
     let model = models.get(id)
     if (!model) {
+      // The runtime does not depend on the model: its download and start run beside the manifest's
+      // and the tokenizer's (openStudent awaits the same promise; a failure is reported there).
+      getOrt(signal).catch(() => {})
       model = (async () => {
         const path = apiRoutes ? encodeURIComponent(id) : `${id}/manifest.json`
         const url = new URL(path, baseUrl).href
@@ -183,9 +207,14 @@ export const createModelLoader = (options: LocalOptions) => {
     return model
   }
 
-  const openStudent = (model: LoadedModel, nfe: number, signal?: AbortSignal) => {
+  /**
+   * The student of `nfe` for `batch` images per forward: its batch is fixed at session creation (see
+   * `sessionOptions`), so another batch size opens (and keeps) a second session of the same file.
+   */
+  const openStudent = (model: LoadedModel, nfe: number, batch: number, signal?: AbortSignal) => {
     const key = model.manifest.sampling.perNfe[String(nfe)]!.onnx
-    let opened = model.sessions.get(key)
+    const sessionKey = `${key}@${batch}`
+    let opened = model.sessions.get(sessionKey)
     if (!opened) {
       opened = (async () => {
         // The student and the runtime download side by side.
@@ -194,10 +223,11 @@ export const createModelLoader = (options: LocalOptions) => {
           getOrt(signal),
         ])
         progress.stage('compile')
-        return openSession(runtime, bytes, providers, getDevice)
+        const batchDims = batchDimsOf(model.manifest, key, batch)
+        return openSession(runtime, bytes, providers, getDevice, batchDims)
       })()
-      model.sessions.set(key, opened)
-      opened.catch(() => model.sessions.delete(key))
+      model.sessions.set(sessionKey, opened)
+      opened.catch(() => model.sessions.delete(sessionKey))
     }
     return opened
   }
@@ -229,16 +259,20 @@ export const createModelLoader = (options: LocalOptions) => {
   }
   const ready = new WeakSet<OpenedSession>()
 
-  /** Opens the student for `nfe` (a normalised value) and picks the integrator. */
+  /** Opens the student for `nfe` (a normalised value) and `count` images, and picks the integrator. */
   const prepare = async (
     model: LoadedModel,
     nfe: number,
+    count: number,
     signal?: AbortSignal,
   ): Promise<PreparedRun> => {
-    const opened = await openStudent(model, nfe, signal)
+    const opened = await openStudent(model, nfe, count, signal)
     const { integrator, reason } = await integratorFor()
     if (!ready.has(opened)) {
       ready.add(opened)
+      // Ready means cached too: a reload after it finds every file in the Cache API. The writes ran
+      // beside the session creation, which takes longer, so this rarely waits.
+      await Promise.all(storing)
       progress.stage('ready')
     }
     const why = [opened.reason, reason].filter(Boolean).join('; ')

@@ -92,6 +92,18 @@ describe('createLocalGenerator (onnxruntime-web WASM in Node)', () => {
     await local.dispose()
   })
 
+  it('runs count 2 as one batch-2 forward (its own session) with the images of count 1', async () => {
+    const s = await serve()
+    const local = createLocalGenerator(localOptions(s))
+    const single = await local.generate({ ...INPUT, seed: 8 })
+    const pair = await local.generate({ ...INPUT, count: 2 })
+    expect(pair.data.images.map((i) => i.seed)).toEqual([7, 8])
+    // Sessions fix their batch size (static shapes); image i still uses seed + i.
+    expect(pair.data.images[1]!.data).toEqual(single.data.images[0]!.data)
+    expect(pair.data.images[0]!.data).not.toEqual(single.data.images[0]!.data)
+    await local.dispose()
+  })
+
   it('validates input like the API does, with the same ValidationError', async () => {
     const s = await serve()
     const local = createLocalGenerator(localOptions(s))

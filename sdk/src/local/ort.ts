@@ -32,7 +32,11 @@ export const runtimeFile = (withWebGpu: boolean) =>
  * Imports onnxruntime-web: the WebGPU build when a WebGPU provider may be tried (it also runs WASM),
  * else the smaller WASM-only build. `wasmPaths` points ORT at self-hosted `.wasm`/`.mjs` files.
  */
-export const loadOrt = async (withWebGpu: boolean, wasmPaths: string | undefined) => {
+export const loadOrt = async (
+  withWebGpu: boolean,
+  wasmPaths: string | undefined,
+  numThreads: number | undefined,
+) => {
   let ort: OrtModule
   try {
     ort = withWebGpu ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm')
@@ -44,7 +48,37 @@ export const loadOrt = async (withWebGpu: boolean, wasmPaths: string | undefined
     )
   }
   if (wasmPaths) ort.env.wasm.wasmPaths = wasmPaths
+  if (numThreads !== undefined) ort.env.wasm.numThreads = numThreads
   return ort
+}
+
+/**
+ * The smallest ONNX model (ir_version 8, opset 17, one Identity node y = x over float[1]; what
+ * `onnx.helper.make_model` serialises, 65 bytes). Opening it initialises onnxruntime-web's
+ * WebAssembly runtime, which otherwise happens inside the student's session creation.
+ */
+// biome-ignore format: 65 bytes, kept on three lines
+const IDENTITY_MODEL = Uint8Array.of(
+  8, 8, 58, 55, 10, 16, 10, 1, 120, 18, 1, 121, 34, 8, 73, 100, 101, 110, 116, 105, 116, 121, 18, 1,
+  116, 90, 15, 10, 1, 120, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 98, 15, 10, 1, 121, 18, 10, 10, 8,
+  8, 1, 18, 4, 10, 2, 8, 1, 66, 4, 10, 0, 16, 17,
+)
+
+/**
+ * Initialises the runtime (compiles and instantiates its .wasm, starts its threads) now, so that it
+ * runs while the student still downloads: ~0.6–0.7 s in Chromium on the development machine, which
+ * then no longer adds to the student's session creation. Failures are left to the student's
+ * session, which reports them with its provider.
+ */
+export const initRuntime = async (ort: OrtModule) => {
+  try {
+    const session = await ort.InferenceSession.create(IDENTITY_MODEL, {
+      executionProviders: ['wasm'],
+    })
+    await session.release()
+  } catch {
+    // openSession tries again and says why
+  }
 }
 
 /** Whether `adapter` is a software one (SwiftShader, llvmpipe): slower than ORT's WASM build. */
@@ -89,14 +123,33 @@ export const requestGpuDevice = async (allowSoftware: boolean): Promise<GPUDevic
 }
 
 /**
+ * Session options per provider. Both get the batch as a fixed size (`freeDimensionOverrides` on the
+ * inputs' symbolic batch dimension, e.g. `B`): with static shapes, graph optimisation folds the
+ * network's Shape/Gather/Slice arithmetic at session creation. WASM gets `basic` optimisation (constant
+ * folding, redundant-node removal): measured in Chromium on the v1 and v2 students (bench/sdk.ts), it
+ * creates the session faster than `all` and runs as fast — `all`'s extra fusions buy the WASM kernels
+ * nothing on these networks. WebGPU keeps `all` (not measured on a real GPU here).
+ */
+export const sessionOptions = (
+  provider: LocalProvider,
+  batchDims: Record<string, number>,
+): Ort.InferenceSession.SessionOptions => ({
+  executionProviders: [provider],
+  graphOptimizationLevel: provider === 'wasm' ? 'basic' : 'all',
+  freeDimensionOverrides: batchDims,
+})
+
+/**
  * Creates a session on the first provider that works, in `providers` order. WebGPU sessions run on
- * `device` (shared with the WebGPU policy integrator so both use one queue).
+ * `device` (shared with the WebGPU policy integrator so both use one queue). `batchDims` fixes the
+ * symbolic batch dimension(s), so the session runs that batch size only.
  */
 export const openSession = async (
   ort: OrtModule,
   model: Uint8Array,
   providers: readonly LocalProvider[],
   getDevice: () => Promise<GPUDevice | string>,
+  batchDims: Record<string, number>,
 ): Promise<OpenedSession> => {
   const failures: string[] = []
   for (const provider of providers) {
@@ -111,10 +164,7 @@ export const openSession = async (
       ort.env.webgpu.device = device
     }
     try {
-      const session = await ort.InferenceSession.create(model, {
-        executionProviders: [provider],
-        graphOptimizationLevel: 'all',
-      })
+      const session = await ort.InferenceSession.create(model, sessionOptions(provider, batchDims))
       return { session, provider, device, reason: failures.join('; ') || undefined }
     } catch (error) {
       failures.push(`${provider}: ${(error as Error).message}`)

@@ -38,6 +38,13 @@ export interface LocalOptions {
    */
   wasmPaths?: string
   /**
+   * onnxruntime-web's WASM threads (`env.wasm.numThreads`, one setting per page). Threads need a
+   * cross-origin isolated page (`Cross-Origin-Opener-Policy: same-origin` and
+   * `Cross-Origin-Embedder-Policy: require-corp`), else one thread runs whatever is set.
+   * @default onnxruntime-web's own choice: on an isolated page min(4, ⌈cores / 2⌉), else 1
+   */
+  numThreads?: number
+  /**
    * Use a software WebGPU adapter (SwiftShader, llvmpipe: `isFallbackAdapter`). Off by default: such
    * an adapter is many times slower than WASM (the result's `reason` says it was passed over).
    * @default false
@@ -118,7 +125,10 @@ export interface LocalGenerator {
    * `done`. Iterate it with `for await`, or pass callbacks and `await stream.done()`.
    */
   stream(input: GenerateInput, options?: LocalGenerateOptions & StreamCallbacks): GenerationStream
-  /** Downloads, verifies and opens the model (done by the first `generate` otherwise). */
+  /**
+   * Downloads, verifies and opens the model for its default NFE and one image per run (done by the
+   * first `generate` otherwise; a `count` > 1 opens a session of that batch size when first asked).
+   */
   load(model?: string, options?: RequestOptions): Promise<LocalRuntimeInfo>
   /** Releases sessions and GPU resources. */
   dispose(): Promise<void>

@@ -2,7 +2,9 @@
  * @module test/browser/support/static-server
  * Serves the SDK demo page to a real browser: the built SDK (sdk/dist), ky, onnxruntime-web's files
  * (self-hosted, as `wasmPaths` documents) and the model directories, from one local origin. Counts
- * bytes per path so tests and benchmarks can tell a cold download from a cache hit.
+ * bytes per path so tests and benchmarks can tell a cold download from a cache hit. Extra model
+ * directories (a model outside `models/`, e.g. `BENCH_MODEL_DIR`) mount as `/models/<id>/`; with
+ * `crossOriginIsolated` every response carries COOP/COEP, so pages may run onnxruntime-web's threads.
  */
 import { createReadStream, statSync } from 'node:fs'
 import { createServer } from 'node:http'
@@ -34,6 +36,16 @@ const TYPES: Record<string, string> = {
   '.map': 'application/json',
 }
 
+export interface StaticServerOptions {
+  /** model id → directory, served as `/models/<id>/` (before the repository's own `models/`) */
+  modelDirs?: Record<string, string>
+  /**
+   * Send `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`,
+   * what a page needs to be `crossOriginIsolated` (SharedArrayBuffer, so WASM threads).
+   */
+  crossOriginIsolated?: boolean
+}
+
 export interface StaticServer {
   url: string
   /** bytes served per request path since start (or the last reset) */
@@ -43,16 +55,28 @@ export interface StaticServer {
 }
 
 /** Starts the server on 127.0.0.1 with a free port. `/` redirects to the demo page. */
-export const startStaticServer = async (): Promise<StaticServer> => {
+export const startStaticServer = async (
+  options: StaticServerOptions = {},
+): Promise<StaticServer> => {
   const served = new Map<string, number>()
+  const mounts: Record<string, string> = {}
+  for (const [id, dir] of Object.entries(options.modelDirs ?? {})) mounts[`/models/${id}/`] = dir
+  Object.assign(mounts, MOUNTS)
+  const isolation: Record<string, string> = options.crossOriginIsolated
+    ? {
+        'cross-origin-opener-policy': 'same-origin',
+        'cross-origin-embedder-policy': 'require-corp',
+      }
+    : {}
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
     if (path === '/') {
       res.writeHead(302, { location: '/demo/index.html' })
       return res.end()
     }
-    const prefix = Object.keys(MOUNTS).find((p) => path.startsWith(p))
-    const dir = prefix && MOUNTS[prefix]
+    // Insertion order: the extra model directories are tried before `/models/`.
+    const prefix = Object.keys(mounts).find((p) => path.startsWith(p))
+    const dir = prefix && mounts[prefix]
     const file = dir && normalize(join(dir, path.slice(prefix.length)))
     let size = -1
     try {
@@ -69,6 +93,7 @@ export const startStaticServer = async (): Promise<StaticServer> => {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
       'content-length': String(size),
       'cache-control': 'no-store',
+      ...isolation,
     })
     served.set(path, (served.get(path) ?? 0) + size)
     createReadStream(file).pipe(res)
