@@ -11,17 +11,24 @@
  * - no file outside the student and the tokenizer is fetched (the NOTICE is not a model file).
  */
 import { execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { createTokenizer, latentToRgba, type Manifest, parseManifest } from '@piflow/models'
+import { join } from 'node:path'
+import { createTokenizer, latentToRgba, type Manifest } from '@piflow/models'
 import { latentShape, normalizeGeneration } from '@piflow/protocol'
 import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { generateOverSteps } from '../../bench/support/step-client.ts'
-import { type BackendService, ROOT, startBackend } from '../../scripts/local-stack.ts'
+import { type BackendService, startBackend } from '../../scripts/local-stack.ts'
 import { browserUnavailable, launchChromium } from '../support/chromium.ts'
+import {
+  type ModelDir,
+  NOTICE_MODEL_ID,
+  noticeModel,
+  readModelDir,
+  SHIPPED_MODEL_DIR,
+  testModelDir,
+} from '../support/model-dirs.ts'
+import { generateOverSteps } from '../support/step-client.ts'
 import { openDemoPage } from './support/demo-suite.ts'
 import { type StaticServer, startStaticServer } from './support/static-server.ts'
 
@@ -30,46 +37,6 @@ const MAX_LEVEL_DIFF = 2
 const MAX_MEAN_DIFF = 0.05
 const PROMPT = 'red apple'
 const SEED = 7
-
-interface ModelDir {
-  dir: string
-  manifest: Manifest
-}
-
-const readModelDir = (dir: string): ModelDir => ({
-  dir: resolve(dir),
-  manifest: parseManifest(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'))),
-})
-
-const SHIPPED = join(ROOT, 'models/piflow-emoji')
-const NOTICE_COPY_ID = 'piflow-emoji-notice'
-
-/** The shipped student and tokenizer with its NOTICE, listed with role `notice`, under `parent`. */
-const noticeCopy = (parent: string): ModelDir => {
-  const shipped = readModelDir(SHIPPED).manifest
-  const dir = join(parent, NOTICE_COPY_ID)
-  mkdirSync(dir)
-  const files: Manifest['files'] = {}
-  for (const key of ['student', 'tokenizer']) {
-    const file = shipped.files[key]!
-    symlinkSync(join(SHIPPED, file.path), join(dir, file.path))
-    files[key] = file
-  }
-  const notice = readFileSync(join(SHIPPED, 'NOTICE'))
-  writeFileSync(join(dir, 'NOTICE'), notice)
-  files.notice = {
-    path: 'NOTICE',
-    sha256: createHash('sha256').update(notice).digest('hex'),
-    bytes: notice.byteLength,
-    role: 'notice',
-    inputs: [],
-    outputs: [],
-  }
-  const { teacher: _teacher, ...rest } = shipped
-  const manifest = parseManifest({ ...rest, id: NOTICE_COPY_ID, files })
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest))
-  return { dir, manifest }
-}
 
 /** `<modelsDir>/<id>/`: the backend reads directories named by id (links to the files are enough). */
 const linkForBackend = (modelsDir: string, model: ModelDir) => {
@@ -80,10 +47,8 @@ const linkForBackend = (modelsDir: string, model: ModelDir) => {
   }
 }
 
-const envDir = process.env.PIFLOW_TEST_MODEL_DIR
-const envSkip = envDir
-  ? undefined
-  : 'PIFLOW_TEST_MODEL_DIR is not set (a model directory besides models/, e.g. an export of piflow-emoji-v2)'
+const envModel = testModelDir()
+const envSkip = 'skipReason' in envModel ? envModel.skipReason : undefined
 const skipReason = browserUnavailable()
 
 interface PageImage {
@@ -106,13 +71,13 @@ describe.skipIf(skipReason)(
         stdio: 'pipe',
       })
       mkdirSync(modelsDir)
-      const list = [readModelDir(SHIPPED), noticeCopy(work)]
-      if (envDir) list.push(readModelDir(envDir))
+      const list = [readModelDir(SHIPPED_MODEL_DIR), noticeModel(work)]
+      if (!('skipReason' in envModel)) list.push(envModel)
       for (const model of list) {
         models[model.manifest.id] = model
         linkForBackend(modelsDir, model)
       }
-      const mounted = list.filter((m) => m.dir !== SHIPPED)
+      const mounted = list.filter((m) => m.dir !== SHIPPED_MODEL_DIR)
       server = await startStaticServer({
         modelDirs: Object.fromEntries(mounted.map((m) => [m.manifest.id, m.dir])),
       })
@@ -207,15 +172,15 @@ describe.skipIf(skipReason)(
     }, 120_000)
 
     it('a manifest listing a NOTICE (role notice): generates, and the NOTICE is never fetched', async () => {
-      const { manifest, fetched } = await compare(NOTICE_COPY_ID)
+      const { manifest, fetched } = await compare(NOTICE_MODEL_ID)
       expect(manifest.files.notice?.role).toBe('notice')
       expectOnlyLoadFiles(manifest, fetched)
     }, 120_000)
 
     it.skipIf(envSkip)(
-      `PIFLOW_TEST_MODEL_DIR: same image as the Node backend, only its student and tokenizer fetched${envSkip ? ` (skipped: ${envSkip})` : ''}`,
+      `PIFLOW_TEST_MODEL_DIR: same image as the Node backend, only its student and tokenizer fetched${envSkip ? ` (${envSkip})` : ''}`,
       async () => {
-        const { manifest, fetched } = await compare(readModelDir(envDir!).manifest.id)
+        const { manifest, fetched } = await compare((envModel as ModelDir).manifest.id)
         expectOnlyLoadFiles(manifest, fetched)
       },
       180_000,
