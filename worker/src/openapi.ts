@@ -215,8 +215,13 @@ export function openApiDocument(): object {
           ],
           responses: {
             200: {
-              description: 'File bytes (ONNX as octet-stream, tokenizers and manifests as JSON)',
-              content: { 'application/octet-stream': {}, 'application/json': {} },
+              description:
+                'File bytes (ONNX as octet-stream, tokenizers and manifests as JSON, a licence notice as text)',
+              content: {
+                'application/octet-stream': {},
+                'application/json': {},
+                'text/plain': {},
+              },
             },
             304: { description: 'Not modified' },
             404: error('Unknown file'),
