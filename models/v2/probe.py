@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="v2 teacher snapshot or checkpoint")
     p.add_argument("--encoder", default=ENCODER_DIR)
+    p.add_argument("--style", default="noto", help="reference art of FD/KID and the rank (models/v2/sources.py)")
     p.add_argument("--limit", type=int, default=256, help="specific prompts (a seeded subset; 0 = all 1,911)")
     p.add_argument("--diversity-prompts", type=int, default=32)
     p.add_argument("--free-prompts", type=int, default=len(FREE_PROMPTS))
@@ -99,16 +100,16 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = SnapshotTeacher(a.teacher, a.encoder)
     out_dir = a.out or os.path.join(RESULTS, f"probe-{teacher.step}")
     os.makedirs(out_dir, exist_ok=True)
-    ev = Evaluation("noto", teacher.shape[1], a.limit or None, 32, a.diversity_prompts, a.free_prompts)
+    ev = Evaluation(a.style, teacher.shape[1], a.limit or None, 32, a.diversity_prompts, a.free_prompts)
     results = {}
     for row in a.rows.split(","):
         text, steps = row.split("-")
         name = f"teacher-{steps} ({'MiniLM' if text == 'minilm' else 'compact'})"
         timing, images = run_method(ev, lambda pr, sd, t=text, n=int(steps): teacher.sample(pr, sd, n, t))
         results[name] = {**ev.score(images["specific"], images["diverse"]), **timing}
-        grid_uint8(images["free"], len(ev.free)).save(os.path.join(out_dir, f"free-{text}-{steps}.png"))
+        grid_uint8(images["free"], len(ev.free), scale=1).save(os.path.join(out_dir, f"free-{text}-{steps}.png"))
         print(name, json.dumps(results[name]), flush=True)
-    meta = {"teacher": a.teacher, "teacher_step": teacher.step, "prompts": len(ev.prompts),
+    meta = {"teacher": a.teacher, "teacher_step": teacher.step, "style": a.style, "prompts": len(ev.prompts),
             "references": len(ev.reference), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     table = format_table(results, FeatureSpaces.names, base_name=next(iter(results)))
     table += ["", f"teacher step {teacher.step}; {meta['prompts']} specific prompts (rank among "
