@@ -136,6 +136,16 @@ def format_table(results: dict, spaces: tuple[str, ...], base_name: str = "teach
     return rows
 
 
+def write_results(out_dir: str, meta: dict, results: dict, table: list[str]) -> dict:
+    """metrics.json and table.md in out_dir; prints the table; returns {"meta", "results"}."""
+    with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=2)
+    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(table) + "\n")
+    print("\n".join(table))
+    return {"meta": meta, "results": results}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=os.path.join("models", "piflow-emoji"))
@@ -185,12 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = format_table(results, FeatureSpaces.names)
     table += ["", f"{meta['prompts']} specific prompts (rank among {meta['references']} base emoji), diversity over "
               f"{meta['diversity_prompts']} prompts × {SEEDS} seeds; model {meta['model']}; {meta['date']}."]
-    with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=2)
-    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(table) + "\n")
-    print("\n".join(table))
-    return {"meta": meta, "results": results}
+    return write_results(out_dir, meta, results, table)
 
 
 if __name__ == "__main__":

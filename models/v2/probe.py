@@ -27,7 +27,7 @@ import torch
 
 from models.eval.features import FeatureSpaces
 from models.eval.generate import cfg_euler, sample_in_chunks
-from models.eval.independent import FREE_PROMPTS, RESULTS, Evaluation, format_table, run_method
+from models.eval.independent import FREE_PROMPTS, RESULTS, Evaluation, format_table, run_method, write_results
 from models.eval.samples import grid_uint8
 from models.recipe.export import load_net
 from models.v2.export import WithTextEncoder
@@ -114,12 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = format_table(results, FeatureSpaces.names, base_name=next(iter(results)))
     table += ["", f"teacher step {teacher.step}; {meta['prompts']} specific prompts (rank among "
               f"{meta['references']} base emoji); {meta['date']}; ratios against the first row."]
-    with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=2)
-    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(table) + "\n")
-    print("\n".join(table))
-    return {"meta": meta, "results": results}
+    return write_results(out_dir, meta, results, table)
 
 
 if __name__ == "__main__":
