@@ -52,25 +52,31 @@ describe.skipIf(skipReason)('SDK client tokens against the real stack, in Chromi
 
   it('uses client tokens from its own proxy route, refreshing once after 401 token_expired', async () => {
     minted.length = 0
-    mintTtl = 1 // a real 1-second token …
+    // A real short-lived token: 5 s, so that the first generation finishes inside it even on a loaded
+    // machine (1 s was not enough there: a second 401 mid-generation made three mints), and the page
+    // waits until it has expired before the second generation …
+    mintTtl = 5
     const outcome = await suite.page.evaluate(
       async ([api, origin]) => {
         // biome-ignore lint/suspicious/noExplicitAny: the page's untyped global
         const { createClient } = (window as any).piflowDemo
         let asked = 0
+        let firstExpiry = 0
         const client = createClient({
           baseUrl: api,
           // … that the provider claims lives an hour: only the API's 401 can tell the SDK.
           tokenProvider: async () => {
             asked++
-            const { token } = await (
+            const { token, expiresAt } = await (
               await fetch(`${origin}/token-proxy`, { method: 'POST' })
             ).json()
+            if (!firstExpiry) firstExpiry = Date.parse(expiresAt)
             return { token, expiresAt: Date.now() + 3_600_000 }
           },
         })
         const first = await client.generate({ prompt: 'green leaf', seed: 3 })
-        await new Promise((r) => setTimeout(r, 1500))
+        // past the real expiry (whole seconds on the server: a 1 s margin)
+        await new Promise((r) => setTimeout(r, Math.max(0, firstExpiry - Date.now()) + 1000))
         const second = await client.generate({ prompt: 'green leaf', seed: 4 })
         return { asked, first: first.data.status, second: second.data.status }
       },
