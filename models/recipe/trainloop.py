@@ -62,8 +62,9 @@ def add_loop_args(p: argparse.ArgumentParser, log_every: int, threads: int = 2, 
 
 
 def cpu_has_native_bf16() -> bool:
-    """AMX tiles or AVX512-BF16: oneDNN then runs bf16 convolutions and matmuls natively (measured ~1.9x
-    per teacher step on a Sapphire Rapids core); without them bf16 is emulated and slower than fp32."""
+    """AMX tiles or AVX512-BF16: oneDNN then runs bf16 convolutions and matmuls natively (1.72x per v2
+    teacher step on one Sapphire Rapids core, models.v2.bench_steps); without them bf16 is emulated and
+    slower than fp32."""
     if not os.path.exists("/proc/cpuinfo"):
         return False
     with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -75,6 +76,11 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return precision
+
+
+def autocast(precision: str) -> torch.autocast:
+    """The context a loss step runs in: CPU bf16 autocast for "bf16", a no-op for "fp32"."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass
@@ -201,7 +207,7 @@ def train_loop(
         lr = a.lr * min(1.0, (st.step + 1 - getattr(a, "warmup_start", 0)) / a.warmup)
         for g in st.opt.param_groups:
             g["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(precision):
             loss, extra = loss_step()
         loss = loss.float()
         st.opt.zero_grad(set_to_none=True)

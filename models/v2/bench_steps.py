@@ -30,6 +30,7 @@ import torch
 
 from models.recipe.nets import EmojiNet, NetConfig, count_params
 from models.recipe.train_teacher import flow_loss
+from models.recipe.trainloop import autocast
 
 CANDIDATES = {
     "v1": dict(image_size=32, patch=2, channels=40, text_input="tokens", vocab_size=4251),
@@ -57,7 +58,7 @@ def make(name: str, batch: int, gen: torch.Generator):
 
 def step(net, opt, x0, text, gen, precision: str = "fp32") -> float:
     t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with autocast(precision):
         loss = flow_loss(net, x0, text, gen).float()
     opt.zero_grad()
     loss.backward()
