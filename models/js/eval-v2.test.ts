@@ -102,8 +102,12 @@ describe.skipIf(modelsPySkip !== null)(
       unittest(MODELS_PYTHON, ['models.v2.tests.test_text_full'])
     })
 
-    it('64 px teacher: train, resume from the checkpoint, restart from the fp16 snapshot', () => {
+    it('64 px teacher: train, resume from the checkpoint, restart from the fp16 snapshot, two workers', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_train'])
+    })
+
+    it('data-parallel workers: averaged gradients, shared stop, rank 0 weights (two gloo processes)', () => {
+      unittest(MODELS_PYTHON, ['models.recipe.tests.test_workers'])
     })
 
     it('pi-ID GM student (distill --v2) from a 64 px teacher snapshot: trains and resumes', () => {

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="v2 data (models/v2: 64 px, caption embeddings; --data defaults to its directory)")
     trainloop.add_loop_args(p, log_every=10)
     a = p.parse_args(argv)
+    if trainloop.launched_workers(main, argv, a):
+        return
 
     run = trainloop.start_run(a, _v2_data(a) if a.v2 else None)
     log, data = run.log, run.data
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     if st is None:
         st = trainloop.fresh_state(student_from_teacher(teacher, a.k, seed=a.seed), a.lr, a.seed + 100, a.seed + 101)
         log(event="start", params=count_params(st.net), k=a.k, teacher_step=int(tck["step"]), piid=vars(piid))
-    student, gen = st.net, st.gen
+    student = st.net
     student.train()
 
     def checkpoint() -> None:
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         })
 
     def loss_step() -> StepResult:
-        x0, tokens = data.batch(st.rng, a.batch, empty_p=a.empty_p)
+        gen = st.gen  # this worker's noise stream (train_loop splits it per worker)
+        x0, tokens = data.batch(st.rng, run.batch, empty_p=a.empty_p)
         b = x0.shape[0]
         _, raw_src, sigma_src, seg = train_sample_t(torch.rand(b, generator=gen), piid.nfe,
                                                     piid.final_step_size_scale, piid.shift, piid.eps)

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--channels", type=int, default=40)
     trainloop.add_loop_args(p, log_every=25)
     a = p.parse_args(argv)
+    if trainloop.launched_workers(main, argv, a):
+        return
 
     run = trainloop.start_run(a)
     log, tok, data = run.log, run.tok, run.data
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         trainloop.save_checkpoint(st, run.ckpt_path, "teacher", {"args": vars(a)})
 
     def loss_step() -> StepResult:
-        x0, tokens = data.batch(st.rng, a.batch)
+        x0, tokens = data.batch(st.rng, run.batch)
         return flow_loss(st.net, x0, tokens, st.gen), {}
 
     trainloop.train_loop(st, loss_step, checkpoint, a, run, step_time=1.0)

@@ -1,6 +1,7 @@
 """The resumable training loop both trainers share (teacher and pi-ID student): run setup, checkpoint
-save/resume, warm-up learning rate, EMA, time budget, SIGTERM/SIGINT handling and JSON-lines logging.
-Each trainer only supplies its loss for one step."""
+save/resume, warm-up learning rate, EMA, time budget, SIGTERM/SIGINT handling, JSON-lines logging and
+data-parallel workers under torchrun (models/recipe/workers.py). Each trainer only supplies its loss for
+one step, on run.batch rows (its worker's share of --batch)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import copy
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from .common import (
 )
 from .nets import EmojiNet, NetConfig
 from .tokenizer import Tokenizer
+from .workers import Workers, in_worker, join, launch
 
 # (loss, extra log fields) of one step; the extras join the periodic log line before "lr"
 StepResult = tuple[torch.Tensor, dict]
@@ -44,7 +47,7 @@ def add_run_args(p: argparse.ArgumentParser, *, batch: int, lr: float, warmup: i
     p.add_argument("--until", default=None, help="stop by HH:MM UTC")
     p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--batch", type=int, default=batch, help="global batch, split over torchrun's workers")
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--ema", type=float, default=ema)
@@ -54,7 +57,9 @@ def add_loop_args(p: argparse.ArgumentParser, log_every: int, threads: int = 2, 
     """Checkpoint cadence, log cadence, threads, compute precision and seed."""
     p.add_argument("--ckpt-minutes", type=float, default=4.0)
     p.add_argument("--log-every", type=int, default=log_every)
-    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--threads", type=int, default=threads, help="intra-op threads of each worker")
+    p.add_argument("--workers", type=int, default=1,
+                   help="data-parallel processes, --batch split between them (models/recipe/workers.py)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=precision,
                    help="bf16: the loss step under CPU autocast (weights, optimiser and EMA stay fp32); "
                         "auto: bf16 where the CPU has native bf16 matrix units (AMX / AVX512-BF16), else fp32")
@@ -83,30 +88,50 @@ def autocast(precision: str) -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def launched_workers(entry: Callable[[list[str]], object], argv: list[str] | None, a: argparse.Namespace) -> bool:
+    """With --workers N > 1, run entry(argv) in N worker processes and return True once they are done
+    (the caller then returns); False inside a worker or for a single process, which trains itself."""
+    if a.workers <= 1 or in_worker():
+        return False
+    launch(entry, list(sys.argv[1:] if argv is None else argv), a.workers)
+    return True
+
+
 @dataclass
 class Run:
-    """What every trainer sets up first: the log, the deadline, the data and the checkpoint path."""
+    """What every trainer sets up first: the log, the deadline, the data, the checkpoint path and the
+    workers (one, or torchrun's)."""
 
-    log: JsonLog
+    log: Callable[..., None]  # a JsonLog on the chief worker, silent on the others
     deadline: float
     tok: Tokenizer | None  # None when the data carries text embeddings (v2)
     data: Any  # EmojiData (v1) or models.v2.data.V2Data: whatever the trainer's loss_step samples from
     ckpt_path: str
+    workers: Workers
+    batch: int  # rows per loss step on this worker
 
 
 def start_run(a: argparse.Namespace, load_data: Callable[[argparse.Namespace], Any] | None = None) -> Run:
     """load_data(a) builds the data set (default: v1's tokenizer + EmojiData from a.tokenizer / a.data)."""
     setup_torch(a.threads)
-    log = JsonLog(os.path.join(a.run, "train.log.jsonl"))
+    workers = join()
+    log = JsonLog(os.path.join(a.run, "train.log.jsonl")) if workers.chief else _silent
     for w in env_warnings():
         log(warning=w)
+    batch = workers.local_batch(a.batch)
+    if workers.world > 1:
+        log(event="workers", world=workers.world, batch=a.batch, per_worker=batch)
     deadline = parse_deadline(a.until, a.minutes)
     if load_data is None:
         tok = Tokenizer.load(a.tokenizer)
         data = EmojiData(a.data, tok)
     else:
         tok, data = None, load_data(a)
-    return Run(log, deadline, tok, data, os.path.join(a.run, "checkpoints", "last.pt"))
+    return Run(log, deadline, tok, data, os.path.join(a.run, "checkpoints", "last.pt"), workers, batch)
+
+
+def _silent(**_rec) -> None:
+    """The log of a worker that is not the chief (the chief's log covers the run)."""
 
 
 @dataclass
@@ -187,9 +212,11 @@ def train_loop(
     a supplies lr, warmup, ema, log_every, ckpt_minutes, max_steps. step_time is the first guess of
     seconds per step for the deadline margin. skip_non_finite: skip a step whose loss or gradient is
     not finite instead of applying it (more than 20 non-finite losses abort the run)."""
-    log = run.log
+    log, workers = run.log, run.workers
     precision = resolve_precision(getattr(a, "precision", "fp32"))
     log(event="precision", precision=precision, threads=torch.get_num_threads())
+    workers.same_weights(st.net, st.ema)
+    st.rng, st.gen = workers.split_streams(st.rng, st.gen)
     stop = {"flag": False}
     # SIGTERM/SIGINT: finish the current step, write the checkpoint, exit cleanly
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -197,10 +224,10 @@ def train_loop(
     last_ckpt = time.time()
     t_window, loss_acc, n_acc, bad = time.time(), 0.0, 0, 0
     while True:
-        # stop with margin for one more step plus the final checkpoint
-        if stop["flag"] or time.time() + 3 * step_time + 10 > run.deadline or (
+        # stop with margin for one more step plus the final checkpoint; all workers stop at the same step
+        if workers.any(stop["flag"] or time.time() + 3 * step_time + 10 > run.deadline or (
             a.max_steps is not None and st.step >= a.max_steps
-        ):
+        )):
             break
         t0 = time.time()
         # warm-up from step 0, or from the step a run restarted with a fresh optimiser (warmup_start)
@@ -211,7 +238,7 @@ def train_loop(
             loss, extra = loss_step()
         loss = loss.float()
         st.opt.zero_grad(set_to_none=True)
-        if skip_non_finite and not torch.isfinite(loss):
+        if skip_non_finite and workers.any(not torch.isfinite(loss)):
             # never let one bad batch poison the weights an unattended export would ship
             bad += 1
             log(warning="non-finite loss, step skipped", step=st.step, skipped=bad)
@@ -219,8 +246,9 @@ def train_loop(
                 raise RuntimeError("distillation diverged (more than 20 non-finite losses)")
             continue
         loss.backward()
+        mean_loss = workers.average_gradients(list(st.net.parameters()), loss)
         gnorm = torch.nn.utils.clip_grad_norm_(st.net.parameters(), 1.0)
-        if skip_non_finite and not torch.isfinite(gnorm):
+        if skip_non_finite and not torch.isfinite(gnorm):  # the same averaged gradient on every worker
             bad += 1
             log(warning="non-finite gradient, step skipped", step=st.step, skipped=bad)
             continue
@@ -228,16 +256,17 @@ def train_loop(
         ema_update(st.ema, st.net, ema_decay(st.step, a.ema))
         st.step += 1
         step_time = 0.9 * step_time + 0.1 * (time.time() - t0) if st.step > 1 else time.time() - t0
-        loss_acc += loss.item()
+        loss_acc += mean_loss
         n_acc += 1
         if st.step % a.log_every == 0:
             now = time.time()
             log(step=st.step, loss=round(loss_acc / n_acc, 5), s_per_step=round((now - t_window) / n_acc, 3),
                 **extra, lr=lr)
             t_window, loss_acc, n_acc = now, 0.0, 0
-        if time.time() - last_ckpt > 60.0 * a.ckpt_minutes:
+        if workers.chief and time.time() - last_ckpt > 60.0 * a.ckpt_minutes:
             checkpoint()
             last_ckpt = time.time()
             log(event="checkpoint", step=st.step)
-    checkpoint()
+    if workers.chief:
+        checkpoint()
     log(event="done", step=st.step, reason="signal" if stop["flag"] else "budget")

@@ -68,7 +68,8 @@ class SnapshotTeacher:
     def _forward_vectors(self, x: torch.Tensor, sigma: torch.Tensor, vectors: np.ndarray) -> torch.Tensor:
         return self.net(x, sigma, torch.from_numpy(vectors))
 
-    def sample(self, prompts: list[str], seeds: list[int], steps: int, text: str = "compact") -> np.ndarray:
+    def sample(self, prompts: list[str], seeds: list[int], steps: int, text: str = "compact",
+               guidance: float = GUIDANCE) -> np.ndarray:
         """uint8 (N,H,W,3) images; text is "compact" (word ids, padding = no text) or "minilm" (vectors,
         zero = no text, as in training)."""
         compact = text == "compact"
@@ -78,9 +79,17 @@ class SnapshotTeacher:
 
         def run(x, cond):
             uncond = np.full_like(cond, pad) if compact else np.zeros_like(cond)
-            return cfg_euler(forward, x, cond, uncond, GUIDANCE, steps, SHIFT)
+            return cfg_euler(forward, x, cond, uncond, guidance, steps, SHIFT)
 
         return sample_in_chunks(prompts, seeds, condition, self.shape, run, (-1.0, 1.0))
+
+
+def parse_row(row: str) -> tuple[str, int, float]:
+    """"compact-50" -> ("compact", 50, GUIDANCE); "minilm-10-g5" -> ("minilm", 10, 5.0)."""
+    parts = row.split("-")
+    if len(parts) not in (2, 3) or parts[0] not in ("compact", "minilm") or (len(parts) == 3 and not parts[2].startswith("g")):
+        raise ValueError(f"row {row!r}: expected TEXT-STEPS[-gSCALE], TEXT compact or minilm")
+    return parts[0], int(parts[1]), float(parts[2][1:]) if len(parts) == 3 else GUIDANCE
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -92,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--diversity-prompts", type=int, default=32)
     p.add_argument("--free-prompts", type=int, default=len(FREE_PROMPTS))
     p.add_argument("--rows", default="compact-50,minilm-50,compact-4",
-                   help="comma-separated TEXT-STEPS rows, TEXT compact or minilm")
+                   help="comma-separated TEXT-STEPS[-gSCALE] rows, TEXT compact or minilm, SCALE the CFG scale "
+                        f"(default {GUIDANCE}, the distillation's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
@@ -103,11 +113,12 @@ def main(argv: list[str] | None = None) -> dict:
     ev = Evaluation(a.style, teacher.shape[1], a.limit or None, 32, a.diversity_prompts, a.free_prompts)
     results = {}
     for row in a.rows.split(","):
-        text, steps = row.split("-")
-        name = f"teacher-{steps} ({'MiniLM' if text == 'minilm' else 'compact'})"
-        timing, images = run_method(ev, lambda pr, sd, t=text, n=int(steps): teacher.sample(pr, sd, n, t))
+        text, steps, guidance = parse_row(row)
+        name = f"teacher-{steps} ({'MiniLM' if text == 'minilm' else 'compact'}" + (
+            f", CFG {guidance:g})" if guidance != GUIDANCE else ")")
+        timing, images = run_method(ev, lambda pr, sd, t=text, n=steps, g=guidance: teacher.sample(pr, sd, n, t, g))
         results[name] = {**ev.score(images["specific"], images["diverse"]), **timing}
-        grid_uint8(images["free"], len(ev.free), scale=1).save(os.path.join(out_dir, f"free-{text}-{steps}.png"))
+        grid_uint8(images["free"], len(ev.free), scale=1).save(os.path.join(out_dir, f"free-{row}.png"))
         print(name, json.dumps(results[name]), flush=True)
     meta = {"teacher": a.teacher, "teacher_step": teacher.step, "style": a.style, "prompts": len(ev.prompts),
             "references": len(ev.reference), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

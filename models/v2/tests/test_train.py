@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import unittest
 
 import torch
 
 from models.v2 import train_teacher
+from models.v2.sources import ROOT
 from models.v2.tests.support import tiny_v2_data
 
 
@@ -20,13 +25,23 @@ def _log(run: str) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def _tiny_run(tmp: str) -> tuple[str, str, list[str]]:
+    """(run dir, snapshot path, trainer flags) of a tiny teacher run on the tiny real data under tmp."""
+    data = tiny_v2_data(tmp)
+    run, snap = os.path.join(tmp, "run"), os.path.join(tmp, "snap.pt")
+    return run, snap, ["--run", run, "--data", data, "--minutes", "10", "--batch", "4", "--channels", "8",
+                       "--log-every", "1", "--snapshot", snap]
+
+
+# the trainer as a user starts it, in a process of its own (with --workers, the parent of its workers)
+TRAINER = [sys.executable, "-m", "models.v2.train_teacher"]
+TWO_WORKERS = ["--workers", "2", "--threads", "1"]
+
+
 class TrainTeacherTest(unittest.TestCase):
     def test_train_resume_and_restart_from_the_snapshot(self):
         with tempfile.TemporaryDirectory() as tmp:
-            data = tiny_v2_data(tmp)
-            run, snap = os.path.join(tmp, "run"), os.path.join(tmp, "snap.pt")
-            args = ["--run", run, "--data", data, "--minutes", "10", "--batch", "4", "--channels", "8",
-                    "--log-every", "1", "--snapshot", snap]
+            run, snap, args = _tiny_run(tmp)
             train_teacher.main([*args, "--max-steps", "3"])
             ck = torch.load(os.path.join(run, "checkpoints", "last.pt"), map_location="cpu")
             self.assertEqual(ck["step"], 3)
@@ -44,6 +59,65 @@ class TrainTeacherTest(unittest.TestCase):
             self.assertEqual(log2[-1]["step"], 6)
             losses = [r["loss"] for r in log2 if "loss" in r]
             self.assertTrue(all(0.0 < v < 10.0 for v in losses), losses)
+
+    def test_two_workers_share_the_batch_and_a_single_process_resumes(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            run, snap, args = _tiny_run(tmp)
+            done = subprocess.run([*TRAINER, *args, "--max-steps", "3", *TWO_WORKERS],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=300)
+            self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
+            log = _log(run)
+            self.assertIn({"world": 2, "batch": 4, "per_worker": 2},
+                          [{k: r[k] for k in ("world", "batch", "per_worker")} for r in log if r.get("event") == "workers"])
+            self.assertEqual([r["step"] for r in log if "loss" in r], [1, 2, 3])  # the chief alone logs
+            self.assertEqual(torch.load(os.path.join(run, "checkpoints", "last.pt"), map_location="cpu")["step"], 3)
+            train_teacher.main([*args, "--max-steps", "4"])  # one process picks the run up
+            self.assertEqual(torch.load(snap, map_location="cpu")["step"], 4)
+
+    def _start_two_workers(self, tmp: str) -> tuple[subprocess.Popen, str]:
+        run, _, args = _tiny_run(tmp)
+        proc = subprocess.Popen([*TRAINER, *args, *TWO_WORKERS], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 240
+        while time.time() < deadline and not any("loss" in r for r in _log_if_any(run)):
+            self.assertIsNone(proc.poll(), "the workers exited before training")
+            time.sleep(0.5)
+        return proc, run
+
+    def test_sigterm_stops_both_workers_at_one_step_with_a_checkpoint(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, run = self._start_two_workers(tmp)
+            proc.send_signal(signal.SIGTERM)  # to the launcher only, as `kill PID` or the pipeline sends it
+            _, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err[-3000:])
+            done = [r for r in _log(run) if r.get("event") == "done"]
+            self.assertEqual(done[-1]["reason"], "signal")
+            ck = torch.load(os.path.join(run, "checkpoints", "last.pt"), map_location="cpu")
+            self.assertEqual(ck["step"], done[-1]["step"])
+
+    def test_a_dead_worker_takes_the_run_down_instead_of_leaving_it_waiting(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, _ = self._start_two_workers(tmp)
+            kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            workers = [int(k) for k in kids if "spawn_main" in _cmdline(int(k))]
+            self.assertEqual(len(workers), 2, kids)
+            os.kill(workers[1], signal.SIGKILL)
+            proc.communicate(timeout=120)
+            self.assertNotEqual(proc.returncode, 0)
+            for pid in workers:
+                self.assertFalse(os.path.exists(f"/proc/{pid}") and "spawn_main" in _cmdline(pid), pid)
+
+
+def _log_if_any(run: str) -> list[dict]:
+    return _log(run) if os.path.exists(os.path.join(run, "train.log.jsonl")) else []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":
