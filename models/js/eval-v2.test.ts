@@ -110,6 +110,10 @@ describe.skipIf(modelsPySkip !== null)(
       unittest(MODELS_PYTHON, ['models.recipe.tests.test_workers'])
     })
 
+    it('bf16 layout: channels-last weights and moments with fused AdamW resume like the default', () => {
+      unittest(MODELS_PYTHON, ['models.recipe.tests.test_layout'])
+    })
+
     it('pi-ID GM student (distill --v2) from a 64 px teacher snapshot: trains and resumes', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_distill'])
     })

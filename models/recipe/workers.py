@@ -75,7 +75,10 @@ class Workers:
             return
         for m in modules:
             for t in [*m.parameters(), *m.buffers()]:
-                dist.broadcast(t.data, src=0)
+                buf = t.data.contiguous()  # gloo sends dense tensors; channels-last weights are not
+                dist.broadcast(buf, src=0)
+                if buf is not t.data:
+                    t.data.copy_(buf)
 
     def split_streams(self, rng: np.random.Generator, gen: torch.Generator) -> tuple[np.random.Generator, torch.Generator]:
         """Per-rank data and noise streams derived from the (shared) checkpoint streams; unchanged for one
