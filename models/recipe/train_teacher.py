@@ -13,20 +13,24 @@ import argparse
 import torch
 
 from . import trainloop
+from .flow import warp
 from .nets import EmojiNet, NetConfig, count_params
 from .trainloop import StepResult
 
 
-def sample_sigma(n: int, gen: torch.Generator) -> torch.Tensor:
-    """Logit-normal(0, 1) sigmas (SD3-style) mixed with 10% uniform to cover both ends."""
-    s = torch.sigmoid(torch.randn(n, generator=gen))
+def sample_sigma(n: int, gen: torch.Generator, shift: float = 1.0) -> torch.Tensor:
+    """Logit-normal(0, 1) sigmas (SD3-style), warped by `shift` as the sampling schedule is (SD3's
+    resolution-dependent shift: more of the training at the high noise levels where the picture's
+    identity is decided), mixed with 10% uniform to cover both ends. shift 1 = plain logit-normal."""
+    s = warp(torch.sigmoid(torch.randn(n, generator=gen)), shift)
     u = torch.rand(n, generator=gen)
     pick = torch.rand(n, generator=gen) < 0.1
     return torch.where(pick, u, s)
 
 
-def flow_loss(net: EmojiNet, x0: torch.Tensor, tokens: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    sigma = sample_sigma(x0.shape[0], gen)
+def flow_loss(net: EmojiNet, x0: torch.Tensor, tokens: torch.Tensor, gen: torch.Generator,
+              sigma_shift: float = 1.0) -> torch.Tensor:
+    sigma = sample_sigma(x0.shape[0], gen, sigma_shift)
     eps = torch.randn(x0.shape, generator=gen)
     s = sigma[:, None, None, None]
     xt = (1.0 - s) * x0 + s * eps

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--snapshot", default=SNAPSHOT)
     p.add_argument("--snapshot-every", type=int, default=2000)
     p.add_argument("--resume-snapshot", default=None)
+    p.add_argument("--sigma-shift", type=float, default=1.0,
+                   help="warp the training sigmas as the sampler's shift does (1 = plain logit-normal)")
     # bf16 on one thread: 2.0x the steps of fp32 on two threads on this shared 2-core machine (README)
     trainloop.add_loop_args(p, log_every=25, threads=1, precision="auto")
     a = p.parse_args(argv)
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def loss_step() -> StepResult:
         x0, text = data.batch(st.rng, run.batch)
-        return flow_loss(st.net, x0, text, st.gen), {}
+        return flow_loss(st.net, x0, text, st.gen, a.sigma_shift), {}
 
     trainloop.train_loop(st, loss_step, checkpoint, a, run, step_time=1.0)
     if run.workers.chief:

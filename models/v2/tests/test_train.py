@@ -74,6 +74,17 @@ class TrainTeacherTest(unittest.TestCase):
             train_teacher.main([*args, "--max-steps", "4"])  # one process picks the run up
             self.assertEqual(torch.load(snap, map_location="cpu")["step"], 4)
 
+    def test_sigma_shift_moves_training_to_high_noise_and_shift_1_is_the_plain_mix(self):
+        from models.recipe.train_teacher import sample_sigma
+
+        plain = torch.Generator().manual_seed(3)
+        s = torch.sigmoid(torch.randn(50_000, generator=plain))
+        u, pick = torch.rand(50_000, generator=plain), torch.rand(50_000, generator=plain) < 0.1
+        self.assertTrue(torch.equal(sample_sigma(50_000, torch.Generator().manual_seed(3)), torch.where(pick, u, s)))
+        shifted = sample_sigma(50_000, torch.Generator().manual_seed(3), shift=3.2)
+        self.assertAlmostEqual(float((shifted > 0.8).float().mean()), 0.39, delta=0.02)  # 0.093 unshifted
+        self.assertTrue(bool(((shifted > 0) & (shifted < 1)).all()))
+
     def _start_two_workers(self, tmp: str) -> tuple[subprocess.Popen, str]:
         run, _, args = _tiny_run(tmp)
         proc = subprocess.Popen([*TRAINER, *args, *TWO_WORKERS], cwd=ROOT, stdout=subprocess.DEVNULL,
