@@ -110,6 +110,10 @@ describe.skipIf(modelsPySkip !== null)(
       unittest(MODELS_PYTHON, ['models.recipe.tests.test_workers'])
     })
 
+    it('paired comparison of two teacher snapshots on known rank lists', () => {
+      unittest(MODELS_PYTHON, ['models.v2.tests.test_compare'])
+    })
+
     it('bf16 layout: channels-last weights and moments with fused AdamW resume like the default', () => {
       unittest(MODELS_PYTHON, ['models.recipe.tests.test_layout'])
     })
