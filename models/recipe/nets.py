@@ -36,6 +36,7 @@ class NetConfig:
     k: int = 8  # GM components (student only)
     patch: int = 2  # space-to-depth factor of the stem (the trunk works at image_size / patch)
     text_input: str = "tokens"  # "tokens": word ids, bag of learned embeddings; "vector": a text embedding
+    text_whiten: bool = False  # "vector" only: a fixed affine whitening before txt_mlp (with_whitened_text)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,6 +111,12 @@ class EmojiNet(nn.Module):
         # "vector": a precomputed (B, text_dim) sentence embedding; an all-zero row is the empty prompt
         self.tok = nn.Embedding(cfg.vocab_size, cfg.text_dim) if cfg.text_input == "tokens" else None
         self.null_text = nn.Parameter(torch.zeros(cfg.text_dim))
+        if cfg.text_whiten:
+            if cfg.text_input != "vector":
+                raise ValueError("text_whiten needs text_input='vector'")
+            # set by with_whitened_text from the training captions' embeddings; identity until then
+            self.register_buffer("text_mean", torch.zeros(cfg.text_dim))
+            self.register_buffer("text_whitener", torch.eye(cfg.text_dim))
         self.txt_mlp = nn.Sequential(nn.Linear(cfg.text_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
         p2 = cfg.patch * cfg.patch
         self.stem = nn.Conv2d(cfg.image_channels * p2, ch, 3, padding=1)
@@ -147,8 +154,10 @@ class EmojiNet(nn.Module):
 
     def embed(self, sigma, tokens):
         if self.tok is None:
-            pooled = tokens
             empty = (tokens.abs().sum(1, keepdim=True) == 0).float()
+            pooled = tokens
+            if self.cfg.text_whiten:  # the empty prompt stays all zeros, so it still reads null_text alone
+                pooled = ((tokens - self.text_mean) @ self.text_whitener.T) * (1 - empty)
         else:
             mask = (tokens != 0).float()
             count = mask.sum(1, keepdim=True)
@@ -190,6 +199,33 @@ class EmojiNet(nn.Module):
         logweights = torch.log_softmax(full[:, k * cimg :].reshape(b, k, 1, h, w), dim=1)
         logstds = self.logstd(e).reshape(b, 1, 1, 1, 1)
         return means_u, logweights, logstds
+
+
+def with_whitened_text(net: EmojiNet, vectors: torch.Tensor, eps: float) -> EmojiNet:
+    """The same function with its text input whitened: z = W (v - mu), W = diag(1/sqrt(lambda + eps)) U^T
+    from the covariance of `vectors` (N, D) (the training captions' sentence embeddings), and txt_mlp's
+    first layer and null_text re-expressed so that every output is unchanged (A' = A W^-1, b' = b + A mu,
+    null' = W (null - mu)). Why: gradient steps learn an input direction at a rate that grows with its
+    variance, and the sentence embeddings' variance is spread over ~150 directions with a 150:1 range,
+    so the fine distinctions between 1,911 emoji names (the weak directions) are learnt last; eps keeps
+    directions with almost no variance from being amplified beyond 1/sqrt(eps)."""
+    if net.cfg.text_input != "vector" or net.cfg.text_whiten:
+        raise ValueError("with_whitened_text takes a net with un-whitened vector text input")
+    cfg = NetConfig.from_dict({**net.cfg.to_dict(), "text_whiten": True})
+    out = EmojiNet(cfg)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    v = vectors.double()
+    mu = v.mean(0)
+    lam, u = torch.linalg.eigh(torch.cov((v - mu).T))
+    scale = (lam.clamp(min=0) + eps).sqrt()
+    w, w_inv = (u / scale).T, u * scale  # W = diag(1/scale) U^T, W^-1 = U diag(scale)
+    a, b = state["txt_mlp.0.weight"].double(), state["txt_mlp.0.bias"].double()
+    state["txt_mlp.0.weight"] = (a @ w_inv).float()
+    state["txt_mlp.0.bias"] = (b + a @ mu).float()
+    state["null_text"] = (w @ (state["null_text"].double() - mu)).float()
+    state["text_mean"], state["text_whitener"] = mu.float(), w.float()
+    out.load_state_dict(state)
+    return out
 
 
 def student_from_teacher(teacher: EmojiNet, k: int, seed: int = 0) -> EmojiNet:

@@ -20,7 +20,7 @@ import torch
 
 from models.recipe import trainloop
 from models.recipe.common import save_atomic
-from models.recipe.nets import EmojiNet, NetConfig, count_params
+from models.recipe.nets import EmojiNet, NetConfig, count_params, with_whitened_text
 from models.recipe.train_teacher import flow_loss
 from models.recipe.trainloop import StepResult
 from models.v2.data import V2Data
@@ -49,6 +49,18 @@ def from_snapshot(path: str, lr: float, seed: int) -> trainloop.TrainState:
     return st
 
 
+def whitened_state(st: trainloop.TrainState, data: V2Data, a: argparse.Namespace) -> trainloop.TrainState:
+    """st with its net (and EMA) text-whitened on every stored caption embedding, and a fresh AdamW."""
+    vectors = torch.from_numpy(data.text.reshape(-1, data.text.shape[-1]).astype("float32"))
+    net = with_whitened_text(st.net, vectors, a.whiten_text)
+    fresh = trainloop.fresh_state(net, a.lr, 0, 0)
+    fresh.ema = with_whitened_text(st.ema, vectors, a.whiten_text)
+    for pe in fresh.ema.parameters():
+        pe.requires_grad_(False)
+    fresh.step, fresh.rng, fresh.gen = st.step, st.rng, st.gen
+    return fresh
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     trainloop.add_run_args(p, batch=32, lr=5e-4, warmup=200, ema=0.9995)
@@ -57,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--snapshot", default=SNAPSHOT)
     p.add_argument("--snapshot-every", type=int, default=2000)
     p.add_argument("--resume-snapshot", default=None)
+    p.add_argument("--whiten-text", type=float, default=None, metavar="EPS",
+                   help="whiten the text input (recipe/nets.py with_whitened_text, eps EPS) when starting "
+                        "fresh or from --resume-snapshot: the same function, other training dynamics")
     p.add_argument("--sigma-shift", type=float, default=1.0,
                    help="warp the training sigmas as the sampler's shift does (1 = plain logit-normal)")
     # bf16 on one thread: 2.0x the steps of fp32 on two threads on this shared 2-core machine (README)
@@ -68,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     run = trainloop.start_run(a, lambda args: V2Data(args.data))
     log, data = run.log, run.data
     st = trainloop.resume_state(run, a.lr)
+    with_optimiser_state = st is not None  # a checkpoint's AdamW moments, which whitening would invalidate
     if st is None and a.resume_snapshot:
         st = from_snapshot(a.resume_snapshot, a.lr, a.seed)
         a.warmup_start = st.step  # the fresh optimiser warms up again
@@ -77,6 +93,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(a.seed)
         st = trainloop.fresh_state(EmojiNet(cfg), a.lr, a.seed, a.seed + 1)
         log(event="start", params=count_params(st.net), config=cfg.to_dict(), images=len(data))
+    if a.whiten_text is not None and not st.net.cfg.text_whiten:
+        if with_optimiser_state:
+            raise SystemExit("--whiten-text starts a run fresh or from --resume-snapshot (a checkpoint's "
+                             "AdamW moments are in the un-whitened coordinates)")
+        st = whitened_state(st, data, a)
+        log(event="whiten-text", eps=a.whiten_text, step=st.step)
 
     last_snapshot = {"step": st.step}
 

@@ -105,6 +105,27 @@ class ExportV2Test(unittest.TestCase):
         self.assertEqual(fx["student"]["means_u"]["shape"], [2, 8, 3, 64, 64])
         self.assertGreater(fx["student"]["means_u"]["meanAbs"], 1e-3)  # not an all-zero network
 
+    def test_a_text_whitened_teacher_exports_to_the_same_function(self):
+        from models.recipe.export import export_onnx, load_net
+        from models.recipe.nets import with_whitened_text
+
+        net, _ = load_net(self.snapshot)
+        stored = np.load(os.path.join(self.tmp.name, "data", "text-embeddings.npy"))
+        whitened = with_whitened_text(net, torch.from_numpy(stored.reshape(-1, text.DIM).astype(np.float32)), 1e-3)
+        encoder, tok = text.load_compact()
+        graph = export.WithTextEncoder(encoder, round_weights_fp16(whitened.eval())).eval()
+        path = os.path.join(self.tmp.name, "whitened-teacher.onnx")
+        export_onnx(graph, path, ["u"], fp16=True, max_length=tok.max_length)
+        x = parity_inputs(tok, 64)[0][:1].repeat(2, 1, 1, 1)  # one state: a prompt and the empty one
+        sigma = torch.tensor([0.6, 0.6])
+        ids = torch.tensor([tok.encode("red heart"), [tok.pad_id] * tok.max_length])
+        with torch.no_grad():
+            want = export.WithTextEncoder(encoder, round_weights_fp16(net))(x, sigma, ids).numpy()
+        got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+            None, {"x": x.numpy(), "sigma": sigma.numpy(), "tokens": ids.numpy()})[0]
+        np.testing.assert_allclose(got, want, atol=2e-3, rtol=2e-2)  # fp16 weights of two parametrisations
+        self.assertFalse(np.allclose(got[0], want[1], atol=2e-3, rtol=2e-2))  # the prompt matters at this tolerance
+
     def test_the_graph_encodes_the_prompt_and_the_empty_prompt_is_the_zero_vector(self):
         teacher, _, _, _ = export.load_v2(self.snapshot, self.student_ckpt, text.ENCODER_DIR)
         encoder, tok = text.load_compact()

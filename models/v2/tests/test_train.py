@@ -85,6 +85,35 @@ class TrainTeacherTest(unittest.TestCase):
         self.assertAlmostEqual(float((shifted > 0.8).float().mean()), 0.39, delta=0.02)  # 0.093 unshifted
         self.assertTrue(bool(((shifted > 0) & (shifted < 1)).all()))
 
+    def test_text_whitening_keeps_the_function_and_starts_from_a_snapshot_only(self):
+        from models.recipe.nets import EmojiNet, with_whitened_text
+        from models.v2.train_teacher import teacher_config
+
+        torch.manual_seed(0)
+        net = EmojiNet(teacher_config(8)).eval()
+        with torch.no_grad():
+            net.null_text.normal_()
+        g = torch.Generator().manual_seed(1)
+        common = torch.randn(384, generator=g)  # sentence embeddings share a direction, as MiniLM's do
+        vectors = torch.nn.functional.normalize(common + 0.3 * torch.randn(500, 384, generator=g), dim=1)
+        whitened = with_whitened_text(net, vectors, 1e-3).eval()
+        x, sigma = torch.randn(3, 3, 64, 64, generator=g), torch.tensor([0.9, 0.5, 0.1])
+        text = torch.cat([vectors[:2], torch.zeros(1, 384)])  # two prompts and the empty one
+        with torch.no_grad():
+            torch.testing.assert_close(whitened(x, sigma, text), net(x, sigma, text), atol=2e-5, rtol=1e-4)
+            z = (vectors - whitened.text_mean) @ whitened.text_whitener.T
+        self.assertLess(float((torch.cov(z.T) - torch.diag(torch.cov(z.T).diagonal())).abs().max()), 1e-3)
+        with tempfile.TemporaryDirectory() as tmp:
+            run, snap, args = _tiny_run(tmp)
+            train_teacher.main([*args, "--max-steps", "2"])
+            with self.assertRaises(SystemExit):  # last.pt has AdamW moments in the old coordinates
+                train_teacher.main([*args, "--max-steps", "3", "--whiten-text", "1e-3"])
+            run2 = os.path.join(tmp, "run2")
+            train_teacher.main(["--run", run2, *args[2:], "--max-steps", "4", "--resume-snapshot", snap,
+                                "--whiten-text", "1e-3", "--snapshot", os.path.join(tmp, "snap2.pt")])
+            self.assertTrue(any(r.get("event") == "whiten-text" for r in _log(run2)))
+            self.assertTrue(torch.load(os.path.join(tmp, "snap2.pt"), map_location="cpu")["config"]["text_whiten"])
+
     def _start_two_workers(self, tmp: str) -> tuple[subprocess.Popen, str]:
         run, _, args = _tiny_run(tmp)
         proc = subprocess.Popen([*TRAINER, *args, *TWO_WORKERS], cwd=ROOT, stdout=subprocess.DEVNULL,
