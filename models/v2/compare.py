@@ -1,12 +1,12 @@
-"""Which of two teacher snapshots follows its prompt better, prompt by prompt: the probe's specific-emoji
-rank (models/v2/probe.py) of both on the same prompts and seeds, paired.
+"""Which of two (or more) teacher snapshots follows its prompt better, prompt by prompt: the probe's
+specific-emoji rank (models/v2/probe.py) of each on the same prompts and seeds, paired against the first.
 
-  .toolchain/torch-py/bin/python -m models.v2.compare A.pt B.pt [--limit 512 --steps 10 --threads 2]
+  .toolchain/torch-py/bin/python -m models.v2.compare A.pt B.pt [C.pt ...] [--limit 512 --steps 10]
 
-Prints one JSON object: each snapshot's top-10 and median rank, and paired figures of B against A —
-the mean of log(rank_B / rank_A) with a 95 % bootstrap interval over prompts (below 0: B ranks its
-prompts' emoji nearer), how many prompts B ranks better / worse, and B's top-10 minus A's with its
-interval. Why paired: two snapshots' top-10 at 256 prompts each carry ±2 % of prompt-sampling noise,
+Prints one JSON object: each snapshot's top-10 and median rank, and for each later one (B) paired
+figures against A: the mean of log(rank_B / rank_A) with a 95 % bootstrap interval over prompts (below
+0: B ranks its prompts' emoji nearer), how many prompts B ranks better / worse, and B's top-10 minus A's
+with its interval (A itself computed once). Why paired: two snapshots' top-10 at 256 prompts each carry ±2 % of prompt-sampling noise,
 while the per-prompt differences on the same prompts and seeds cancel most of it.
 """
 
@@ -45,7 +45,7 @@ def paired(ranks_a: np.ndarray, ranks_b: np.ndarray, top: int = 10) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="teacher snapshot or checkpoint A (the baseline)")
-    p.add_argument("b", help="teacher snapshot or checkpoint B")
+    p.add_argument("others", nargs="+", metavar="B", help="teacher snapshots or checkpoints to pair with A")
     p.add_argument("--limit", type=int, default=512, help="specific prompts (a seeded subset of 1,911)")
     p.add_argument("--steps", type=int, default=10, help="Euler steps (10 ranks like 50 at 38 k: README)")
     p.add_argument("--guidance", type=float, default=GUIDANCE)
@@ -54,14 +54,16 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     ev = Evaluation(a.style, 64, a.limit, 32, 1, 1)
-    out: dict = {"prompts": len(ev.prompts), "steps": a.steps, "guidance": a.guidance}
+    out: dict = {"prompts": len(ev.prompts), "steps": a.steps, "guidance": a.guidance, "snapshots": []}
     ranks = []
-    for key, path in (("a", a.a), ("b", a.b)):
+    for path in (a.a, *a.others):
         teacher = SnapshotTeacher(path)
         images = teacher.sample(ev.prompts, ev.seeds, a.steps, guidance=a.guidance)
         ranks.append(target_ranks(pooled_pixels(images), ev.ref_pooled, ev.index))
-        out[key] = {"path": path, "step": teacher.step, **rank_summary(ranks[-1])}
-    out["b_vs_a"] = paired(*ranks)
+        entry = {"path": path, "step": teacher.step, **rank_summary(ranks[-1])}
+        if len(ranks) > 1:
+            entry["vs_first"] = paired(ranks[0], ranks[-1])
+        out["snapshots"].append(entry)
     print(json.dumps(out, indent=1))
     return out
 
