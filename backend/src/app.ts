@@ -28,6 +28,7 @@ import { IntegrationError, type IntegratorPool } from './integrator-pool.ts'
 import type { ExecutionProvider, LoadedModel, RefusedModel } from './models.ts'
 import type { NormalizedBackendOptions } from './options.ts'
 import { decodeBody, selectStudent, stepSegment, validateInputs } from './protocol.ts'
+import { readTensorBody } from './tensor-body.ts'
 
 /** What the app serves; built by `createBackend`. */
 export interface AppContext {
@@ -256,7 +257,7 @@ function acceptTensors(ctx: AppContext, cancellations: Cancellations) {
 /** The accepted body's tensors, checked against the student the request addresses. */
 async function readRequest(c: Context<Env>, ctx: AppContext): Promise<ParsedRequest> {
   const model = c.var.model
-  const { tensors, metadata } = decodeBody(new Uint8Array(await c.req.arrayBuffer()))
+  const { tensors, metadata } = decodeBody(await readTensorBody(c.req.raw))
   const student = selectStudent(model, metadata)
   const { feeds, batch } = validateInputs(model, student, tensors, ctx.options.maxBatchSize)
   return { feeds, batch, metadata, student }

@@ -9,6 +9,7 @@
 import type { Manifest } from '@piflow/models'
 import type { SegmentSpec } from '@piflow/policy'
 import {
+  checkRequestPrefix,
   decodeRequest,
   ProtocolError,
   type ProtocolErrorCode,
@@ -58,6 +59,15 @@ function asInvalidInput(error: unknown): unknown {
 export function decodeBody(body: Uint8Array): SafetensorsFile {
   try {
     return decodeRequest(body)
+  } catch (error) {
+    throw asInvalidInput(error)
+  }
+}
+
+/** Checks a body's first 8 bytes as decodeBody would (total `Infinity` when not known yet). */
+export function checkBodyPrefix(prefix: Uint8Array, totalBytes: number): void {
+  try {
+    checkRequestPrefix(prefix, totalBytes)
   } catch (error) {
     throw asInvalidInput(error)
   }

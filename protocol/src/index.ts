@@ -50,6 +50,7 @@ export type { ForwardMetadata, OutputTensor } from './wire.ts'
 export {
   BATCH_SIZE_HEADER,
   CANCEL_ID_HEADER,
+  checkRequestPrefix,
   decodeForwardResponse,
   decodeRequest,
   decodeStepResponse,

@@ -194,18 +194,22 @@ export function encodeSafetensors(
 }
 
 /**
- * Decodes safetensors bytes. Everything the header claims is validated (size limits, dtypes, shapes,
- * offsets in bounds, contiguous and non-overlapping, shape × dtype = byte length) before any tensor is
- * allocated. Tensors whose bytes are aligned are zero-copy views of `bytes`; the others are copies.
- * @throws SafetensorsError with a stable `code` on malformed input
+ * The header length a file's first 8 bytes declare, checked against the header limit and the file's
+ * total size (`Infinity` when not yet known). The first check of {@link decodeSafetensors}, on its own
+ * so that a reader of a streamed body can refuse it after 8 bytes instead of buffering the rest.
+ * @throws SafetensorsError `header_too_small`, `header_too_large` or `header_out_of_bounds`
  */
-export function decodeSafetensors(bytes: Uint8Array, limits?: SafetensorsLimits): SafetensorsFile {
-  assertLittleEndian()
-  const { maxHeaderBytes, maxTensors, maxRank } = { ...DEFAULT_LIMITS, ...limits }
-  if (bytes.byteLength < 8) {
-    throw new SafetensorsError('header_too_small', `need at least 8 bytes, got ${bytes.byteLength}`)
+export function safetensorsHeaderLength(
+  prefix: Uint8Array,
+  totalBytes: number,
+  limits?: SafetensorsLimits,
+): number {
+  const { maxHeaderBytes } = { ...DEFAULT_LIMITS, ...limits }
+  if (prefix.byteLength < 8 || totalBytes < 8) {
+    const got = Math.min(prefix.byteLength, totalBytes)
+    throw new SafetensorsError('header_too_small', `need at least 8 bytes, got ${got}`)
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const view = new DataView(prefix.buffer, prefix.byteOffset, 8)
   const headerLength64 = view.getBigUint64(0, true)
   if (headerLength64 > BigInt(maxHeaderBytes)) {
     throw new SafetensorsError(
@@ -214,12 +218,25 @@ export function decodeSafetensors(bytes: Uint8Array, limits?: SafetensorsLimits)
     )
   }
   const headerLength = Number(headerLength64)
-  if (8 + headerLength > bytes.byteLength) {
+  if (8 + headerLength > totalBytes) {
     throw new SafetensorsError(
       'header_out_of_bounds',
-      `header of ${headerLength} bytes runs past the end of a ${bytes.byteLength}-byte buffer`,
+      `header of ${headerLength} bytes runs past the end of a ${totalBytes}-byte buffer`,
     )
   }
+  return headerLength
+}
+
+/**
+ * Decodes safetensors bytes. Everything the header claims is validated (size limits, dtypes, shapes,
+ * offsets in bounds, contiguous and non-overlapping, shape × dtype = byte length) before any tensor is
+ * allocated. Tensors whose bytes are aligned are zero-copy views of `bytes`; the others are copies.
+ * @throws SafetensorsError with a stable `code` on malformed input
+ */
+export function decodeSafetensors(bytes: Uint8Array, limits?: SafetensorsLimits): SafetensorsFile {
+  assertLittleEndian()
+  const { maxTensors, maxRank } = { ...DEFAULT_LIMITS, ...limits }
+  const headerLength = safetensorsHeaderLength(bytes, bytes.byteLength, limits)
   const header = parseHeader(bytes.subarray(8, 8 + headerLength))
   const data = bytes.subarray(8 + headerLength)
 

@@ -15,6 +15,7 @@ import {
   encodeSafetensors,
   SafetensorsError,
   type SafetensorsFile,
+  safetensorsHeaderLength,
 } from './safetensors.ts'
 import {
   INPUT_NAMES,
@@ -101,8 +102,22 @@ export function encodeStepRequest(
  * @throws {ProtocolError} `malformed_safetensors`, the codec's own code in the message.
  */
 export function decodeRequest(body: Uint8Array): SafetensorsFile {
+  return asRequestError(() => decodeSafetensors(body, REQUEST_LIMITS))
+}
+
+/**
+ * Checks the first 8 bytes of a request body of `totalBytes` (`Infinity` when unknown) as
+ * {@link decodeRequest} would, so that a streamed body can be refused before it is buffered.
+ * @throws {ProtocolError} `malformed_safetensors`, as decodeRequest.
+ */
+export function checkRequestPrefix(prefix: Uint8Array, totalBytes: number): void {
+  asRequestError(() => safetensorsHeaderLength(prefix, totalBytes, REQUEST_LIMITS))
+}
+
+/** Runs a codec call, turning its SafetensorsError into the request's `malformed_safetensors`. */
+function asRequestError<T>(decode: () => T): T {
   try {
-    return decodeSafetensors(body, REQUEST_LIMITS)
+    return decode()
   } catch (error) {
     if (!(error instanceof SafetensorsError)) throw error
     throw new ProtocolError(
