@@ -97,7 +97,7 @@ class Attention(nn.Module):
 def sigma_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of 1000*sigma (diffusers-style timesteps)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half)
     args = (1000.0 * sigma.float())[:, None] * freqs[None, :]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 

@@ -22,16 +22,17 @@ def sample_sigma(n: int, gen: torch.Generator, shift: float = 1.0) -> torch.Tens
     """Logit-normal(0, 1) sigmas (SD3-style), warped by `shift` as the sampling schedule is (SD3's
     resolution-dependent shift: more of the training at the high noise levels where the picture's
     identity is decided), mixed with 10% uniform to cover both ends. shift 1 = plain logit-normal."""
-    s = warp(torch.sigmoid(torch.randn(n, generator=gen)), shift)
-    u = torch.rand(n, generator=gen)
-    pick = torch.rand(n, generator=gen) < 0.1
+    on = gen.device  # a CUDA generator draws on the GPU (trainloop.noise_generator)
+    s = warp(torch.sigmoid(torch.randn(n, generator=gen, device=on)), shift)
+    u = torch.rand(n, generator=gen, device=on)
+    pick = torch.rand(n, generator=gen, device=on) < 0.1
     return torch.where(pick, u, s)
 
 
 def flow_loss(net: EmojiNet, x0: torch.Tensor, tokens: torch.Tensor, gen: torch.Generator,
               sigma_shift: float = 1.0) -> torch.Tensor:
     sigma = sample_sigma(x0.shape[0], gen, sigma_shift)
-    eps = torch.randn(x0.shape, generator=gen)
+    eps = torch.randn(x0.shape, generator=gen, device=gen.device)
     s = sigma[:, None, None, None]
     xt = (1.0 - s) * x0 + s * eps
     return (net(xt, sigma, tokens) - (eps - x0)).pow(2).mean()

@@ -77,15 +77,22 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_precision(precision: str) -> str:
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """--device, for the trainers whose loss step runs on a GPU too (the v2 teacher)."""
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: one GPU (weights, optimiser, data and noise there; --workers 1)")
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """"auto": bf16 on a GPU and on CPUs with native bf16 units, else fp32."""
     if precision == "auto":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "bf16" if device == "cuda" or cpu_has_native_bf16() else "fp32"
     return precision
 
 
-def autocast(precision: str) -> torch.autocast:
-    """The context a loss step runs in: CPU bf16 autocast for "bf16", a no-op for "fp32"."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(precision: str, device: str = "cpu") -> torch.autocast:
+    """The context a loss step runs in: bf16 autocast for "bf16" on `device`, a no-op for "fp32"."""
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def launched_workers(entry: Callable[[list[str]], object], argv: list[str] | None, a: argparse.Namespace) -> bool:
@@ -113,6 +120,8 @@ class Run:
 
 def start_run(a: argparse.Namespace, load_data: Callable[[argparse.Namespace], Any] | None = None) -> Run:
     """load_data(a) builds the data set (default: v1's tokenizer + EmojiData from a.tokenizer / a.data)."""
+    if getattr(a, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no GPU here")  # before the data goes anywhere
     setup_torch(a.threads)
     workers = join()
     log = JsonLog(os.path.join(a.run, "train.log.jsonl")) if workers.chief else _silent
@@ -143,7 +152,10 @@ class TrainState:
     opt: torch.optim.Optimizer
     step: int
     rng: np.random.Generator
-    gen: torch.Generator
+    gen: torch.Generator  # the CPU stream a checkpoint saves
+    # what loss steps draw their noise from: gen itself on the CPU; on a GPU a generator there, seeded
+    # from gen when training starts (noise_generator), so a checkpoint stays loadable on any machine
+    noise: torch.Generator | None = None
 
     def __post_init__(self) -> None:
         for pe in self.ema.parameters():
@@ -160,6 +172,40 @@ def _adamw_options() -> dict:
 
 def _adamw(net: EmojiNet, lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(net.parameters(), lr=lr, **_adamw_options())
+
+
+def place(st: TrainState, device: str) -> None:
+    """Weights, EMA and AdamW state onto `device`, in place (Module.to keeps the Parameter objects the
+    optimiser holds), and st.noise on it."""
+    if device == "cpu":
+        st.noise = st.gen
+        return
+    torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
+    st.net.to(device)
+    st.ema.to(device)
+    for state in st.opt.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                state[key] = value.to(device)
+    st.noise = noise_generator(st.gen, device)
+
+
+def noise_generator(gen: torch.Generator, device: str) -> torch.Generator:
+    """A generator on `device` seeded by one draw from the CPU stream `gen` (which advances by it)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return torch.Generator(device).manual_seed(seed)
+
+
+def on_cpu(value: Any) -> Any:
+    """value with every tensor inside it (dicts, lists, tuples) moved to the CPU, so that what a GPU run
+    saves loads on a machine without one."""
+    if torch.is_tensor(value):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
 
 
 def use_layout(st: TrainState, precision: str) -> None:
@@ -183,7 +229,7 @@ def resume_state(run: Run, lr: float) -> TrainState | None:
     """The state saved at the run's checkpoint (logged as "resume"), or None when there is none yet."""
     if not os.path.exists(run.ckpt_path):
         return None
-    ck = torch.load(run.ckpt_path)
+    ck = torch.load(run.ckpt_path, map_location="cpu")
     net = EmojiNet(NetConfig.from_dict(ck["config"]))
     net.load_state_dict(ck["model"])
     ema = copy.deepcopy(net)
@@ -212,9 +258,9 @@ def save_checkpoint(st: TrainState, path: str, kind: str, extra: dict) -> None:
         {
             "kind": kind,
             "config": st.net.cfg.to_dict(),
-            "model": st.net.state_dict(),
-            "ema": st.ema.state_dict(),
-            "opt": st.opt.state_dict(),
+            "model": on_cpu(st.net.state_dict()),
+            "ema": on_cpu(st.ema.state_dict()),
+            "opt": on_cpu(st.opt.state_dict()),
             "step": st.step,
             "np_rng": st.rng.bit_generator.state,
             "torch_rng": st.gen.get_state(),
@@ -240,11 +286,15 @@ def train_loop(
     seconds per step for the deadline margin. skip_non_finite: skip a step whose loss or gradient is
     not finite instead of applying it (more than 20 non-finite losses abort the run)."""
     log, workers = run.log, run.workers
-    precision = resolve_precision(getattr(a, "precision", "fp32"))
-    log(event="precision", precision=precision, threads=torch.get_num_threads())
-    use_layout(st, precision)
+    device = getattr(a, "device", "cpu")
+    if device != "cpu" and workers.world > 1:
+        raise SystemExit(f"--device {device} trains on one GPU: --workers 1")
+    precision = resolve_precision(getattr(a, "precision", "fp32"), device)
+    log(event="precision", precision=precision, threads=torch.get_num_threads(), device=device)
     workers.same_weights(st.net, st.ema)
     st.rng, st.gen = workers.split_streams(st.rng, st.gen)
+    place(st, device)
+    use_layout(st, precision)
     stop = {"flag": False}
     # SIGTERM/SIGINT: finish the current step, write the checkpoint, exit cleanly
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -262,7 +312,7 @@ def train_loop(
         lr = a.lr * min(1.0, (st.step + 1 - getattr(a, "warmup_start", 0)) / a.warmup)
         for g in st.opt.param_groups:
             g["lr"] = lr
-        with autocast(precision):
+        with autocast(precision, device):
             loss, extra = loss_step()
         loss = loss.float()
         st.opt.zero_grad(set_to_none=True)

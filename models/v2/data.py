@@ -22,15 +22,27 @@ class V2Data:
         if len(self.text) != len(self.images):
             raise ValueError(f"{path} has {len(self.text)} rows for {len(self.images)} images: re-run embed")
 
+        # torch views of both (no copy); to() moves them onto a GPU once, so batches are gathered there
+        self.images_t, self.text_t = torch.from_numpy(self.images), torch.from_numpy(self.text)
+
     def __len__(self) -> int:
         return len(self.images)
 
+    def to(self, device: str) -> V2Data:
+        """Keeps the images (uint8, ~130 MB at 64 px) and text vectors (fp16) on `device`."""
+        self.images_t, self.text_t = self.images_t.to(device), self.text_t.to(device)
+        return self
+
     def batch(self, rng: np.random.Generator, batch: int, empty_p: float = 0.1):
         """Images (B,3,S,S) in [-1, 1] and text vectors (B, D), a random caption variant each; a share
-        empty_p of the rows is the empty prompt (all zeros) for classifier-free guidance."""
+        empty_p of the rows is the empty prompt (all zeros) for classifier-free guidance. The draws come
+        from `rng` (NumPy, on the CPU) wherever the data lives, so a batch is the same on CPU and GPU."""
         idx = rng.choice(len(self), size=batch, p=self.p)
         variant = rng.integers(0, self.text.shape[1], size=batch)
-        text = self.text[idx, variant].astype(np.float32)
-        text[rng.random(batch) < empty_p] = 0.0
-        x = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        return x, torch.from_numpy(text)
+        empty = rng.random(batch) < empty_p
+        on = self.images_t.device
+        idx_t, variant_t = torch.from_numpy(idx).to(on), torch.from_numpy(variant).to(on)
+        text = self.text_t[idx_t, variant_t].float()
+        text[torch.from_numpy(empty).to(on)] = 0.0
+        x = self.images_t[idx_t].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return x, text

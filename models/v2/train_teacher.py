@@ -37,7 +37,7 @@ def teacher_config(channels: int) -> NetConfig:
 
 def write_snapshot(st: trainloop.TrainState, path: str, extra: dict) -> None:
     save_atomic({"kind": "teacher-snapshot", "config": st.net.cfg.to_dict(), "step": st.step,
-                 "ema": {k: v.half() for k, v in st.ema.state_dict().items()}, **extra}, path)
+                 "ema": {k: v.half().cpu() for k, v in st.ema.state_dict().items()}, **extra}, path)
 
 
 def from_snapshot(path: str, lr: float, seed: int) -> trainloop.TrainState:
@@ -76,11 +76,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="warp the training sigmas as the sampler's shift does (1 = plain logit-normal)")
     # bf16 on one thread: 2.0x the steps of fp32 on two threads on this shared 2-core machine (README)
     trainloop.add_loop_args(p, log_every=25, threads=1, precision="auto")
+    trainloop.add_device_arg(p)
     a = p.parse_args(argv)
     if trainloop.launched_workers(main, argv, a):
         return
 
-    run = trainloop.start_run(a, lambda args: V2Data(args.data))
+    run = trainloop.start_run(a, lambda args: V2Data(args.data).to(args.device))
     log, data = run.log, run.data
     st = trainloop.resume_state(run, a.lr)
     with_optimiser_state = st is not None  # a checkpoint's AdamW moments, which whitening would invalidate
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def loss_step() -> StepResult:
         x0, text = data.batch(st.rng, run.batch)
-        return flow_loss(st.net, x0, text, st.gen, a.sigma_shift), {}
+        return flow_loss(st.net, x0, text, st.noise, a.sigma_shift), {}
 
     trainloop.train_loop(st, loss_step, checkpoint, a, run, step_time=1.0)
     if run.workers.chief:

@@ -13,6 +13,7 @@ import tempfile
 import time
 import unittest
 
+import numpy as np
 import torch
 
 from models.v2 import train_teacher
@@ -73,6 +74,34 @@ class TrainTeacherTest(unittest.TestCase):
             self.assertEqual(torch.load(os.path.join(run, "checkpoints", "last.pt"), map_location="cpu")["step"], 3)
             train_teacher.main([*args, "--max-steps", "4"])  # one process picks the run up
             self.assertEqual(torch.load(snap, map_location="cpu")["step"], 4)
+
+    @unittest.skipIf(torch.cuda.is_available(), "a GPU is here: the CUDA run below is the check")
+    def test_device_cuda_without_a_gpu_is_refused_with_the_reason(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            _, _, args = _tiny_run(tmp)
+            with self.assertRaises(SystemExit) as refused:
+                train_teacher.main([*args, "--max-steps", "1", "--device", "cuda"])
+            self.assertIn("no GPU", str(refused.exception))
+
+    @unittest.skipUnless(torch.cuda.is_available(), "needs a CUDA GPU (the device machine); none here")
+    def test_a_cuda_run_saves_what_a_cpu_machine_resumes(self):
+        from models.v2.data import V2Data
+        with tempfile.TemporaryDirectory() as tmp:
+            run, snap, args = _tiny_run(tmp)
+            data = os.path.join(tmp, "data")
+            on_cpu, on_gpu = V2Data(data), V2Data(data).to("cuda")
+            rng_a, rng_b = (np.random.default_rng(5) for _ in range(2))
+            for got, want in zip(on_gpu.batch(rng_b, 6), on_cpu.batch(rng_a, 6)):
+                self.assertTrue(torch.equal(got.cpu(), want))  # the same rows wherever the data lives
+            train_teacher.main([*args, "--max-steps", "3", "--device", "cuda"])
+            ck = torch.load(os.path.join(run, "checkpoints", "last.pt"))  # no map_location: all on the CPU
+            self.assertEqual(ck["step"], 3)
+            self.assertTrue(all(v.device.type == "cpu" for v in ck["model"].values()))
+            train_teacher.main([*args, "--max-steps", "4"])  # this machine without its GPU resumes it
+            self.assertEqual(torch.load(snap)["step"], 4)
+            losses = [r["loss"] for r in _log(run) if "loss" in r]
+            self.assertEqual(len(losses), 4)
+            self.assertTrue(all(0.0 < v < 10.0 for v in losses), losses)
 
     def test_sigma_shift_moves_training_to_high_noise_and_shift_1_is_the_plain_mix(self):
         from models.recipe.train_teacher import sample_sigma
