@@ -48,7 +48,7 @@ def _v2_data(a: argparse.Namespace):
 
     if a.data == trainloop.DATA_DIR:
         a.data = V2_DATA_DIR
-    return lambda args: V2Data(args.data)
+    return lambda args: V2Data(args.data).to(args.device)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,8 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--empty-p", type=float, default=0.05)
     p.add_argument("--v2", action="store_true",
                    help="v2 data (models/v2: 64 px, caption embeddings; --data defaults to its directory)")
+    p.add_argument("--snapshot", default=None,
+                   help="also write the EMA student in fp16 (+ config, step, piid) here at each checkpoint: "
+                        "what the export reads, ~10 MB (the way a run on the device machine comes back)")
     trainloop.add_loop_args(p, log_every=10)
+    trainloop.add_device_arg(p)
     a = p.parse_args(argv)
+    if a.device != "cpu" and not a.v2:
+        raise SystemExit(f"--device {a.device} needs --v2 (v1's data loader stays on the CPU)")
     if trainloop.launched_workers(main, argv, a):
         return
 
@@ -85,21 +91,26 @@ def main(argv: list[str] | None = None) -> None:
         log(event="start", params=count_params(st.net), k=a.k, teacher_step=int(tck["step"]), piid=vars(piid))
     student = st.net
     student.train()
+    teacher.to(a.device)  # the student was built from it on the CPU; train_loop places the student
 
     def checkpoint() -> None:
-        trainloop.save_checkpoint(st, run.ckpt_path, "student", {
+        settings = {
             "piid": {**vars(piid), "guidance": a.guidance, "decay_steps": a.decay_steps,
                      "teacher_step": int(tck["step"]), "batch": a.batch},
             "args": vars(a),
-        })
+        }
+        trainloop.save_checkpoint(st, run.ckpt_path, "student", settings)
+        if a.snapshot:
+            trainloop.save_snapshot(st, a.snapshot, "student-snapshot", settings)
 
     def loss_step() -> StepResult:
-        gen = st.gen  # this worker's noise stream (train_loop splits it per worker)
+        gen = st.noise  # this worker's noise stream (train_loop splits it per worker; on the GPU there)
+        on = gen.device
         x0, tokens = data.batch(st.rng, run.batch, empty_p=a.empty_p)
         b = x0.shape[0]
-        _, raw_src, sigma_src, seg = train_sample_t(torch.rand(b, generator=gen), piid.nfe,
+        _, raw_src, sigma_src, seg = train_sample_t(torch.rand(b, generator=gen, device=on), piid.nfe,
                                                     piid.final_step_size_scale, piid.shift, piid.eps)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen, device=on)
         s = sigma_src[:, None, None, None]
         x_src = (1 - s) * x0 + s * noise
         means_u, logweights, logstds = (t.float() for t in student(x_src, sigma_src, tokens))
@@ -108,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         m = piid.num_intermediate_states
         out = piid_segment(
             cfg_teacher(teacher, tokens, a.guidance), policy, x_src, raw_src, sigma_src, seg, teacher_ratio,
-            piid, torch.rand(b, m, generator=gen), torch.rand(b, m - 1, generator=gen),
-            torch.rand(b, a.k, generator=gen) < piid.gm_dropout,
+            piid, torch.rand(b, m, generator=gen, device=on), torch.rand(b, m - 1, generator=gen, device=on),
+            torch.rand(b, a.k, generator=gen, device=on) < piid.gm_dropout,
         )
         return out["loss"], {"teacher_ratio": round(teacher_ratio, 4), "logstd": round(float(logstds.mean()), 3)}
 

@@ -327,12 +327,12 @@ def sample_gm(student_fn, x, nfe: int, shift: float, fs: float, total_substeps: 
     temp = auto_temperature(nfe) if temperature is None else temperature
     b = x.shape[0]
     for k, (raw_s, sig_s, raw_d, _) in enumerate(schedule(nfe, shift, fs)):
-        sigma = torch.full((b,), sig_s, dtype=x.dtype)
+        sigma = torch.full((b,), sig_s, dtype=x.dtype, device=x.device)
         policy = GMPolicy(*student_fn(x, sigma), x, sigma, eps=eps)
         if k < nfe - 1:
             policy.temperature_(temp)
-        x = rollout(policy, x, sigma, torch.full((b,), raw_s, dtype=x.dtype),
-                    torch.full((b,), raw_d, dtype=x.dtype), shift, total_substeps)[0]
+        x = rollout(policy, x, sigma, torch.full((b,), raw_s, dtype=x.dtype, device=x.device),
+                    torch.full((b,), raw_d, dtype=x.dtype, device=x.device), shift, total_substeps)[0]
     return x
 
 
@@ -342,6 +342,6 @@ def sample_euler(teacher_u, x, steps: int, shift: float):
     b = x.shape[0]
     sig = [warp(1.0 - i / steps, shift) for i in range(steps + 1)]
     for i in range(steps):
-        u = teacher_u(x, torch.full((b,), sig[i], dtype=x.dtype))
+        u = teacher_u(x, torch.full((b,), sig[i], dtype=x.dtype, device=x.device))
         x = x + u * (sig[i + 1] - sig[i])
     return x

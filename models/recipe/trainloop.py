@@ -181,6 +181,8 @@ def place(st: TrainState, device: str) -> None:
         st.noise = st.gen
         return
     torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
+    torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts (policy math, guidance) on tensor cores
+    torch.backends.cudnn.allow_tf32 = True
     st.net.to(device)
     st.ema.to(device)
     for state in st.opt.state.values():
@@ -268,6 +270,14 @@ def save_checkpoint(st: TrainState, path: str, kind: str, extra: dict) -> None:
         },
         path,
     )
+
+
+def save_snapshot(st: TrainState, path: str, kind: str, extra: dict) -> None:
+    """Atomic replace of path with the small, machine-independent form of a run: the EMA weights in
+    fp16 on the CPU, the config and the step (+ extra) — what --resume-snapshot and the exports read,
+    ~10 MB for a v2 net, small enough to commit and to come back from the device machine."""
+    save_atomic({"kind": kind, "config": st.net.cfg.to_dict(), "step": st.step,
+                 "ema": {k: v.half().cpu() for k, v in st.ema.state_dict().items()}, **extra}, path)
 
 
 def train_loop(

@@ -19,7 +19,6 @@ import os
 import torch
 
 from models.recipe import trainloop
-from models.recipe.common import save_atomic
 from models.recipe.nets import EmojiNet, NetConfig, count_params, with_whitened_text
 from models.recipe.train_teacher import flow_loss
 from models.recipe.trainloop import StepResult
@@ -33,11 +32,6 @@ SNAPSHOT = os.path.join(ROOT, "models", "v2", "snapshots", "teacher.pt")
 
 def teacher_config(channels: int) -> NetConfig:
     return NetConfig(vocab_size=1, channels=channels, image_size=64, patch=4, text_input="vector", text_dim=DIM)
-
-
-def write_snapshot(st: trainloop.TrainState, path: str, extra: dict) -> None:
-    save_atomic({"kind": "teacher-snapshot", "config": st.net.cfg.to_dict(), "step": st.step,
-                 "ema": {k: v.half().cpu() for k, v in st.ema.state_dict().items()}, **extra}, path)
 
 
 def from_snapshot(path: str, lr: float, seed: int) -> trainloop.TrainState:
@@ -104,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     last_snapshot = {"step": st.step}
 
     def snapshot() -> None:
-        write_snapshot(st, a.snapshot, {"args": vars(a)})
+        trainloop.save_snapshot(st, a.snapshot, "teacher-snapshot", {"args": vars(a)})
         last_snapshot["step"] = st.step
         log(event="snapshot", step=st.step, path=a.snapshot)
 

@@ -8,7 +8,7 @@
 #
 # Each .stage/K holds one slice of an uncompressed tar of models/data/v2/{images64.npz,
 # text-embeddings.npy} and MANIFEST (the number of parts and every part's sha256), so the last call
-# (models/v2/gpu/train-teacher.sh) can tell a missing or damaged part from a good one.
+# (models/v2/gpu/train.sh) can tell a missing or damaged part from a good one.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 DATA=${DATA:-models/data/v2}
@@ -40,6 +40,6 @@ done
 rm -rf .stage/tmp
 echo "stage: $n parts of at most $room bytes (tree $tree bytes); device calls, in a row, each as soon as the last returns (the machine keeps carried paths only while warm, ~30 s):"
 for i in $(seq 1 "$((n - 1))"); do
-  echo "  run(command=\"bash models/v2/gpu/train-teacher.sh --receive\", carry=[\".stage/$i\"], timeout_s=120)"
+  echo "  run(command=\"bash models/v2/gpu/train.sh --receive\", carry=[\".stage/$i\"], timeout_s=120)"
 done
-echo "  run(command=\"bash models/v2/gpu/train-teacher.sh 7\", carry=[\".stage/$n\"], timeout_s=600)"
+echo "  run(command=\"bash models/v2/gpu/train.sh 5.5 2.5\", carry=[\".stage/$n\"], timeout_s=600)"

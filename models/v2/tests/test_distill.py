@@ -13,6 +13,7 @@ import unittest
 import torch
 
 from models.recipe import distill
+from models.recipe.export import load_net
 from models.v2 import train_teacher
 from models.v2.tests.support import tiny_v2_data
 
@@ -28,8 +29,15 @@ class DistillV2Test(unittest.TestCase):
             args = ["--v2", "--teacher", snap, "--run", run, "--data", data, "--minutes", "10", "--batch", "2",
                     "--k", "2", "--total-substeps", "8", "--log-every", "1"]
             distill.main([*args, "--max-steps", "2"])
-            distill.main([*args, "--max-steps", "3"])  # resumes the full state
+            student_snap = os.path.join(tmp, "student.pt")
+            distill.main([*args, "--max-steps", "3", "--snapshot", student_snap])  # resumes the full state
             ck = torch.load(os.path.join(run, "checkpoints", "last.pt"), map_location="cpu")
+            small = torch.load(student_snap, map_location="cpu")  # what comes back from the device machine
+            self.assertEqual((small["kind"], small["step"], small["piid"]), ("student-snapshot", 3, ck["piid"]))
+            for name, weight in ck["ema"].items():
+                self.assertTrue(torch.equal(small["ema"][name], weight.half()), name)
+            net, _ = load_net(student_snap)  # the exports read it as they read a checkpoint
+            self.assertEqual(net.cfg.head, "gm")
             self.assertEqual((ck["kind"], ck["step"]), ("student", 3))
             self.assertEqual((ck["config"]["head"], ck["config"]["k"], ck["config"]["image_size"]), ("gm", 2, 64))
             self.assertEqual(ck["config"]["text_input"], "vector")
@@ -39,6 +47,27 @@ class DistillV2Test(unittest.TestCase):
             losses = [r["loss"] for r in log if "loss" in r]
             self.assertEqual(len(losses), 3)
             self.assertTrue(all(math.isfinite(v) and v > 0.0 for v in losses), losses)
+
+    @unittest.skipUnless(torch.cuda.is_available(), "needs a CUDA GPU (the device machine); none here")
+    def test_distill_on_a_gpu_and_bring_back_the_snapshot(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = tiny_v2_data(tmp)
+            snap = os.path.join(tmp, "teacher.pt")
+            train_teacher.main(["--run", os.path.join(tmp, "teacher"), "--data", data, "--minutes", "10",
+                                "--batch", "4", "--channels", "8", "--max-steps", "2", "--snapshot", snap,
+                                "--device", "cuda"])
+            student_snap = os.path.join(tmp, "student.pt")
+            distill.main(["--v2", "--teacher", snap, "--run", os.path.join(tmp, "student"), "--data", data,
+                          "--minutes", "10", "--batch", "2", "--k", "2", "--total-substeps", "8",
+                          "--log-every", "1", "--max-steps", "2", "--device", "cuda", "--snapshot", student_snap])
+            net, small = load_net(student_snap)
+            self.assertEqual(small["step"], 2)
+            self.assertTrue(all(v.device.type == "cpu" for v in small["ema"].values()))
+
+    def test_device_cuda_needs_the_v2_data(self):
+        with self.assertRaises(SystemExit) as refused:
+            distill.main(["--teacher", "t.pt", "--run", "r", "--device", "cuda"])
+        self.assertIn("--v2", str(refused.exception))
 
 
 if __name__ == "__main__":
