@@ -25,13 +25,25 @@ const modelsPySkip =
     ? null
     : `no v2 recipe packages in ${TORCH_ENV}: run \`bash scripts/setup.sh --models\` (or set PIFLOW_MODELS_PYTHON)`
 
-/** Runs Python unittest modules and checks that every test ran and passed (nothing silently skipped). */
+/** The one capability a Python test may be skipped for: a CUDA GPU (tests of `--device cuda` run where
+ * torch sees one, their CPU twins where it does not). Any other skip fails the suite. */
+const GPU_SKIP = /^skipped '(needs a CUDA GPU|a GPU is here)\b/
+
+/** Runs Python unittest modules and checks that every test ran and passed (nothing silently skipped:
+ * a GPU skip is printed with its reason). */
 function unittest(python: string, modules: string[]) {
   const args = ['-m', 'unittest', '-v', ...modules]
   const run = runPython(args, python)
   expect(run.status, pythonOutput(args, run)).toBe(0)
   expect(run.stderr).toMatch(/\nOK\b/)
-  expect(run.stderr).not.toMatch(/skipped/)
+  const skips = [...run.stderr.matchAll(/^(\S+) \(([^)]+)\)[^\n]*? \.\.\. (skipped [^\n]*)$/gm)]
+  for (const [, , test, reason] of skips) {
+    expect(reason, test).toMatch(GPU_SKIP)
+    console.log(`${test}: ${reason}`)
+  }
+  expect(run.stderr.match(/skipped/g)?.length ?? 0, 'every skip is a GPU skip').toBe(
+    skips.length + (/OK \(skipped=\d+\)/.test(run.stderr) ? 1 : 0),
+  )
 }
 
 const metricsSkip = pythonSkipReason(['torch', 'numpy'])
@@ -102,7 +114,7 @@ describe.skipIf(modelsPySkip !== null)(
       unittest(MODELS_PYTHON, ['models.v2.tests.test_text_full'])
     })
 
-    it('64 px teacher: train, resume from the checkpoint, restart from the fp16 snapshot, two workers', () => {
+    it('64 px teacher: train, resume from the checkpoint, restart from the fp16 snapshot, two workers, --device', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_train'])
     })
 
@@ -118,7 +130,7 @@ describe.skipIf(modelsPySkip !== null)(
       unittest(MODELS_PYTHON, ['models.recipe.tests.test_layout'])
     })
 
-    it('pi-ID GM student (distill --v2) from a 64 px teacher snapshot: trains and resumes', () => {
+    it('pi-ID GM student (distill --v2) from a 64 px teacher snapshot: trains, resumes, fp16 snapshot, --device', () => {
       unittest(MODELS_PYTHON, ['models.v2.tests.test_distill'])
     })
 
