@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             piid, torch.rand(b, m, generator=gen, device=on), torch.rand(b, m - 1, generator=gen, device=on),
             torch.rand(b, a.k, generator=gen, device=on) < piid.gm_dropout,
         )
-        return out["loss"], {"teacher_ratio": round(teacher_ratio, 4), "logstd": round(float(logstds.mean()), 3)}
+        return out["loss"], {"teacher_ratio": round(teacher_ratio, 4), "logstd": round(float(logstds.detach().mean()), 3)}
 
     trainloop.train_loop(st, loss_step, checkpoint, a, run, step_time=2.0, skip_non_finite=True)
 

@@ -40,6 +40,6 @@ done
 rm -rf .stage/tmp
 echo "stage: $n parts of at most $room bytes (tree $tree bytes); device calls, in a row, each as soon as the last returns (the machine keeps carried paths only while warm, ~30 s):"
 for i in $(seq 1 "$((n - 1))"); do
-  echo "  run(command=\"bash models/v2/gpu/train.sh --receive\", carry=[\".stage/$i\"], timeout_s=120)"
+  echo "  run(command=\"bash models/v2/gpu/train.sh --receive\", carry=[\".stage/$i\"], timeout_s=180)"
 done
 echo "  run(command=\"bash models/v2/gpu/train.sh 5.5 2.5\", carry=[\".stage/$n\"], timeout_s=600)"

@@ -6,7 +6,8 @@
 # checkpoint (each minute), so a call cut off at its limit still returns the last ones. Keep the sum of
 # the minutes ~1.5 under the call's timeout_s / 60 (start-up, data, final checkpoints).
 #
-#   bash models/v2/gpu/train.sh --receive          # a middle call: check the parts so far, train nothing
+#   bash models/v2/gpu/train.sh --receive          # a middle call: check the parts so far, and run
+#                                                  # models/v2/gpu/smoke.sh once per machine
 #   bash models/v2/gpu/train.sh 6 2.5              # the last call: 6 min teacher, 2.5 min student
 #
 # Back here: cp <files_at>/teacher.pt models/v2/snapshots/teacher.pt (then resume-teacher.sh continues on
@@ -30,7 +31,14 @@ while read -r _ name sum; do
   [ "$(sha256sum "$file" | cut -d' ' -f1)" = "$sum" ] || { echo "train: part $name damaged" >&2; exit 1; }
 done < <(awk '$1 == "part"' "$manifest")
 echo "train: $((n - missing)) of $n parts here"
-if [ "${1:-}" = "--receive" ]; then exit 0; fi
+if [ "${1:-}" = "--receive" ]; then
+  # once per machine, while the parts arrive: the GPU path of both trainers on synthetic data (~1 min)
+  if [ ! -f /tmp/piflow-gpu-smoke-ok ]; then
+    bash models/v2/gpu/smoke.sh || { echo "train: the GPU smoke test failed: fix it before the long call" >&2; exit 1; }
+    touch /tmp/piflow-gpu-smoke-ok
+  fi
+  exit 0
+fi
 [ "$missing" -eq 0 ] || { echo "train: $missing parts missing: the machine went cold between calls; stage again" >&2; exit 1; }
 
 TEACHER_MINUTES=${1:?usage: train.sh TEACHER_MINUTES [STUDENT_MINUTES] | --receive}

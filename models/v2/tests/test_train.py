@@ -75,6 +75,17 @@ class TrainTeacherTest(unittest.TestCase):
             train_teacher.main([*args, "--max-steps", "4"])  # one process picks the run up
             self.assertEqual(torch.load(snap, map_location="cpu")["step"], 4)
 
+    def test_the_synthetic_set_loads_and_trains_as_the_real_one(self):
+        from models.v2.data import V2Data
+        from models.v2.synthetic import write_synthetic
+        with tempfile.TemporaryDirectory() as tmp:
+            data = V2Data(write_synthetic(os.path.join(tmp, "data"), images=6))
+            x, text = data.batch(np.random.default_rng(0), 5)
+            self.assertEqual((tuple(x.shape), tuple(text.shape)), ((5, 3, 64, 64), (5, 384)))
+            self.assertTrue(bool((x >= -1).all() and (x <= 1).all()))
+            norms = text.norm(dim=1)
+            self.assertTrue(bool(((norms - 1).abs() < 1e-2).logical_or(norms == 0).all()), norms)
+
     @unittest.skipIf(torch.cuda.is_available(), "a GPU is here: the CUDA run below is the check")
     def test_device_cuda_without_a_gpu_is_refused_with_the_reason(self):
         with tempfile.TemporaryDirectory() as tmp:
