@@ -47,6 +47,7 @@ class TrainTeacherTest(unittest.TestCase):
             ck = torch.load(os.path.join(run, "checkpoints", "last.pt"), map_location="cpu")
             self.assertEqual(ck["step"], 3)
             self.assertEqual((ck["config"]["image_size"], ck["config"]["patch"]), (64, 4))
+            self.assertEqual(ck["args"]["sigma_shift"], 3.2)  # the recipe's default since the A/B of 2026-12-04
             train_teacher.main([*args, "--max-steps", "4"])  # resumes the full state
             self.assertTrue(any(r.get("event") == "resume" and r["step"] == 3 for r in _log(run)))
             sn = torch.load(snap, map_location="cpu")
