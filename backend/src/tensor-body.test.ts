@@ -57,7 +57,7 @@ describe('readTensorBody', () => {
     })
   }
 
-  it('refuses a header that runs past the declared Content-Length before reading on', async () => {
+  it('refuses a header that runs past the declared Content-Length from its first 8 bytes', async () => {
     const truncated = valid.subarray(0, 20)
     const { request } = streamedRequest(truncated, 4096, true)
     await expect(readTensorBody(request)).rejects.toThrow(/header_out_of_bounds/)

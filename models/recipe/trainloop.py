@@ -83,6 +83,17 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
                    help="cuda: one GPU (weights, optimiser, data and noise there; --workers 1)")
 
 
+def check_device(a: argparse.Namespace) -> None:
+    """--device's refusals, before any worker is spawned or data loaded."""
+    device = getattr(a, "device", "cpu")
+    if device == "cpu":
+        return
+    if getattr(a, "workers", 1) > 1:
+        raise SystemExit(f"--device {device} trains on one GPU: --workers 1")
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch sees no GPU here")
+
+
 def resolve_precision(precision: str, device: str = "cpu") -> str:
     """"auto": bf16 on a GPU and on CPUs with native bf16 units, else fp32."""
     if precision == "auto":
@@ -97,7 +108,9 @@ def autocast(precision: str, device: str = "cpu") -> torch.autocast:
 
 def launched_workers(entry: Callable[[list[str]], object], argv: list[str] | None, a: argparse.Namespace) -> bool:
     """With --workers N > 1, run entry(argv) in N worker processes and return True once they are done
-    (the caller then returns); False inside a worker or for a single process, which trains itself."""
+    (the caller then returns); False inside a worker or for a single process, which trains itself.
+    Refuses a --device the run cannot have first (check_device)."""
+    check_device(a)
     if a.workers <= 1 or in_worker():
         return False
     launch(entry, list(sys.argv[1:] if argv is None else argv), a.workers)
@@ -120,8 +133,6 @@ class Run:
 
 def start_run(a: argparse.Namespace, load_data: Callable[[argparse.Namespace], Any] | None = None) -> Run:
     """load_data(a) builds the data set (default: v1's tokenizer + EmojiData from a.tokenizer / a.data)."""
-    if getattr(a, "device", "cpu") == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no GPU here")  # before the data goes anywhere
     setup_torch(a.threads)
     workers = join()
     log = JsonLog(os.path.join(a.run, "train.log.jsonl")) if workers.chief else _silent
@@ -297,8 +308,6 @@ def train_loop(
     not finite instead of applying it (more than 20 non-finite losses abort the run)."""
     log, workers = run.log, run.workers
     device = getattr(a, "device", "cpu")
-    if device != "cpu" and workers.world > 1:
-        raise SystemExit(f"--device {device} trains on one GPU: --workers 1")
     precision = resolve_precision(getattr(a, "precision", "fp32"), device)
     log(event="precision", precision=precision, threads=torch.get_num_threads(), device=device)
     workers.same_weights(st.net, st.ema)

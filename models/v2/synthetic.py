@@ -12,9 +12,8 @@ import os
 
 import numpy as np
 
+from models.v2.prepare import VARIANTS
 from models.v2.text import DIM
-
-VARIANTS = 8  # caption variants per image, as models.v2.text embed stores them
 
 
 def write_synthetic(out_dir: str, images: int = 64, size: int = 64, seed: int = 0) -> str:

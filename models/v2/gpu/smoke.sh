@@ -19,10 +19,10 @@ export PYTHONUNBUFFERED=1
   --data "$tmp/data" --minutes 5 --batch 4 --k 2 --total-substeps 16 --max-steps 2 --log-every 1 \
   --precision auto --snapshot "$tmp/student.pt" | tail -n 2
 "$PY" - "$tmp" <<'PY'
-import math, sys
+import sys
 from models.recipe.export import load_net
 for name, step in (("teacher", 5), ("student", 2)):
-    net, ck = load_net(f"{sys.argv[1]}/{name}.pt")
+    _, ck = load_net(f"{sys.argv[1]}/{name}.pt")
     assert ck["step"] == step, (name, ck["step"])
 print("smoke: both trainers ran on the device and their snapshots load")
 PY

@@ -29,7 +29,6 @@ parts=(.stage/tmp/part.*)
 n=${#parts[@]}
 {
   echo "parts $n"
-  echo "tar $(sha256sum .stage/tmp/data.tar | cut -d' ' -f1)"
   for p in "${parts[@]}"; do echo "part $(basename "$p") $(sha256sum "$p" | cut -d' ' -f1)"; done
 } > .stage/tmp/MANIFEST
 for i in $(seq 1 "$n"); do
